@@ -1,0 +1,173 @@
+namespace FastVideo.Configs;
+
+// The typed recipe. YAML keys are the snake_case forms of these property names (LearningRate <-> learning_rate).
+// Defaults are upstream's (FastVideo fastvideo/train/utils/training_config.py) except that an explicit falsy value
+// (0, false, "") is kept as written instead of being replaced by the default.
+
+/// <summary>The whole resolved recipe: what every other part of the program receives.</summary>
+public sealed record RunConfig
+{
+    public RecipeSection Recipe { get; init; } = new();
+    /// <summary>Role name -> that role's options, typed by the role's family (see <see cref="IFamilyCatalog"/>).</summary>
+    public IReadOnlyDictionary<string, RoleConfig> Roles { get; init; } = new Dictionary<string, RoleConfig>();
+    /// <summary>Free map handed to the method, which validates it itself.</summary>
+    public IReadOnlyDictionary<string, object?> Method { get; init; } = new Dictionary<string, object?>();
+    public TrainingConfig Training { get; init; } = new();
+    /// <summary>Callback name -> its free options map, in recipe order (dispatch order).</summary>
+    public IReadOnlyList<KeyValuePair<string, IReadOnlyDictionary<string, object?>>> Callbacks { get; init; } = [];
+    public PipelineConfig Pipeline { get; init; } = new();
+    /// <summary>The recipe as a plain tree after overrides, with every default filled in (saved with checkpoints).</summary>
+    public IReadOnlyDictionary<string, object?> Raw { get; init; } = new Dictionary<string, object?>();
+}
+
+public sealed record RecipeSection
+{
+    /// <summary>Default model family for every role that does not name its own.</summary>
+    public string? Family { get; init; }
+    /// <summary>Training method name (finetune, dmd2, ...).</summary>
+    public string? Method { get; init; }
+}
+
+/// <summary>
+/// Options common to every family. A family may extend this record with its own options; the recipe binder binds
+/// <c>roles.&lt;role&gt;</c> into the family's record type, so unknown keys are caught per family.
+/// </summary>
+public record RoleConfig
+{
+    /// <summary>Falls back to <c>recipe.family</c> when absent.</summary>
+    public string? Family { get; init; }
+    /// <summary>Required: a Diffusers pipeline folder, a transformer folder, or a Hugging Face model id in the local cache.</summary>
+    public string InitFrom { get; init; } = "";
+    public bool Trainable { get; init; } = true;
+    /// <summary>Shift of this role's own noise scheduler; null = the family default (Wan 3.0, Hunyuan 7.0).</summary>
+    public double? FlowShift { get; init; }
+    /// <summary>If true, <see cref="TransformerOverrideSafetensor"/> is ignored.</summary>
+    public bool DisableCustomInitWeights { get; init; }
+    /// <summary>"full" / "ops" / "block_skip"; null = <c>training.model.enable_gradient_checkpointing_type</c>.</summary>
+    public string? EnableGradientCheckpointingType { get; init; }
+    /// <summary>A .safetensors file (or folder of them) loaded instead of the model folder's transformer weights.</summary>
+    public string? TransformerOverrideSafetensor { get; init; }
+    /// <summary>Precomputed negative-prompt embeddings (safetensors with <c>negative_prompt_embeds</c> [1,L,D]);
+    /// null = look for <c>negative_prompt_embeds.safetensors</c> in the model folder.</summary>
+    public string? NegativePromptEmbeds { get; init; }
+}
+
+public sealed record TrainingConfig
+{
+    public DistributedConfig Distributed { get; init; } = new();
+    public DataConfig Data { get; init; } = new();
+    public OptimizerConfig Optimizer { get; init; } = new();
+    public LoopConfig Loop { get; init; } = new();
+    public CheckpointConfig Checkpoint { get; init; } = new();
+    public TrackerConfig Tracker { get; init; } = new();
+    public ModelTrainingConfig Model { get; init; } = new();
+    public VsaConfig Vsa { get; init; } = new();
+    /// <summary>Master-weight dtype of loaded transformers: fp32, bf16 or fp16.</summary>
+    public string DitPrecision { get; init; } = "fp32";
+    /// <summary>Base model folder; null = the student's init_from.</summary>
+    public string? ModelPath { get; init; }
+    /// <summary>Torch device for every role: "cpu", "cuda", "cuda:1", ...</summary>
+    public string Device { get; init; } = "cpu";
+}
+
+public sealed record DistributedConfig
+{
+    public int NumGpus { get; init; } = 1;
+    public int TpSize { get; init; } = 1;
+    /// <summary>null = num_gpus.</summary>
+    public int? SpSize { get; init; }
+    public int HsdpReplicateDim { get; init; } = 1;
+    /// <summary>null = num_gpus.</summary>
+    public int? HsdpShardDim { get; init; }
+    public bool PinCpuMemory { get; init; }
+}
+
+/// <summary>One dataset folder and how many times it is repeated per epoch.</summary>
+public sealed record DataSource(string Path, int Weight);
+
+public sealed record DataConfig
+{
+    /// <summary>A folder (plain string in YAML) or a map folder -> repeat weight.</summary>
+    public IReadOnlyList<DataSource> DataPath { get; init; } = [];
+    public int TrainBatchSize { get; init; } = 1;
+    public int DataloaderNumWorkers { get; init; }
+    public double TrainingCfgRate { get; init; }
+    public int Seed { get; init; }
+    public int NumHeight { get; init; }
+    public int NumWidth { get; init; }
+    public int NumLatentT { get; init; }
+    public int NumFrames { get; init; }
+    public bool DropLast { get; init; } = true;
+    /// <summary>Batches prepared ahead on a background thread (0 = none).</summary>
+    public int PrefetchBatches { get; init; } = 2;
+}
+
+public sealed record OptimizerConfig
+{
+    public double LearningRate { get; init; }
+    public IReadOnlyList<double> Betas { get; init; } = [0.9, 0.999];
+    public double WeightDecay { get; init; }
+    public double Eps { get; init; } = 1e-8;
+    public string LrScheduler { get; init; } = "constant";
+    public int LrWarmupSteps { get; init; }
+    public int LrNumCycles { get; init; }
+    public double LrPower { get; init; }
+    public double MinLrRatio { get; init; } = 0.5;
+}
+
+public sealed record LoopConfig
+{
+    public int MaxTrainSteps { get; init; }
+    public int GradientAccumulationSteps { get; init; } = 1;
+}
+
+public sealed record CheckpointConfig
+{
+    public string OutputDir { get; init; } = "";
+    public string ResumeFromCheckpoint { get; init; } = "";
+    public int TrainingStateCheckpointingSteps { get; init; }
+    public int CheckpointsTotalLimit { get; init; }
+}
+
+public sealed record TrackerConfig
+{
+    public IReadOnlyList<string> Trackers { get; init; } = [];
+    public string ProjectName { get; init; } = "fastvideo";
+    public string RunName { get; init; } = "";
+}
+
+public sealed record VsaConfig
+{
+    public double Sparsity { get; init; }
+}
+
+public sealed record ModelTrainingConfig
+{
+    /// <summary>Timestep density: uniform, logit_normal or mode.</summary>
+    public string WeightingScheme { get; init; } = "uniform";
+    public double LogitMean { get; init; }
+    public double LogitStd { get; init; } = 1.0;
+    public double ModeScale { get; init; } = 1.0;
+    public bool PreconditionOutputs { get; init; }
+    public IReadOnlyDictionary<string, object?> MobaConfig { get; init; } = new Dictionary<string, object?>();
+    public string? EnableGradientCheckpointingType { get; init; }
+}
+
+/// <summary>Overrides of the family's pipeline defaults. Null = the family default.</summary>
+public sealed record PipelineConfig
+{
+    /// <summary>Shift used by the student's timestep shifting (DMD/critic) and the SF/KD schedulers.</summary>
+    public double? FlowShift { get; init; }
+    /// <summary>Text tokens per prompt after padding/cropping (Wan 512, Hunyuan 256).</summary>
+    public int? TextLen { get; init; }
+    /// <summary>Path to the VAE config.json whose normalisation constants apply; null = the model folder's vae/.</summary>
+    public string? VaeConfig { get; init; }
+}
+
+/// <summary>What the recipe binder needs to know of the model families (implemented by the family registry).</summary>
+public interface IFamilyCatalog
+{
+    IReadOnlyCollection<string> FamilyNames { get; }
+    /// <summary>The record type (a <see cref="RoleConfig"/> subclass or RoleConfig itself) that binds roles of this family.</summary>
+    Type RoleConfigType(string family);
+}
