@@ -1,0 +1,64 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace FastVideo.Models.Layers;
+
+/// <summary>
+/// 3-axis rotary position embedding over a (frames, height, width) token grid, as in Wan: the head dim d splits into
+/// d_t = d - 4 floor(d/6) and d_h = d_w = 2 floor(d/6); each axis uses angles p * theta^(-2j/d_a) (computed in
+/// float64). Rotation acts on consecutive pairs (x[2j], x[2j+1]).
+/// </summary>
+public static class RotaryPosEmbed3D
+{
+    public static (int T, int H, int W) AxisDims(int headDim)
+    {
+        int hw = 2 * (headDim / 6);
+        return (headDim - 2 * hw, hw, hw);
+    }
+
+    /// <summary>
+    /// cos and sin tables of shape [S, d/2] (one angle per pair), float32, for the grid (frames, height, width) with
+    /// the frame index starting at <paramref name="startFrame"/>. Token order: frame, then row, then column.
+    /// </summary>
+    public static (Tensor Cos, Tensor Sin) Tables(int headDim, long frames, long height, long width, double theta = 10000.0,
+        long startFrame = 0, Device? device = null)
+    {
+        using var scope = NewDisposeScope();
+        var (dt, dh, dw) = AxisDims(headDim);
+        var ft = AxisAngles(dt, arange(startFrame, startFrame + frames, dtype: ScalarType.Float64), theta); // [F, dt/2]
+        var fh = AxisAngles(dh, arange(0, height, dtype: ScalarType.Float64), theta);
+        var fw = AxisAngles(dw, arange(0, width, dtype: ScalarType.Float64), theta);
+        long n = frames * height * width;
+        var angles = cat([
+            ft.reshape(frames, 1, 1, -1).expand(frames, height, width, -1),
+            fh.reshape(1, height, 1, -1).expand(frames, height, width, -1),
+            fw.reshape(1, 1, width, -1).expand(frames, height, width, -1),
+        ], 3).reshape(n, headDim / 2);
+        var cosT = angles.cos().to_type(ScalarType.Float32);
+        var sinT = angles.sin().to_type(ScalarType.Float32);
+        if (device is not null) { cosT = cosT.to(device); sinT = sinT.to(device); }
+        return (cosT.MoveToOuterDisposeScope(), sinT.MoveToOuterDisposeScope());
+    }
+
+    private static Tensor AxisAngles(int dim, Tensor positions, double theta)
+    {
+        var j = arange(0, dim, 2, dtype: ScalarType.Float64);
+        var inv = 1.0 / pow(theta, j / dim);
+        return outer(positions, inv); // [P, dim/2]
+    }
+
+    /// <summary>Rotates x [B, S, heads, d] by the tables [S, d/2]; computed in float32, returned in x's dtype.</summary>
+    public static Tensor Apply(Tensor x, Tensor cos, Tensor sin)
+    {
+        using var scope = NewDisposeScope();
+        var shape = x.shape;
+        var pairs = x.to_type(ScalarType.Float32).reshape(shape[0], shape[1], shape[2], shape[3] / 2, 2);
+        var x1 = pairs.select(-1, 0);
+        var x2 = pairs.select(-1, 1);
+        var c = cos.reshape(1, shape[1], 1, shape[3] / 2);
+        var s = sin.reshape(1, shape[1], 1, shape[3] / 2);
+        var o1 = x1 * c - x2 * s;
+        var o2 = x1 * s + x2 * c;
+        return stack([o1, o2], -1).reshape(shape).to_type(x.dtype).MoveToOuterDisposeScope();
+    }
+}
