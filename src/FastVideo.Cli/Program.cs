@@ -1,3 +1,60 @@
-using TorchSharp;
-var x = torch.randn(4, 4);
-Console.WriteLine((x.matmul(x)).sum().item<float>());
+using FastVideo;
+using FastVideo.Cli;
+using FastVideo.Cli.Commands;
+using FastVideo.Train.Models;
+
+FastVideo.Native.TorchSharpLoader.EnsureLoaded();
+return Cli.Run(args, Console.Out, Console.Error);
+
+namespace FastVideo.Cli
+{
+    public static class Cli
+    {
+        public const string Usage = """
+            usage: fastvideo <command> [options]
+
+            commands:
+              generate   sample latents with a Wan model from precomputed text embeddings
+              config     show RECIPE [--set key=value ...]: print the resolved recipe
+              families   list the model families and their role options
+              dataset    synth --out DIR [...] | inspect DIR
+              demo       build a tiny random Wan model and sample from it (no downloads)
+
+            plugins: FASTVIDEO_FAMILY_PLUGINS=a.dll:b.dll loads extra model families.
+            """;
+
+        public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
+        {
+            try
+            {
+                var families = ModelFamilyRegistry.Default;
+                var plugins = Environment.GetEnvironmentVariable("FASTVIDEO_FAMILY_PLUGINS");
+                if (!string.IsNullOrEmpty(plugins) && !_pluginsLoaded)
+                {
+                    families.LoadPlugins(plugins.Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries));
+                    _pluginsLoaded = true;
+                }
+                if (args.Length == 0 || args[0] is "-h" or "--help" or "help")
+                {
+                    stdout.WriteLine(Usage);
+                    return args.Length == 0 ? 2 : 0;
+                }
+                var rest = args[1..];
+                return args[0] switch
+                {
+                    "generate" => GenerateCommand.Run(rest, stdout, stderr),
+                    "families" => FamiliesCommand.Run(rest, families, stdout),
+                    "demo" => DemoCommand.Run(rest, stdout, stderr),
+                    _ => throw new UserError($"unknown command '{args[0]}'\n{Usage}"),
+                };
+            }
+            catch (UserError e)
+            {
+                stderr.WriteLine($"error: {e.Message}");
+                return 2;
+            }
+        }
+
+        private static bool _pluginsLoaded;
+    }
+}

@@ -249,7 +249,7 @@ public sealed class WanTimeTextEmbedding : nn.Module
 /// The Wan 2.1 text-to-video transformer. Forward: hidden_states [B,C,T,H,W], timestep [B] (one value per sample),
 /// encoder_hidden_states [B,L,text_dim] -> [B,out_channels,T,H,W]. The text mask is not used (as in Wan).
 /// </summary>
-public sealed class WanTransformer3DModel : nn.Module
+public sealed partial class WanTransformer3DModel : nn.Module
 {
     public WanTransformerConfig Config { get; }
 

@@ -66,10 +66,11 @@ public sealed class FlowMatchEulerDiscreteScheduler
         var sig = new float[n];
         for (int i = 0; i < n; i++)
         {
-            // numpy.linspace(hi, lo, n) in float64, then cast to float32 as Diffusers does.
-            double tt = n == 1 ? hi : hi + (lo - (double)hi) * i / (n - 1);
-            float u = (float)(tt / nt);
-            sig[i] = ShiftSigma(u, Shift);
+            // numpy.linspace: start + i * step, with the last value pinned to stop.
+            double tt = n == 1 ? hi : i == n - 1 ? lo : i * (((double)lo - hi) / (n - 1)) + hi;
+            double u = tt / nt;
+            // Diffusers shifts these in float64 (numpy) and only then casts to float32.
+            sig[i] = (float)(Shift * u / (1 + (Shift - 1) * u));
         }
         SetSigmas(sig);
     }

@@ -1,0 +1,21 @@
+using FastVideo.Train.Models;
+
+namespace FastVideo.Cli.Commands;
+
+/// <summary><c>fastvideo families</c>: the registered model families and the options their roles accept.</summary>
+public static class FamiliesCommand
+{
+    public static int Run(string[] args, ModelFamilyRegistry registry, TextWriter stdout)
+    {
+        if (args.Length > 0) throw new UserError("usage: fastvideo families");
+        foreach (var f in registry.Families)
+        {
+            stdout.WriteLine($"{f.Name}: {f.Description}");
+            stdout.WriteLine($"  latent space: {f.LatentSpace}; defaults: flow_shift {f.Defaults.FlowShift}, text_len {f.Defaults.TextLen}, latent channels {f.Defaults.Vae.LatentChannels}");
+            stdout.WriteLine("  role options (roles.<role>.*):");
+            foreach (var (key, type, def) in ModelFamilyRegistry.DescribeOptions(f.RoleConfigType))
+                stdout.WriteLine($"    {key,-38} {type,-8} default {def}");
+        }
+        return 0;
+    }
+}

@@ -1,0 +1,40 @@
+using System.Text.Json;
+using FastVideo.Weights;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace FastVideo.Models.Dits;
+
+// Loading from and saving to the Diffusers layout: <dir>/config.json + diffusion_pytorch_model.safetensors.
+public sealed partial class WanTransformer3DModel
+{
+    /// <summary>
+    /// Builds the model from a Diffusers folder (pipeline or transformer folder, or a cached model id) and loads its
+    /// weights strictly; <paramref name="weightsOverride"/> (a .safetensors file or folder) replaces the folder's weights.
+    /// </summary>
+    public static WanTransformer3DModel FromPretrained(string pathOrModelId, ScalarType dtype = ScalarType.Float32,
+        Device? device = null, string? weightsOverride = null)
+    {
+        var folder = DiffusersModelFolder.Resolve(pathOrModelId);
+        var config = WanTransformerConfig.FromJson(folder.ReadConfig(), folder.ConfigPath);
+        var model = new WanTransformer3DModel(config);
+        var weights = weightsOverride is null ? StateDict.LoadWeights(folder) : StateDict.LoadSafetensorsFileOrFolder(weightsOverride);
+        try { StateDict.LoadInto(model, weights, weightsOverride ?? string.Join(", ", folder.WeightFiles)); }
+        finally { foreach (var w in weights.Values) w.Dispose(); }
+        model.to(dtype);
+        if (device is not null) model.to(device);
+        model.eval();
+        return model;
+    }
+
+    /// <summary>Writes config.json and diffusion_pytorch_model.safetensors (Diffusers key names) into <paramref name="dir"/>.</summary>
+    public void SavePretrained(string dir, ScalarType? dtype = null)
+    {
+        Directory.CreateDirectory(dir);
+        var cfgPath = Path.Combine(dir, "config.json");
+        var tmp = cfgPath + ".tmp";
+        File.WriteAllText(tmp, Config.ToJson().ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        File.Move(tmp, cfgPath, overwrite: true);
+        StateDict.SaveModule(this, Path.Combine(dir, "diffusion_pytorch_model.safetensors"), dtype);
+    }
+}

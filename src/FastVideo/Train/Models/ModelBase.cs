@@ -1,0 +1,136 @@
+using FastVideo.Configs;
+using FastVideo.Data;
+using FastVideo.Models.Schedulers;
+using FastVideo.Train.Utils;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace FastVideo.Train.Models;
+
+/// <summary>Where <see cref="ModelBase.PrepareBatch"/> takes the clean latents from.</summary>
+public enum LatentsSource
+{
+    /// <summary>The loader's VAE latents.</summary>
+    Data,
+    /// <summary>Zeros of the configured latent shape: methods that generate their own samples need only the shape.</summary>
+    Zeros,
+}
+
+/// <summary>Which attention metadata is active. Sparse (VSA) attention does not exist yet: "vsa" runs dense.</summary>
+public enum AttnKind { Dense, Vsa }
+
+/// <summary>Everything a family needs to build one role's model.</summary>
+public sealed record ModelBuildContext(string Role, RoleConfig Options, RunConfig Run, ModelFamily Family)
+{
+    public TrainingConfig Training => Run.Training;
+    public Device Device => torch.device(Run.Training.Device);
+}
+
+/// <summary>
+/// One role's model (student, teacher, critic, ...). Owns its transformer and noise scheduler and offers the
+/// primitives every training method uses. Between methods and plugins, video tensors are BTCHW ([B,T,C,H,W]);
+/// transformers see BCTHW, and the permute happens here, at the plugin boundary.
+/// </summary>
+public abstract class ModelBase : IDisposable
+{
+    protected ModelBase(ModelBuildContext context)
+    {
+        Context = context;
+        Role = context.Role;
+        Trainable = context.Options.Trainable;
+        Device = context.Device;
+    }
+
+    public ModelBuildContext Context { get; }
+    public string Role { get; }
+    public bool Trainable { get; }
+    public Device Device { get; }
+    public abstract nn.Module Transformer { get; }
+    public abstract FlowMatchEulerDiscreteScheduler NoiseScheduler { get; }
+    public int NumTrainTimesteps => NoiseScheduler.NumTrainTimesteps;
+
+    /// <summary>Student only, called by the method's constructor: VAE constants, timestep mechanics.</summary>
+    public virtual void InitPreprocessors() { }
+
+    /// <summary>Called once before the training loop (student only), e.g. to load negative conditioning.</summary>
+    public virtual void OnTrainStart() { }
+
+    /// <summary>Applies the model's timestep shifting and clamping (identity by default).</summary>
+    public virtual Tensor ShiftAndClampTimestep(Tensor timestep) => timestep.alias();
+
+    /// <summary>Turns a loader batch into forward primitives, drawing noise and timesteps from <paramref name="generator"/>.</summary>
+    public abstract TrainingBatch PrepareBatch(RawBatch raw, Generator generator, LatentsSource latentsSource = LatentsSource.Data);
+
+    /// <summary>Forward process on BTCHW latents at timestep <paramref name="timestep"/> ([1], [B], [B·T] or [B,T]).</summary>
+    public abstract Tensor AddNoise(Tensor cleanLatents, Tensor noise, Tensor timestep);
+
+    /// <summary>Predicts v = eps - x0 for BTCHW noisy latents.</summary>
+    public abstract Tensor PredictNoise(Tensor noisyLatents, Tensor timestep, TrainingBatch batch, bool conditional,
+        CfgUncondPolicy? cfgUncond = null, AttnKind attnKind = AttnKind.Dense);
+
+    /// <summary>Predicts x0 = x_t - sigma(t) v, with sigma from this model's scheduler grid (nearest lookup).</summary>
+    public Tensor PredictX0(Tensor noisyLatents, Tensor timestep, TrainingBatch batch, bool conditional,
+        CfgUncondPolicy? cfgUncond = null, AttnKind attnKind = AttnKind.Dense)
+    {
+        using var scope = NewDisposeScope();
+        var v = PredictNoise(noisyLatents, timestep, batch, conditional, cfgUncond, attnKind);
+        var x0 = NoiseToX0(v, noisyLatents, timestep, NoiseScheduler);
+        return x0.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>BTCHW v -> x0 using <paramref name="scheduler"/>'s grid; timesteps [1], [B], [B·T] or [B,T].</summary>
+    public static Tensor NoiseToX0(Tensor v, Tensor noisyLatents, Tensor timestep, FlowMatchEulerDiscreteScheduler scheduler)
+    {
+        using var scope = NewDisposeScope();
+        long b = v.shape[0], t = v.shape[1];
+        var flatT = PerFrameTimesteps(timestep, b, t);
+        var x0 = FlowMatchMath.PredNoiseToPredVideo(v.flatten(0, 1), noisyLatents.flatten(0, 1), flatT, scheduler);
+        return x0.unflatten(0, [b, t]).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Flattens a timestep to 1 or B·T values; a [B] timestep is repeated for each of the T frames.</summary>
+    public static Tensor PerFrameTimesteps(Tensor timestep, long batch, long frames)
+    {
+        long n = timestep.numel();
+        if (n == 1 || n == batch * frames) return timestep.reshape(-1);
+        if (n == batch) return timestep.reshape(-1).repeat_interleave(frames);
+        throw new ArgumentException($"timestep has {n} values; expected 1, B={batch} or B*T={batch * frames}");
+    }
+
+    /// <summary>(loss / max(1, rounds)).backward(), inside whatever context the family needs to recompute activations.</summary>
+    public abstract void Backward(Tensor loss, object? context, int gradAccumRounds);
+
+    public IEnumerable<TorchSharp.Modules.Parameter> TrainableParameters() => Transformer.parameters().Where(p => p.requires_grad);
+
+    public virtual void Dispose() => Transformer.Dispose();
+}
+
+/// <summary>
+/// Causal (streaming) plugins: predictions over chunks of frames that read and write key/value caches. Cache state
+/// lives inside the model instance, keyed by a cache tag, so a method can keep several rollouts apart.
+/// </summary>
+public abstract class CausalModelBase : ModelBase
+{
+    protected CausalModelBase(ModelBuildContext context) : base(context) { }
+
+    /// <summary>Drops the caches of <paramref name="cacheTag"/> before a new rollout.</summary>
+    public abstract void ClearCaches(string cacheTag = "pos");
+
+    /// <summary>
+    /// Streaming v-prediction for a chunk of frames starting at <paramref name="curStartFrame"/>. With
+    /// <paramref name="storeKv"/> the call only writes the chunk's keys/values into the cache and returns null.
+    /// </summary>
+    public abstract Tensor? PredictNoiseStreaming(Tensor noisyLatents, Tensor timestep, TrainingBatch batch, bool conditional,
+        string cacheTag = "pos", bool storeKv = false, int curStartFrame = 0, CfgUncondPolicy? cfgUncond = null,
+        AttnKind attnKind = AttnKind.Dense);
+
+    public Tensor? PredictX0Streaming(Tensor noisyLatents, Tensor timestep, TrainingBatch batch, bool conditional,
+        string cacheTag = "pos", bool storeKv = false, int curStartFrame = 0, CfgUncondPolicy? cfgUncond = null,
+        AttnKind attnKind = AttnKind.Dense)
+    {
+        using var scope = NewDisposeScope();
+        var v = PredictNoiseStreaming(noisyLatents, timestep, batch, conditional, cacheTag, storeKv, curStartFrame, cfgUncond, attnKind);
+        if (v is null) return null;
+        return NoiseToX0(v, noisyLatents, timestep, NoiseScheduler).MoveToOuterDisposeScope();
+    }
+}

@@ -1,0 +1,123 @@
+using System.Reflection;
+using FastVideo.Configs;
+using FastVideo.Models.Vae;
+
+namespace FastVideo.Train.Models;
+
+/// <summary>Pipeline defaults of a family, overridable by the recipe's <c>pipeline:</c> section.</summary>
+public sealed record FamilyDefaults(double FlowShift, int TextLen, VaeConfig Vae);
+
+/// <summary>
+/// A model family: its name, the record its role options bind into, the latent space it works in (roles of one
+/// method must share it), its pipeline defaults and how to build a model.
+/// </summary>
+public sealed record ModelFamily(
+    string Name,
+    string Description,
+    Type RoleConfigType,
+    string LatentSpace,
+    FamilyDefaults Defaults,
+    Func<ModelBuildContext, ModelBase> Create);
+
+/// <summary>Implemented by user assemblies that add families; loaded with <see cref="ModelFamilyRegistry.LoadPlugins"/>.</summary>
+public interface IModelFamilyProvider
+{
+    IEnumerable<ModelFamily> Families();
+}
+
+/// <summary>Family name -> plugin. <see cref="Default"/> holds the built-in families; users may register more.</summary>
+public sealed class ModelFamilyRegistry : IFamilyCatalog
+{
+    private readonly Dictionary<string, ModelFamily> _families = new(StringComparer.Ordinal);
+
+    public static ModelFamilyRegistry Default { get; } = CreateBuiltIn();
+
+    public static ModelFamilyRegistry CreateBuiltIn()
+    {
+        var r = new ModelFamilyRegistry();
+        r.Register(Wan.WanModel.Family);
+        return r;
+    }
+
+    public void Register(ModelFamily family)
+    {
+        if (string.IsNullOrWhiteSpace(family.Name)) throw new ArgumentException("family name must not be empty");
+        if (!typeof(RoleConfig).IsAssignableFrom(family.RoleConfigType))
+            throw new ArgumentException($"family '{family.Name}': RoleConfigType must derive from RoleConfig");
+        if (_families.ContainsKey(family.Name)) throw new ArgumentException($"family '{family.Name}' is already registered");
+        _families[family.Name] = family;
+    }
+
+    public IReadOnlyCollection<string> FamilyNames => _families.Keys.OrderBy(k => k, StringComparer.Ordinal).ToArray();
+
+    public IReadOnlyList<ModelFamily> Families => FamilyNames.Select(n => _families[n]).ToArray();
+
+    public Type RoleConfigType(string family) => Get(family).RoleConfigType;
+
+    public ModelFamily Get(string family) => _families.TryGetValue(family, out var f)
+        ? f
+        : throw new UserError($"unknown model family '{family}' (known: {string.Join(", ", FamilyNames)})");
+
+    /// <summary>Builds the model of one role; the role's options were bound and validated by the recipe loader.</summary>
+    public ModelBase Create(string role, RoleConfig options, RunConfig run)
+    {
+        var family = Get(options.Family ?? run.Recipe.Family ?? throw new UserError($"roles.{role}.family: no family given and recipe.family is not set"));
+        return family.Create(new ModelBuildContext(role, options, run, family));
+    }
+
+    /// <summary>Loads families from user assemblies: every public <see cref="IModelFamilyProvider"/> with a parameterless constructor.</summary>
+    public void LoadPlugins(IEnumerable<string> assemblyPaths)
+    {
+        foreach (var path in assemblyPaths)
+        {
+            if (!File.Exists(path)) throw new UserError($"family plugin assembly '{path}' does not exist");
+            Assembly asm;
+            try { asm = Assembly.LoadFrom(Path.GetFullPath(path)); }
+            catch (BadImageFormatException) { throw new UserError($"family plugin '{path}' is not a .NET assembly"); }
+            var providers = asm.GetExportedTypes()
+                .Where(t => typeof(IModelFamilyProvider).IsAssignableFrom(t) && !t.IsAbstract && t.GetConstructor(Type.EmptyTypes) is not null)
+                .ToList();
+            if (providers.Count == 0) throw new UserError($"family plugin '{path}' has no public IModelFamilyProvider with a parameterless constructor");
+            foreach (var t in providers)
+                foreach (var f in ((IModelFamilyProvider)Activator.CreateInstance(t)!).Families()) Register(f);
+        }
+    }
+
+    /// <summary>Role options of a family as (yaml key, type, default) for <c>fastvideo families</c>.</summary>
+    public static IReadOnlyList<(string Key, string Type, string Default)> DescribeOptions(Type roleConfigType)
+    {
+        var instance = Activator.CreateInstance(roleConfigType);
+        return roleConfigType.GetProperties(BindingFlags.Public | BindingFlags.Instance)
+            .Where(p => p.CanWrite)
+            .Select(p => (SnakeCase(p.Name), TypeName(p.PropertyType), Format(p.GetValue(instance))))
+            .ToList();
+    }
+
+    private static string TypeName(Type t)
+    {
+        var u = Nullable.GetUnderlyingType(t);
+        if (u is not null) return TypeName(u) + "?";
+        return t == typeof(string) ? "string" : t == typeof(bool) ? "bool" : t == typeof(int) ? "int" : t == typeof(double) ? "float" : t.Name;
+    }
+
+    private static string Format(object? v) => v switch
+    {
+        null => "null",
+        bool b => b ? "true" : "false",
+        string s => s.Length == 0 ? "(required)" : s,
+        double d => d.ToString(System.Globalization.CultureInfo.InvariantCulture),
+        _ => v.ToString() ?? "",
+    };
+
+    internal static string SnakeCase(string name)
+    {
+        var sb = new System.Text.StringBuilder();
+        for (int i = 0; i < name.Length; i++)
+        {
+            char c = name[i];
+            if (char.IsUpper(c) && i > 0) sb.Append('_');
+            sb.Append(char.ToLowerInvariant(c));
+        }
+        return sb.ToString();
+    }
+}

@@ -1,0 +1,282 @@
+using FastVideo.Configs;
+using FastVideo.Data;
+using FastVideo.Models.Dits;
+using FastVideo.Models.Schedulers;
+using FastVideo.Models.Vae;
+using FastVideo.Train.Utils;
+using FastVideo.Weights;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace FastVideo.Train.Models.Wan;
+
+/// <summary>
+/// The <c>wan</c> family: Wan 2.1 text-to-video from a Diffusers folder. One instance per role; owns its
+/// <see cref="WanTransformer3DModel"/> and a <see cref="FlowMatchEulerDiscreteScheduler"/> with the role's shift.
+/// </summary>
+public class WanModel : ModelBase
+{
+    public static ModelFamily Family { get; } = new(
+        Name: "wan",
+        Description: "Wan 2.1 text-to-video (Diffusers WanTransformer3DModel), bidirectional attention",
+        RoleConfigType: typeof(RoleConfig),
+        LatentSpace: "wan-vae",
+        Defaults: new FamilyDefaults(FlowShift: 3.0, TextLen: 512, Vae: VaeConfig.WanDefault),
+        Create: ctx => new WanModel(ctx));
+
+    private readonly WanTransformer3DModel _transformer;
+    private readonly FlowMatchEulerDiscreteScheduler _scheduler;
+    private TextConditioning? _negative;
+    private bool _negativeLoaded;
+
+    public WanModel(ModelBuildContext context) : base(context)
+    {
+        var options = context.Options;
+        Folder = DiffusersModelFolder.Resolve(options.InitFrom);
+        var config = WanTransformerConfig.FromJson(Folder.ReadConfig(), Folder.ConfigPath);
+        MasterDtype = ParsePrecision(context.Training.DitPrecision);
+
+        _transformer = new WanTransformer3DModel(config);
+        var (weights, source) = ResolveWeights(options, Folder);
+        try { StateDict.LoadInto(_transformer, weights, source); }
+        finally { foreach (var w in weights.Values) w.Dispose(); }
+        _transformer.to(MasterDtype).to(Device);
+        ApplyTrainable();
+
+        double shift = options.FlowShift ?? context.Family.Defaults.FlowShift;
+        _scheduler = new FlowMatchEulerDiscreteScheduler(shift);
+        TimestepShift = shift;
+        Vae = LoadVaeConfig(context, Folder);
+        GradientCheckpointing = options.EnableGradientCheckpointingType ?? context.Training.Model.EnableGradientCheckpointingType;
+    }
+
+    public DiffusersModelFolder Folder { get; }
+    public WanTransformer3DModel WanTransformer => _transformer;
+    public override nn.Module Transformer => _transformer;
+    public override FlowMatchEulerDiscreteScheduler NoiseScheduler => _scheduler;
+    public ScalarType MasterDtype { get; }
+    public VaeConfig Vae { get; }
+    /// <summary>Shift used by <see cref="ShiftAndClampTimestep"/>; the student takes the pipeline's flow_shift.</summary>
+    public double TimestepShift { get; private set; }
+    public int MinTimestep { get; } = 0;
+    public int MaxTimestep => NumTrainTimesteps;
+    /// <summary>Requested activation checkpointing type; recorded but not applied yet (not implemented).</summary>
+    public string? GradientCheckpointing { get; }
+
+    public static ScalarType ParsePrecision(string p) => p switch
+    {
+        "fp32" => ScalarType.Float32,
+        "bf16" => ScalarType.BFloat16,
+        "fp16" => ScalarType.Float16,
+        _ => throw new UserError($"training.dit_precision: expected fp32, bf16 or fp16, got '{p}'"),
+    };
+
+    private static (Dictionary<string, Tensor> Weights, string Source) ResolveWeights(RoleConfig options, DiffusersModelFolder folder)
+    {
+        var over = options.TransformerOverrideSafetensor;
+        if (!string.IsNullOrEmpty(over) && !options.DisableCustomInitWeights)
+        {
+            // Upstream silently ignores a missing override path; a typo there would train the wrong weights.
+            if (!File.Exists(over) && !Directory.Exists(over))
+                throw new UserError($"transformer_override_safetensor '{over}' does not exist");
+            return (StateDict.LoadSafetensorsFileOrFolder(over), over);
+        }
+        return (StateDict.LoadWeights(folder), string.Join(", ", folder.WeightFiles));
+    }
+
+    private void ApplyTrainable()
+    {
+        foreach (var p in _transformer.parameters()) p.requires_grad = Trainable;
+        if (Trainable) _transformer.train(); else _transformer.eval();
+    }
+
+    /// <summary>VAE constants: the recipe's pipeline.vae_config, else the model folder's vae/config.json, else the family default.</summary>
+    private static VaeConfig LoadVaeConfig(ModelBuildContext context, DiffusersModelFolder folder)
+    {
+        var explicitPath = context.Run.Pipeline.VaeConfig;
+        if (!string.IsNullOrEmpty(explicitPath))
+        {
+            var p = Directory.Exists(explicitPath) ? Path.Combine(explicitPath, "config.json") : explicitPath;
+            if (!File.Exists(p)) throw new UserError($"pipeline.vae_config: '{explicitPath}' does not exist");
+            return VaeConfig.Load(p);
+        }
+        if (folder.Root is not null)
+        {
+            var p = Path.Combine(folder.Root, "vae", "config.json");
+            if (File.Exists(p)) return VaeConfig.Load(p);
+        }
+        return context.Family.Defaults.Vae;
+    }
+
+    public override void InitPreprocessors()
+    {
+        // Upstream quirk kept on purpose: the student's DMD/critic timestep shift follows the pipeline's flow_shift
+        // while its scheduler grid keeps the role's own flow_shift.
+        TimestepShift = Context.Run.Pipeline.FlowShift ?? Context.Family.Defaults.FlowShift;
+    }
+
+    public override void OnTrainStart() => EnsureNegativeConditioning();
+
+    public override Tensor ShiftAndClampTimestep(Tensor timestep)
+    {
+        using var scope = NewDisposeScope();
+        var shifted = TimestepSampling.ShiftTimestep(timestep, TimestepShift, NumTrainTimesteps);
+        return shifted.clamp(MinTimestep, MaxTimestep).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// Negative-prompt embeddings from precomputed safetensors (text encoders come later): the role's
+    /// negative_prompt_embeds file, else negative_prompt_embeds.safetensors in the model folder. Absent = none;
+    /// that is an error only when an unconditional branch actually needs it.
+    /// </summary>
+    public TextConditioning? EnsureNegativeConditioning()
+    {
+        if (_negativeLoaded) return _negative;
+        _negativeLoaded = true;
+        string? path = Context.Options.NegativePromptEmbeds;
+        if (!string.IsNullOrEmpty(path))
+        {
+            if (!File.Exists(path)) throw new UserError($"roles.{Role}.negative_prompt_embeds: '{path}' does not exist");
+        }
+        else
+        {
+            path = new[] { Folder.Root, Path.GetDirectoryName(Folder.ConfigPath) }
+                .Where(d => d is not null)
+                .Select(d => Path.Combine(d!, "negative_prompt_embeds.safetensors"))
+                .FirstOrDefault(File.Exists);
+            if (path is null) return null;
+        }
+        _negative = LoadNegative(path, _transformer.ParamDtype, Device);
+        return _negative;
+    }
+
+    internal static TextConditioning LoadNegative(string path, ScalarType dtype, Device device)
+    {
+        var tensors = SafeTensors.Load(path);
+        try
+        {
+            if (!tensors.TryGetValue("negative_prompt_embeds", out var e))
+                throw new UserError($"{path}: expected a tensor 'negative_prompt_embeds' [1,L,D]; found {string.Join(", ", tensors.Keys)}");
+            if (e.dim() == 2) e = e.unsqueeze(0);
+            if (e.dim() != 3 || e.shape[0] != 1) throw new UserError($"{path}: negative_prompt_embeds must be [1,L,D], got [{string.Join(",", e.shape)}]");
+            Tensor mask = tensors.TryGetValue("negative_prompt_attention_mask", out var m) ? m.reshape(1, -1) : ones(1, e.shape[1]);
+            return new TextConditioning(e.to(dtype).to(device), mask.to(dtype).to(device));
+        }
+        finally { foreach (var t in tensors.Values) t.Dispose(); }
+    }
+
+    public override TrainingBatch PrepareBatch(RawBatch raw, Generator generator, LatentsSource latentsSource = LatentsSource.Data)
+    {
+        var negative = EnsureNegativeConditioning();
+        using var scope = NewDisposeScope();
+        var dtype = _transformer.ParamDtype;
+        var data = Context.Training.Data;
+        var ehs = raw.TextEmbedding.to(Device).to_type(dtype);
+        var mask = raw.TextAttentionMask.to(Device).to_type(dtype);
+        long b = ehs.shape[0];
+
+        Tensor latents; // BCTHW
+        if (latentsSource == LatentsSource.Zeros)
+        {
+            if (data.NumLatentT <= 0 || data.NumHeight <= 0 || data.NumWidth <= 0)
+                throw new UserError("training.data.num_latent_t, num_height and num_width must be set (> 0) to generate latents from zeros");
+            int s = Vae.SpatialCompressionRatio;
+            latents = zeros([b, Vae.LatentChannels, data.NumLatentT, data.NumHeight / s, data.NumWidth / s], dtype: dtype, device: Device);
+        }
+        else
+        {
+            if (raw.VaeLatent is null) throw new UserError("the batch has no vae_latent, but the method needs data latents (latents_source=data)");
+            latents = raw.VaeLatent;
+            if (data.NumLatentT > 0 && latents.shape[2] > data.NumLatentT) latents = latents.narrow(2, 0, data.NumLatentT);
+            latents = latents.to(Device).to_type(dtype);
+        }
+        latents = Vae.Normalize(latents);
+
+        // Draw order matters for reproducibility: noise first, then the timestep density (as upstream).
+        var noise = randn(latents.shape, dtype: ScalarType.Float32, device: Device, generator: generator).to_type(dtype);
+        var tm = Context.Training.Model;
+        var u = TimestepSampling.Density(TimestepSampling.ParseScheme(tm.WeightingScheme), b, generator, tm.LogitMean, tm.LogitStd, tm.ModeScale);
+        var timesteps = TimestepSampling.GridTimesteps(_scheduler, u).to(Device);
+        var sigmas = TimestepSampling.GetSigmas(_scheduler, timesteps, 5, dtype);
+        var noisy = (1 - sigmas) * latents + sigmas * noise;
+
+        TextConditioning? uncond = null;
+        if (negative is not null)
+        {
+            var (ne, nm) = FitText(negative, ehs.shape[1]);
+            uncond = new TextConditioning(ne.expand(b, -1, -1).contiguous().MoveToOuterDisposeScope(), nm.expand(b, -1).contiguous().MoveToOuterDisposeScope());
+        }
+        return new TrainingBatch
+        {
+            Latents = latents.permute(0, 2, 1, 3, 4).contiguous().MoveToOuterDisposeScope(), // BCTHW -> BTCHW
+            RawLatentShape = latents.shape,
+            NoisyModelInput = noisy.MoveToOuterDisposeScope(),
+            Noise = noise.MoveToOuterDisposeScope(),
+            Timesteps = timesteps.MoveToOuterDisposeScope(),
+            Sigmas = sigmas.MoveToOuterDisposeScope(),
+            EncoderHiddenStates = ehs.MoveToOuterDisposeScope(),
+            EncoderAttentionMask = mask.MoveToOuterDisposeScope(),
+            Infos = raw.InfoList,
+            ConditionalDict = new TextConditioning(ehs.alias().MoveToOuterDisposeScope(), mask.alias().MoveToOuterDisposeScope()),
+            UnconditionalDict = uncond,
+        };
+    }
+
+    /// <summary>Zero-pads or crops negative embeddings to the batch's text length, as upstream pads both to text_len.</summary>
+    private static (Tensor Embeds, Tensor Mask) FitText(TextConditioning neg, long length)
+    {
+        var e = neg.EncoderHiddenStates;
+        var m = neg.EncoderAttentionMask;
+        long l = e.shape[1];
+        if (l == length) return (e.alias(), m.alias());
+        if (l > length) return (e.narrow(1, 0, length), m.narrow(1, 0, length));
+        return (nn.functional.pad(e, [0, 0, 0, length - l]), nn.functional.pad(m, [0, length - l]));
+    }
+
+    public override Tensor AddNoise(Tensor cleanLatents, Tensor noise, Tensor timestep)
+    {
+        using var scope = NewDisposeScope();
+        long b = cleanLatents.shape[0], t = cleanLatents.shape[1];
+        var flatT = PerFrameTimesteps(timestep, b, t);
+        var noisy = _scheduler.AddNoise(cleanLatents.flatten(0, 1), noise.flatten(0, 1), flatT);
+        return noisy.unflatten(0, [b, t]).MoveToOuterDisposeScope();
+    }
+
+    public override Tensor PredictNoise(Tensor noisyLatents, Tensor timestep, TrainingBatch batch, bool conditional,
+        CfgUncondPolicy? cfgUncond = null, AttnKind attnKind = AttnKind.Dense)
+    {
+        using var scope = NewDisposeScope();
+        var text = conditional ? batch.ConditionalDict : UncondText(batch, cfgUncond ?? CfgUncondPolicy.Default);
+        long b = noisyLatents.shape[0];
+        // The bidirectional Wan DiT takes one timestep per sample.
+        var t = timestep.numel() == 1 ? timestep.reshape(1).expand(b) : timestep;
+        if (t.numel() != b) throw new ArgumentException($"wan: timestep must have 1 or B={b} values, got {t.numel()} (per-frame timesteps need the wan_causal family)");
+        var x = noisyLatents.permute(0, 2, 1, 3, 4); // BTCHW -> BCTHW
+        var v = _transformer.Forward(x, t.to(Device), text.EncoderHiddenStates);
+        return v.permute(0, 2, 1, 3, 4).MoveToOuterDisposeScope(); // BCTHW -> BTCHW
+    }
+
+    /// <summary>The unconditional text of a CFG pair under the recipe's cfg_uncond policy.</summary>
+    protected TextConditioning UncondText(TrainingBatch batch, CfgUncondPolicy policy)
+    {
+        foreach (var (channel, value) in policy.OtherChannels)
+            if (value != "keep" && !policy.IgnoreMissing)
+                throw new UserError($"method.cfg_uncond.{channel}: the {Context.Family.Name} family has no '{channel}' conditioning (set on_missing: ignore to skip it)");
+        return policy.Text switch
+        {
+            UncondTextPolicy.NegativePrompt => batch.UnconditionalDict ?? throw new UserError(
+                $"role '{Role}' needs negative-prompt conditioning but has none: set roles.{Role}.negative_prompt_embeds to a safetensors file " +
+                $"with 'negative_prompt_embeds' [1,L,D], put negative_prompt_embeds.safetensors in the model folder, or set method.cfg_uncond.text to keep or zero"),
+            UncondTextPolicy.Keep => batch.ConditionalDict,
+            UncondTextPolicy.Zero => new TextConditioning(zeros_like(batch.ConditionalDict.EncoderHiddenStates), zeros_like(batch.ConditionalDict.EncoderAttentionMask)),
+            UncondTextPolicy.Drop => throw new UserError($"method.cfg_uncond.text: 'drop' is not supported by the {Context.Family.Name} family (use negative_prompt, keep or zero)"),
+            _ => throw new InvalidOperationException(),
+        };
+    }
+
+    public override void Backward(Tensor loss, object? context, int gradAccumRounds)
+    {
+        using var scaled = loss / Math.Max(1, gradAccumRounds);
+        scaled.backward();
+    }
+}
