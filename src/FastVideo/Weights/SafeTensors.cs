@@ -30,8 +30,9 @@ public static class SafeTensors
     const string MetadataKey = "__metadata__";
     // The reference implementation refuses headers above 100 MB; anything bigger is not a safetensors file.
     const long MaxHeaderBytes = 100L * 1024 * 1024;
-    // Span-based reads/writes are limited to int.MaxValue bytes, so big tensors are streamed in slices.
-    const long ChunkBytes = 1L << 28;
+    // Span-based reads/writes are limited to int.MaxValue bytes, so big tensors are streamed in slices of this size.
+    // Settable only so tests can exercise the sliced path with small tensors; any positive value gives the same bytes.
+    internal static long ChunkBytes { get; set; } = 1L << 28;
 
     static readonly (string Name, ScalarType Type, int Size)[] DtypeTable =
     [
@@ -205,6 +206,7 @@ public static class SafeTensors
 
     static void ReadMetadataObject(JsonElement e, Dictionary<string, string> into, string path)
     {
+        if (e.ValueKind == JsonValueKind.Null) return;   // the reference reader treats null as "no metadata"
         if (e.ValueKind != JsonValueKind.Object)
             throw new UserError($"Safetensors file '{path}': '{MetadataKey}' must be an object of strings, found {e.ValueKind}.");
         foreach (var p in e.EnumerateObject())
@@ -285,14 +287,15 @@ public static class SafeTensors
         long n = t.numel();
         if (n == 0) return;
         long elemSize = t.element_size();
-        if (n * elemSize <= ChunkBytes)
+        long chunkBytes = ChunkBytes;
+        if (n * elemSize <= chunkBytes)
         {
             action(t.bytes);
             return;
         }
         using var scope = torch.NewDisposeScope();
         var flat = t.view(-1);
-        long perChunk = ChunkBytes / elemSize;
+        long perChunk = Math.Max(1, chunkBytes / elemSize);
         for (long start = 0; start < n; start += perChunk)
         {
             // narrow() of a contiguous 1-D view is contiguous and its data pointer includes the offset.

@@ -135,6 +135,32 @@ public class SafeTensorsTests
     }
 
     [Fact]
+    public void LargeTensors_AreStreamedInSlices_WithTheSameBytes()
+    {
+        using var dir = new TempDir();
+        var g = new Generator(5);
+        var tensors = new Dictionary<string, Tensor>
+        {
+            ["f32"] = torch.randn([1001], generator: g),                                   // 4004 bytes: 63 slices, last partial
+            ["bf16"] = torch.randn([7, 13, 11], generator: g).to(ScalarType.BFloat16),
+            ["f32.t"] = torch.randn([30, 17], generator: g).t(),                            // non-contiguous source
+        };
+        SafeTensors.Save(dir["whole.safetensors"], tensors);
+
+        var saved = SafeTensors.ChunkBytes;
+        try
+        {
+            // Slices of 64 bytes; other tests running meanwhile only get slower, never different bytes.
+            SafeTensors.ChunkBytes = 64;
+            SafeTensors.Save(dir["sliced.safetensors"], tensors);
+            var loaded = SafeTensors.Load(dir["sliced.safetensors"], torch.CPU);
+            foreach (var (k, t) in tensors) TensorAssert.Identical(t, loaded[k], k);
+        }
+        finally { SafeTensors.ChunkBytes = saved; }
+        Assert.Equal(File.ReadAllBytes(dir["whole.safetensors"]), File.ReadAllBytes(dir["sliced.safetensors"]));
+    }
+
+    [Fact]
     public void Load_KeyFilter_LoadsOnlySelected()
     {
         using var dir = new TempDir();
@@ -239,6 +265,10 @@ public class SafeTensorsTests
 
         e = LoadFails(dir, HandBuiltFile("{\"__metadata__\":{\"step\":5}}"));
         Assert.Contains("__metadata__.step", e.Message);
+
+        // null metadata is how some writers say "none": accepted.
+        File.WriteAllBytes(dir["nullmeta.safetensors"], HandBuiltFile("{\"__metadata__\":null}"));
+        Assert.Empty(SafeTensors.ReadMetadata(dir["nullmeta.safetensors"]));
     }
 
     [Fact]
