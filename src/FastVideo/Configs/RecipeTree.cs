@@ -1,0 +1,63 @@
+using System.Collections;
+
+namespace FastVideo.Configs;
+
+/// <summary>
+/// Typed recipe -> plain tree (Dictionary&lt;string, object?&gt; in recipe order, List&lt;object?&gt;, bool, long,
+/// double, string, null). This is <see cref="RunConfig.Raw"/> and what <see cref="RecipePrinter"/> prints; loading
+/// its YAML gives back an equal config.
+/// </summary>
+internal static class RecipeTree
+{
+    public static Dictionary<string, object?> ToPlain(RunConfig config) => new()
+    {
+        ["recipe"] = Record(config.Recipe),
+        ["roles"] = config.Roles.ToDictionary(r => r.Key, r => (object?)Record(r.Value)),
+        ["method"] = Free(config.Method, "method"),
+        ["training"] = Record(config.Training),
+        ["callbacks"] = config.Callbacks.ToDictionary(c => c.Key, c => (object?)Free(c.Value, $"callbacks.{c.Key}")),
+        ["pipeline"] = Record(config.Pipeline),
+    };
+
+    private static Dictionary<string, object?> Record(object record)
+    {
+        var result = new Dictionary<string, object?>();
+        foreach (var (key, property) in RecordShape.Of(record.GetType()))
+            result[key] = Value(property.GetValue(record), key);
+        return result;
+    }
+
+    private static object? Value(object? value, string path) => value switch
+    {
+        null => null,
+        string or bool or long or double => value,
+        int i => (long)i,
+        float f => (double)f,
+        // data_path is always written as its most general form, folder -> weight.
+        IReadOnlyList<DataSource> sources => sources.ToDictionary(s => s.Path, s => (object?)(long)s.Weight),
+        IReadOnlyDictionary<string, object?> map => Free(map, path),
+        IEnumerable list => list.Cast<object?>().Select((item, i) => Value(item, $"{path}[{i}]")).ToList(),
+        _ when RecordShape.IsRecord(value.GetType()) => Record(value),
+        _ => throw new ArgumentException($"recipe value at {path} has unsupported type {value.GetType()}"),
+    };
+
+    /// <summary>Deep copy of a free map, normalising numbers to long/double so the tree has one shape.</summary>
+    private static Dictionary<string, object?> Free(IEnumerable<KeyValuePair<string, object?>> map, string path)
+    {
+        var result = new Dictionary<string, object?>();
+        foreach (var (key, value) in map)
+            result[key] = FreeValue(value, $"{path}.{key}");
+        return result;
+    }
+
+    private static object? FreeValue(object? value, string path) => value switch
+    {
+        null => null,
+        string or bool or long or double => value,
+        int i => (long)i,
+        float f => (double)f,
+        IEnumerable<KeyValuePair<string, object?>> map => Free(map, path),
+        IEnumerable list and not string => list.Cast<object?>().Select((item, i) => FreeValue(item, $"{path}[{i}]")).ToList(),
+        _ => throw new ArgumentException($"free recipe map value at {path} has unsupported type {value.GetType()}"),
+    };
+}

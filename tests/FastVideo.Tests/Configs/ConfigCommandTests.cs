@@ -1,0 +1,57 @@
+using FastVideo.Cli.Commands;
+using FastVideo.Configs;
+using Xunit;
+using static FastVideo.Tests.Configs.RecipeTestSupport;
+
+namespace FastVideo.Tests.Configs;
+
+public class ConfigCommandTests
+{
+    [Fact]
+    public void ShowPrintsTheResolvedRecipeWithOverrides()
+    {
+        var dir = Directory.CreateTempSubdirectory("fv-config-");
+        try
+        {
+            var path = Path.Combine(dir.FullName, "recipe.yaml");
+            File.WriteAllText(path, Example);
+            var output = new StringWriter();
+            int code = ConfigCommand.Run(["show", path, "--set", "training.loop.max_train_steps=9", "--set=pipeline.flow_shift=4.5"],
+                TestFamilies.Instance, output);
+            Assert.Equal(0, code);
+            var text = output.ToString();
+            Assert.StartsWith("recipe:\n  family: wan\n  method: finetune\nroles:\n", text);
+            Assert.Contains("\n    max_train_steps: 9\n", text);
+            Assert.Contains("\npipeline:\n  flow_shift: 4.5\n", text);
+            Assert.Contains("\n    min_lr_ratio: 0.5\n", text); // a filled-in default
+            Assert.Contains("\n    project_name: fastvideo\n", text);
+            Assert.Equal(RecipePrinter.ToYaml(Load(Example, "training.loop.max_train_steps=9", "pipeline.flow_shift=4.5")), text);
+        }
+        finally
+        {
+            dir.Delete(recursive: true);
+        }
+    }
+
+    [Theory]
+    [InlineData(new string[0], "missing subcommand")]
+    [InlineData(new[] { "print", "r.yaml" }, "unknown subcommand 'print'")]
+    [InlineData(new[] { "show" }, "missing RECIPE")]
+    [InlineData(new[] { "show", "a.yaml", "b.yaml" }, "unexpected argument 'b.yaml'")]
+    [InlineData(new[] { "show", "a.yaml", "--set" }, "--set needs a KEY=VALUE")]
+    [InlineData(new[] { "show", "a.yaml", "--verbose" }, "unknown option '--verbose'")]
+    public void BadUsageIsAUserErrorWithTheUsageLine(string[] args, string expected)
+    {
+        var e = Assert.Throws<UserError>(() => ConfigCommand.Run(args, TestFamilies.Instance, new StringWriter()));
+        Assert.Contains(expected, e.Message);
+        Assert.Contains(ConfigCommand.Usage, e.Message);
+    }
+
+    [Fact]
+    public void RecipeErrorsPropagate()
+    {
+        var path = Path.Combine(Path.GetTempPath(), $"missing-{Guid.NewGuid():N}.yaml");
+        var e = Assert.Throws<RecipeError>(() => ConfigCommand.Run(["show", path], TestFamilies.Instance, new StringWriter()));
+        Assert.Contains("recipe file not found", e.Message);
+    }
+}
