@@ -11,7 +11,7 @@ namespace FastVideo.Tests.Models;
 /// The C# Wan transformer and sampler against an independent PyTorch implementation of the Diffusers architecture
 /// (scripts/make_wan_fixtures.py, fixtures in tests/fixtures/wan_tiny). Tolerance: 1e-4 max abs, fp32.
 /// </summary>
-public class WanTransformerParityTests
+public class WanTransformerParityTests(Xunit.Abstractions.ITestOutputHelper log)
 {
     private const double Tol = 1e-4;
     private static readonly string ModelDir = TestPaths.Fixture("wan_tiny");
@@ -36,11 +36,13 @@ public class WanTransformerParityTests
             var outp = model.Forward(inp["latents"], t, inp["prompt_embeds"]);
             Assert.Equal(exp[$"forward_{i}"].shape, outp.shape);
             double err = MaxAbs(outp, exp[$"forward_{i}"]);
+            log.WriteLine($"forward t={ts[i]}: max abs error {err:E3}");
             Assert.True(err < Tol, $"forward at t={ts[i]}: max abs error {err:E3}");
         }
         // Non-square latent grid catches height/width mix-ups in patching and RoPE.
         var rect = model.Forward(inp["latents_rect"], full([1], 500.5f), inp["prompt_embeds"].narrow(0, 0, 1));
         double e2 = MaxAbs(rect, exp["forward_rect"]);
+        log.WriteLine($"rect forward: max abs error {e2:E3}");
         Assert.True(e2 < Tol, $"rectangular forward: max abs error {e2:E3}");
     }
 
@@ -88,6 +90,7 @@ public class WanTransformerParityTests
         var got = SafeTensors.Load(output)["latents"];
         var exp = SafeTensors.Load(Expected)[key];
         double err = MaxAbs(got, exp);
+        log.WriteLine($"{key}: max abs error {err:E3}");
         Assert.True(err < Tol, $"{key}: max abs error {err:E3}");
     }
 
