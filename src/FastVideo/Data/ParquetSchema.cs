@@ -64,7 +64,7 @@ public static class ParquetSchema
     /// <summary>A readable description of a column's parquet/CLR type (for inspect and error messages).</summary>
     public static string Describe(Field field) => field switch
     {
-        ListField l => $"list<{(l.Item is DataField d ? Describe(d) : l.Item.SchemaType.ToString().ToLowerInvariant())}>",
+        ListField l => $"list<{(l.Item is DataField d ? DescribeType(d.ClrType) : l.Item.SchemaType.ToString().ToLowerInvariant())}>",
         DataField { MaxRepetitionLevel: > 0 } d => $"repeated {DescribeType(d.ClrType)}",
         DataField d => DescribeType(d.ClrType),
         _ => field.SchemaType.ToString().ToLowerInvariant(),
