@@ -1,0 +1,282 @@
+using System.Text.Json;
+using static TorchSharp.torch;
+
+namespace FastVideo.Data.Synthetic;
+
+/// <summary>Options of the moving-shapes dataset (the <c>fastvideo dataset synth</c> flags).</summary>
+public sealed record SyntheticOptions
+{
+    /// <summary>How many palette colours (the first N of <see cref="SyntheticPalette.Colors"/>, at most 8).</summary>
+    public int Colors { get; init; } = 4;
+    /// <summary>How many directions (the first N of left, right, up, down, then the diagonals; at most 8).</summary>
+    public int Directions { get; init; } = 4;
+    public int ClipsPerClass { get; init; } = 8;
+    public int Frames { get; init; } = 8;
+    public int Height { get; init; } = 32;
+    public int Width { get; init; } = 32;
+    /// <summary>3 = RGB. More channels repeat R, G, B cyclically (e.g. 16 to mimic Wan's latent channels);
+    /// 1 or 2 carry the luminance.</summary>
+    public int Channels { get; init; } = 3;
+    /// <summary>Side of the square in pixels.</summary>
+    public int ShapeSize { get; init; } = 8;
+    /// <summary>The text_len the recipe should use; every caption (tokens + end token) must fit.</summary>
+    public int TextLen { get; init; } = 16;
+    public int EmbedDim { get; init; } = 32;
+    public long Seed { get; init; }
+    public int RowsPerFile { get; init; } = 512;
+    public double Fps { get; init; } = 8;
+
+    public IReadOnlyList<SyntheticColor> PaletteColors => SyntheticPalette.Colors.Take(Colors).ToList();
+    public IReadOnlyList<SyntheticDirection> PaletteDirections => SyntheticPalette.Directions.Take(Directions).ToList();
+
+    /// <summary>Throws <see cref="UserError"/> naming the first bad option.</summary>
+    public void Validate()
+    {
+        static void Check(bool ok, string message) { if (!ok) throw new UserError(message); }
+        Check(Colors is >= 1 and <= 8, $"--colors must be 1..{SyntheticPalette.Colors.Count}, got {Colors}");
+        Check(Directions is >= 1 and <= 8, $"--directions must be 1..{SyntheticPalette.Directions.Count}, got {Directions}");
+        Check(ClipsPerClass >= 1, $"--clips-per-class must be at least 1, got {ClipsPerClass}");
+        Check(Frames >= 2, $"--frames must be at least 2 (motion needs two frames), got {Frames}");
+        Check(Height >= 2 && Width >= 2, $"--height and --width must be at least 2, got {Height}x{Width}");
+        Check(Channels >= 1, $"--channels must be at least 1, got {Channels}");
+        Check(EmbedDim >= 2, $"--embed-dim must be at least 2, got {EmbedDim}");
+        Check(RowsPerFile >= 1, $"rows per file must be at least 1, got {RowsPerFile}");
+        Check(Fps > 0, $"fps must be positive, got {Fps}");
+        Check(ShapeSize >= 1 && ShapeSize < Math.Min(Height, Width),
+            $"--shape-size must be at least 1 and smaller than the frame ({Height}x{Width}), got {ShapeSize}");
+        foreach (var d in PaletteDirections)
+        {
+            int room = Math.Min(d.Dx != 0 ? Width - ShapeSize : int.MaxValue, d.Dy != 0 ? Height - ShapeSize : int.MaxValue);
+            Check(room >= Frames - 1,
+                $"a {ShapeSize}-pixel square moving {d.Name} needs {Frames - 1} pixels of room for {Frames} frames at " +
+                $"1 pixel per frame, but the {Height}x{Width} frame leaves {room}: use a smaller --shape-size or --frames, or a larger frame");
+        }
+        int longest = PaletteColors.SelectMany(c => PaletteDirections.Select(d => SyntheticPalette.Prompt(c, d)))
+            .Max(p => SyntheticTextEncoder.Tokenize(p).Count);
+        Check(TextLen >= longest, $"--text-len must hold the longest caption ({longest} tokens with the end token), got {TextLen}");
+    }
+}
+
+public sealed record SyntheticClass(int Index, SyntheticColor Color, SyntheticDirection Direction)
+{
+    public string Prompt => SyntheticPalette.Prompt(Color, Direction);
+}
+
+/// <summary>One rendered clip: pixels [C, T, H, W] in [-1, 1], and how it was drawn.</summary>
+public sealed record SyntheticClip(SyntheticClass Class, int ClipIndex, string Id, float[] Pixels, long[] Shape,
+    int StartX, int StartY, int Speed)
+{
+    public Tensor ToTensor() => tensor(Pixels, Shape);
+}
+
+/// <summary>What <see cref="SyntheticVideoDataset.Write"/> produced.</summary>
+public sealed record SyntheticSummary(string OutDir, int Rows, IReadOnlyList<string> Files, IReadOnlyList<SyntheticClass> Classes,
+    float[] LatentsMean, float[] LatentsStd);
+
+/// <summary>
+/// The moving-shapes dataset: clips of a coloured square moving over a plain background; classes = colour x
+/// direction. Written in FastVideo's T2V parquet layout with an identity "VAE" (the latent is the clip itself, so any
+/// sample can be shown as a GIF), a <c>vae/config.json</c> whose per-channel latents_mean/latents_std bring the
+/// latents to unit scale, the empty caption's embedding in <c>negative_prompt_embeds.safetensors</c>, and
+/// <c>classes.json</c>. Everything is a pure function of the options, so the same options give the same bytes.
+/// </summary>
+public static class SyntheticVideoDataset
+{
+    public const string DataFolder = "data";
+    public const string ClassesFile = "classes.json";
+    public const string VaeConfigFile = "vae/config.json";
+
+    public static IReadOnlyList<SyntheticClass> Classes(SyntheticOptions options)
+    {
+        var result = new List<SyntheticClass>();
+        foreach (var c in options.PaletteColors)
+            foreach (var d in options.PaletteDirections)
+                result.Add(new SyntheticClass(result.Count, c, d));
+        return result;
+    }
+
+    /// <summary>Renders clip <paramref name="clipIndex"/> of a class. Its start, speed and position are drawn from
+    /// SplitMix64 keyed by (seed, colour, direction, clip), so a clip does not change when other options add classes.</summary>
+    public static SyntheticClip RenderClip(SyntheticOptions o, SyntheticClass cls, int clipIndex)
+    {
+        int colorId = IndexOf(SyntheticPalette.Colors, cls.Color);
+        int dirId = IndexOf(SyntheticPalette.Directions, cls.Direction);
+        var rng = SplitMix64.Keyed(o.Seed, colorId, dirId, clipIndex);
+        var d = cls.Direction;
+        int roomX = o.Width - o.ShapeSize, roomY = o.Height - o.ShapeSize, steps = o.Frames - 1;
+        int maxSpeed = Math.Min(d.Dx != 0 ? roomX / steps : int.MaxValue, d.Dy != 0 ? roomY / steps : int.MaxValue);
+        int speed = rng.NextInt((maxSpeed + 1) / 2, maxSpeed); // at least half the fastest, so motion is clear
+        int x0 = StartOnAxis(ref rng, d.Dx, roomX, speed * steps);
+        int y0 = StartOnAxis(ref rng, d.Dy, roomY, speed * steps);
+
+        int c = o.Channels, t = o.Frames, h = o.Height, w = o.Width;
+        var px = new float[(long)c * t * h * w];
+        var bg = ChannelValues(SyntheticPalette.Background, c);
+        var fg = ChannelValues(cls.Color, c);
+        for (int ch = 0; ch < c; ch++)
+        {
+            var plane = px.AsSpan(ch * t * h * w, t * h * w);
+            plane.Fill(bg[ch]);
+            for (int f = 0; f < t; f++)
+            {
+                int x = x0 + d.Dx * speed * f, y = y0 + d.Dy * speed * f;
+                for (int yy = y; yy < y + o.ShapeSize; yy++)
+                    plane.Slice(f * h * w + yy * w + x, o.ShapeSize).Fill(fg[ch]);
+            }
+        }
+        string id = $"{cls.Color.Name}_{cls.Direction.Name}_{clipIndex:D4}";
+        return new SyntheticClip(cls, clipIndex, id, px, [c, t, h, w], x0, y0, speed);
+    }
+
+    private static int StartOnAxis(ref SplitMix64 rng, int step, int room, int travel) => step switch
+    {
+        > 0 => rng.NextInt(0, room - travel),
+        < 0 => rng.NextInt(travel, room),
+        _ => rng.NextInt(0, room),
+    };
+
+    private static int IndexOf<T>(IReadOnlyList<T> list, T item)
+    {
+        for (int i = 0; i < list.Count; i++) if (Equals(list[i], item)) return i;
+        throw new ArgumentException($"{item} is not in the palette");
+    }
+
+    /// <summary>A colour's value in each of <paramref name="channels"/> channels (RGB repeated; luminance below 3).</summary>
+    public static float[] ChannelValues(SyntheticColor color, int channels)
+    {
+        var v = new float[channels];
+        float luma = 0.299f * color.R + 0.587f * color.G + 0.114f * color.B;
+        for (int i = 0; i < channels; i++) v[i] = channels >= 3 ? color.Rgb[i % 3] : luma;
+        return v;
+    }
+
+    /// <summary>Writes the dataset into <paramref name="outDir"/> (which must be empty or absent) and reports
+    /// progress after each parquet file.</summary>
+    public static SyntheticSummary Write(SyntheticOptions options, string outDir, Action<string>? progress = null)
+    {
+        options.Validate();
+        outDir = Path.GetFullPath(outDir);
+        if (Directory.Exists(outDir) && Directory.EnumerateFileSystemEntries(outDir).Any())
+            throw new UserError($"output folder {outDir} is not empty; choose a new folder (or delete this one)");
+        Directory.CreateDirectory(Path.Combine(outDir, DataFolder));
+        Directory.CreateDirectory(Path.Combine(outDir, "vae"));
+
+        var classes = Classes(options);
+        var encoder = new SyntheticTextEncoder(options.EmbedDim, options.Seed);
+        var textByClass = classes.Select(c => TensorBytes.FromFloats(encoder.EncodeToArray(c.Prompt),
+            [encoder.Length(c.Prompt), options.EmbedDim])).ToList();
+
+        // Clip-major order (clip 0 of every class, then clip 1, ...) so each file holds every class.
+        var all = Enumerable.Range(0, options.ClipsPerClass).SelectMany(k => classes.Select(c => (Class: c, Clip: k))).ToList();
+        var sum = new double[options.Channels];
+        var sumSq = new double[options.Channels];
+        long perChannel = 0;
+        var files = new List<string>();
+        for (int start = 0, part = 0; start < all.Count; start += options.RowsPerFile, part++)
+        {
+            var chunk = all.Skip(start).Take(options.RowsPerFile);
+            var rows = chunk.Select(item =>
+            {
+                var clip = RenderClip(options, item.Class, item.Clip);
+                Accumulate(clip, sum, sumSq, ref perChannel);
+                return new VideoRow
+                {
+                    Latent = TensorBytes.FromFloats(clip.Pixels, clip.Shape),
+                    Text = textByClass[item.Class.Index],
+                    Id = clip.Id,
+                    Caption = item.Class.Prompt,
+                    FileName = clip.Id + ".synthetic",
+                    MediaType = "video",
+                    Width = options.Width,
+                    Height = options.Height,
+                    NumFrames = options.Frames,
+                    DurationSec = options.Frames / options.Fps,
+                    Fps = options.Fps,
+                };
+            });
+            var path = Path.Combine(outDir, DataFolder, $"part-{part:D5}.parquet");
+            ParquetVideoWriter.Write(path, rows);
+            files.Add(path);
+            progress?.Invoke($"wrote {Path.GetRelativePath(outDir, path)} ({Math.Min(start + options.RowsPerFile, all.Count)}/{all.Count} clips)");
+        }
+
+        var mean = new float[options.Channels];
+        var std = new float[options.Channels];
+        for (int c = 0; c < options.Channels; c++)
+        {
+            double m = sum[c] / perChannel;
+            double v = Math.Max(0, sumSq[c] / perChannel - m * m);
+            mean[c] = (float)m;
+            std[c] = v > 1e-12 ? (float)Math.Sqrt(v) : 1f; // a constant channel is left unscaled
+        }
+        WriteVaeConfig(Path.Combine(outDir, VaeConfigFile), options, mean, std);
+
+        var negative = encoder.EncodeToArray("");
+        SafetensorsMini.WriteF32(Path.Combine(outDir, ParquetVideoDataset.NegativePromptEmbedsFile),
+            new Dictionary<string, (long[], float[])> { ["negative_prompt_embeds"] = ([1, negative.Length / options.EmbedDim, options.EmbedDim], negative) },
+            new Dictionary<string, string> { ["prompt"] = "", ["format"] = "pt" });
+        WriteClasses(Path.Combine(outDir, ClassesFile), options, classes, all.Count);
+        progress?.Invoke($"wrote {VaeConfigFile}, {ParquetVideoDataset.NegativePromptEmbedsFile}, {ClassesFile}");
+        return new SyntheticSummary(outDir, all.Count, files, classes, mean, std);
+    }
+
+    private static void Accumulate(SyntheticClip clip, double[] sum, double[] sumSq, ref long perChannel)
+    {
+        int c = (int)clip.Shape[0];
+        int plane = clip.Pixels.Length / c;
+        for (int ch = 0; ch < c; ch++)
+        {
+            double s = 0, s2 = 0;
+            foreach (var v in clip.Pixels.AsSpan(ch * plane, plane)) { s += v; s2 += (double)v * v; }
+            sum[ch] += s;
+            sumSq[ch] += s2;
+        }
+        perChannel += plane;
+    }
+
+    private static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
+
+    private static void WriteJson(string path, object value)
+    {
+        var tmp = path + ".tmp";
+        File.WriteAllText(tmp, JsonSerializer.Serialize(value, Indented) + "\n");
+        File.Move(tmp, path, overwrite: true);
+    }
+
+    // Wan-style VAE config: normalised = (latent - latents_mean) / latents_std per channel. The identity "VAE" has
+    // no compression, so pixel size = latent size.
+    private static void WriteVaeConfig(string path, SyntheticOptions o, float[] mean, float[] std) => WriteJson(path, new Dictionary<string, object>
+    {
+        ["_class_name"] = "IdentityVAE",
+        ["_comment"] = "FastVideoSharp synthetic moving-shapes dataset: the latent is the clip itself ([C,T,H,W] in [-1, 1]); " +
+                       "latents_mean/latents_std are the dataset's per-channel statistics, so (latent - mean) / std has unit scale",
+        ["z_dim"] = o.Channels,
+        ["latent_channels"] = o.Channels,
+        ["latents_mean"] = mean,
+        ["latents_std"] = std,
+        ["spatial_compression_ratio"] = 1,
+        ["temporal_compression_ratio"] = 1,
+        ["scale_factor_spatial"] = 1,
+        ["scale_factor_temporal"] = 1,
+    });
+
+    private static void WriteClasses(string path, SyntheticOptions o, IReadOnlyList<SyntheticClass> classes, int rows) => WriteJson(path, new Dictionary<string, object>
+    {
+        ["dataset"] = "fastvideo-synthetic-moving-shapes",
+        ["shape"] = SyntheticPalette.ShapeName,
+        ["value_range"] = new[] { SyntheticPalette.MinValue, SyntheticPalette.MaxValue },
+        ["background"] = SyntheticPalette.Background.Rgb,
+        ["colors"] = o.PaletteColors.Select(c => new { name = c.Name, rgb = c.Rgb }).ToList(),
+        ["directions"] = o.PaletteDirections.Select(d => new { name = d.Name, dx = d.Dx, dy = d.Dy }).ToList(),
+        ["classes"] = classes.Select(c => new { index = c.Index, color = c.Color.Name, direction = c.Direction.Name, prompt = c.Prompt }).ToList(),
+        ["rows"] = rows,
+        ["text_encoder"] = new { kind = "synthetic-word-vectors", embed_dim = o.EmbedDim, seed = o.Seed, text_len = o.TextLen, end_token = SyntheticTextEncoder.EndToken },
+        ["negative_prompt"] = "",
+        ["options"] = new
+        {
+            colors = o.Colors, directions = o.Directions, clips_per_class = o.ClipsPerClass, frames = o.Frames,
+            height = o.Height, width = o.Width, channels = o.Channels, shape_size = o.ShapeSize, text_len = o.TextLen,
+            embed_dim = o.EmbedDim, seed = o.Seed, rows_per_file = o.RowsPerFile, fps = o.Fps,
+        },
+    });
+}

@@ -1,0 +1,128 @@
+using FastVideo.Data.Synthetic;
+using Xunit;
+
+namespace FastVideo.Tests.Data;
+
+public class ClipEvaluatorTests
+{
+    public static TheoryData<SyntheticOptions> Layouts => new()
+    {
+        new SyntheticOptions { Colors = 8, Directions = 8, ClipsPerClass = 5, Frames = 8, Height = 32, Width = 32, ShapeSize = 8, Seed = 1 },
+        new SyntheticOptions { Colors = 8, Directions = 4, ClipsPerClass = 5, Frames = 6, Height = 24, Width = 40, ShapeSize = 5, Seed = 2 },
+        new SyntheticOptions { Colors = 4, Directions = 8, ClipsPerClass = 5, Frames = 4, Height = 12, Width = 12, ShapeSize = 3, Channels = 16, Seed = 3 },
+    };
+
+    [Theory]
+    [MemberData(nameof(Layouts))]
+    public void GroundTruthClips_AreRecognised(SyntheticOptions o)
+    {
+        var evaluator = new ClipEvaluator(o.PaletteColors, o.PaletteDirections);
+        var results = SyntheticVideoDataset.Classes(o)
+            .SelectMany(cls => Enumerable.Range(0, o.ClipsPerClass).Select(k => SyntheticVideoDataset.RenderClip(o, cls, k)))
+            .Select(clip => evaluator.Evaluate(clip.Pixels, o.Channels, o.Frames, o.Height, o.Width, clip.Class.Prompt))
+            .ToList();
+        double accuracy = results.Average(r => r.Correct ? 1.0 : 0.0);
+        Assert.True(accuracy >= 0.99, $"accuracy {accuracy:P1}; wrong: " +
+            string.Join("; ", results.Where(r => !r.Correct).Take(5).Select(r => $"{r.ExpectedColor}/{r.ExpectedDirection} -> {r.Color}/{r.Direction}")));
+        Assert.All(results, r => Assert.InRange(r.Sharpness, 0.9, 1.5)); // crisp edges score about 1
+    }
+
+    [Fact]
+    public void PerClassAveragesOfManyClips_ScoreClearlyLowerOnSharpness()
+    {
+        var o = new SyntheticOptions { Colors = 4, Directions = 4, ClipsPerClass = 24, Seed = 4 };
+        var evaluator = new ClipEvaluator(o.PaletteColors, o.PaletteDirections);
+        var crisp = new List<double>();
+        var averaged = new List<double>();
+        foreach (var cls in SyntheticVideoDataset.Classes(o))
+        {
+            var clips = Enumerable.Range(0, o.ClipsPerClass).Select(k => SyntheticVideoDataset.RenderClip(o, cls, k)).ToList();
+            crisp.AddRange(clips.Select(c => evaluator.Evaluate(c.Pixels, 3, o.Frames, o.Height, o.Width).Sharpness));
+            var mean = new float[clips[0].Pixels.Length];
+            foreach (var c in clips) for (int i = 0; i < mean.Length; i++) mean[i] += c.Pixels[i] / clips.Count;
+            averaged.Add(evaluator.Evaluate(mean, 3, o.Frames, o.Height, o.Width).Sharpness);
+        }
+        Assert.True(averaged.Max() < 0.5 * crisp.Min(), $"averages up to {averaged.Max():F3}, crisp clips from {crisp.Min():F3}");
+    }
+
+    [Fact]
+    public void BlurredClips_LoseSharpness_ButKeepTheirClass()
+    {
+        var o = new SyntheticOptions { Seed = 8 };
+        var evaluator = new ClipEvaluator(o.PaletteColors, o.PaletteDirections);
+        foreach (var cls in SyntheticVideoDataset.Classes(o))
+        {
+            var clip = SyntheticVideoDataset.RenderClip(o, cls, 0);
+            var sharp = evaluator.Evaluate(clip.Pixels, 3, o.Frames, o.Height, o.Width, cls.Prompt);
+            var blurred = evaluator.Evaluate(BoxBlur(clip.Pixels, 3, o.Frames, o.Height, o.Width, radius: 2), 3, o.Frames, o.Height, o.Width, cls.Prompt);
+            Assert.True(blurred.Sharpness < 0.5 * sharp.Sharpness, $"{cls.Prompt}: {blurred.Sharpness:F3} vs {sharp.Sharpness:F3}");
+            Assert.True(blurred.Correct, $"{cls.Prompt} -> {blurred.Color}/{blurred.Direction}");
+        }
+    }
+
+    [Fact]
+    public void WrongPromptStillClipOrEmptyClip_AreNotCorrect()
+    {
+        var o = new SyntheticOptions();
+        var evaluator = new ClipEvaluator();
+        var cls = SyntheticVideoDataset.Classes(o)[0]; // red, left
+        var clip = SyntheticVideoDataset.RenderClip(o, cls, 0);
+        Assert.True(evaluator.Evaluate(clip.Pixels, 3, o.Frames, o.Height, o.Width, "a red square moving left").Correct);
+        var wrongColor = evaluator.Evaluate(clip.Pixels, 3, o.Frames, o.Height, o.Width, "a blue square moving left");
+        Assert.False(wrongColor.Correct);
+        Assert.True(wrongColor.DirectionCorrect);
+        Assert.False(evaluator.Evaluate(clip.Pixels, 3, o.Frames, o.Height, o.Width, "a red square moving right").Correct);
+
+        // every frame = the first frame: no motion, no direction
+        int vol = o.Frames * o.Height * o.Width, plane = o.Height * o.Width;
+        var still = (float[])clip.Pixels.Clone();
+        for (int c = 0; c < 3; c++)
+            for (int f = 1; f < o.Frames; f++)
+                Array.Copy(clip.Pixels, c * vol, still, c * vol + f * plane, plane);
+        var s = evaluator.Evaluate(still, 3, o.Frames, o.Height, o.Width, cls.Prompt);
+        Assert.Null(s.Direction);
+        Assert.False(s.Correct);
+
+        var empty = Enumerable.Repeat(-0.5f, 3 * vol).ToArray();
+        var e = evaluator.Evaluate(empty, 3, o.Frames, o.Height, o.Width, cls.Prompt);
+        Assert.Null(e.Color);
+        Assert.Equal(0, e.Sharpness);
+        Assert.False(e.Correct);
+    }
+
+    [Fact]
+    public void EvaluateMany_AggregatesOverTensors()
+    {
+        var o = new SyntheticOptions { ClipsPerClass = 2 };
+        var clips = SyntheticVideoDataset.Classes(o).Select(c => SyntheticVideoDataset.RenderClip(o, c, 1)).ToList();
+        var tensors = clips.Select(c => c.ToTensor()).ToList();
+        var report = new ClipEvaluator().EvaluateMany(tensors.Select((t, i) => (t, i == 0 ? "a green square moving up" : clips[i].Class.Prompt)));
+        Assert.Equal(16, report.Count);
+        Assert.Equal(15 / 16.0, report.Accuracy, 6);
+        Assert.True(report.MeanSharpness > 0.9);
+        foreach (var t in tensors) t.Dispose();
+    }
+
+    private static float[] BoxBlur(float[] px, int c, int t, int h, int w, int radius)
+    {
+        var result = new float[px.Length];
+        for (int ch = 0; ch < c; ch++)
+        for (int f = 0; f < t; f++)
+        {
+            int offset = (ch * t + f) * h * w;
+            for (int y = 0; y < h; y++)
+            for (int x = 0; x < w; x++)
+            {
+                double s = 0; int n = 0;
+                for (int dy = -radius; dy <= radius; dy++)
+                for (int dx = -radius; dx <= radius; dx++)
+                {
+                    int yy = Math.Clamp(y + dy, 0, h - 1), xx = Math.Clamp(x + dx, 0, w - 1);
+                    s += px[offset + yy * w + xx]; n++;
+                }
+                result[offset + y * w + x] = (float)(s / n);
+            }
+        }
+        return result;
+    }
+}

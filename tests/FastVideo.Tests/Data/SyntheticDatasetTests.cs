@@ -1,0 +1,145 @@
+using System.Text.Json;
+using FastVideo.Data;
+using FastVideo.Data.Synthetic;
+using Xunit;
+using static TorchSharp.torch;
+
+namespace FastVideo.Tests.Data;
+
+public class SyntheticDatasetTests
+{
+    private static readonly SyntheticOptions Small = new()
+    {
+        Colors = 4, Directions = 4, ClipsPerClass = 3, Frames = 6, Height = 16, Width = 20, ShapeSize = 4,
+        TextLen = 8, EmbedDim = 8, Seed = 5, RowsPerFile = 20,
+    };
+
+    [Fact]
+    public void Write_ProducesAFastVideoDataset_WithClipsCaptionsEmbeddingsAndSidecars()
+    {
+        using var dir = new TempDir();
+        var summary = SyntheticVideoDataset.Write(Small, dir.Path);
+        Assert.Equal(48, summary.Rows);
+        Assert.Equal(3, summary.Files.Count); // 20 rows per file
+
+        using var ds = ParquetVideoDataset.Open(dir.Path);
+        Assert.Equal(48, ds.Count);
+        Assert.Equal(dir.Combine(ParquetVideoDataset.NegativePromptEmbedsFile), ds.NegativePromptEmbedsPath);
+        var encoder = new SyntheticTextEncoder(Small.EmbedDim, Small.Seed);
+        var classes = SyntheticVideoDataset.Classes(Small);
+        Assert.Equal(16, classes.Count);
+        Assert.Equal(16, classes.Select(c => c.Prompt).Distinct().Count());
+        for (long i = 0; i < ds.Count; i++)
+        {
+            var row = ds.ReadRow(i);
+            var cls = classes[(int)(i % 16)];            // clip-major order: clip k of every class, then k+1
+            var clip = SyntheticVideoDataset.RenderClip(Small, cls, (int)(i / 16));
+            Assert.Equal(cls.Prompt, row.Caption);
+            Assert.Equal(clip.Id, row.Id);
+            Assert.Equal(new long[] { 3, 6, 16, 20 }, row.Latent.Shape);
+            Assert.Equal(clip.Pixels, row.Latent.ToFloatArray());
+            Assert.Equal(encoder.EncodeToArray(cls.Prompt), row.Text.ToFloatArray());
+            Assert.Equal(new long[] { SyntheticTextEncoder.Tokenize(cls.Prompt).Count, 8 }, row.Text.Shape);
+            Assert.Equal(20, row.Width);
+            Assert.Equal(16, row.Height);
+        }
+
+        // classes.json lists the classes with their prompts.
+        using var doc = JsonDocument.Parse(File.ReadAllText(dir.Combine(SyntheticVideoDataset.ClassesFile)));
+        Assert.Equal(classes.Select(c => c.Prompt), doc.RootElement.GetProperty("classes").EnumerateArray().Select(c => c.GetProperty("prompt").GetString()));
+
+        // The VAE config normalises the latents to zero mean, unit std per channel.
+        using var vae = JsonDocument.Parse(File.ReadAllText(dir.Combine("vae", "config.json")));
+        var mean = vae.RootElement.GetProperty("latents_mean").EnumerateArray().Select(x => x.GetSingle()).ToArray();
+        var std = vae.RootElement.GetProperty("latents_std").EnumerateArray().Select(x => x.GetSingle()).ToArray();
+        Assert.Equal(3, vae.RootElement.GetProperty("z_dim").GetInt32());
+        using var all = stack(Enumerable.Range(0, 48).Select(i => ds.ReadRow(i).Latent.ToTensor()).ToArray());
+        using var norm = (all - tensor(mean).view(1, 3, 1, 1, 1)) / tensor(std).view(1, 3, 1, 1, 1);
+        for (int c = 0; c < 3; c++)
+        {
+            Assert.InRange(norm[.., c].mean().item<float>(), -1e-3f, 1e-3f);
+            Assert.InRange(norm[.., c].std(unbiased: false).item<float>(), 0.999f, 1.001f);
+        }
+
+        // The empty caption's embedding, [1, L, D] with at least one row.
+        var neg = SafetensorsMini.ReadF32(dir.Combine(ParquetVideoDataset.NegativePromptEmbedsFile))["negative_prompt_embeds"];
+        Assert.Equal(new long[] { 1, 1, 8 }, neg.Shape);
+        Assert.Equal(encoder.EncodeToArray(""), neg.Data);
+    }
+
+    [Fact]
+    public void Write_IsDeterministic_AndSeedChangesTheClips()
+    {
+        using var a = new TempDir();
+        using var b = new TempDir();
+        using var c = new TempDir();
+        SyntheticVideoDataset.Write(Small, a.Path);
+        SyntheticVideoDataset.Write(Small, b.Path);
+        SyntheticVideoDataset.Write(Small with { Seed = 6 }, c.Path);
+        foreach (var rel in new[] { "data/part-00000.parquet", "data/part-00002.parquet", "vae/config.json", "classes.json", "negative_prompt_embeds.safetensors" })
+            Assert.Equal(File.ReadAllBytes(Path.Combine(a.Path, rel)), File.ReadAllBytes(Path.Combine(b.Path, rel)));
+        Assert.NotEqual(File.ReadAllBytes(a.Combine("data", "part-00000.parquet")), File.ReadAllBytes(c.Combine("data", "part-00000.parquet")));
+    }
+
+    [Fact]
+    public void Clips_MoveAsTheirClassSays_AndStayInsideTheFrame()
+    {
+        var o = Small with { Directions = 8, Colors = 8, ClipsPerClass = 4 };
+        foreach (var cls in SyntheticVideoDataset.Classes(o))
+            for (int k = 0; k < o.ClipsPerClass; k++)
+            {
+                var clip = SyntheticVideoDataset.RenderClip(o, cls, k);
+                Assert.InRange(clip.Speed, 1, 20);
+                int lastX = clip.StartX + cls.Direction.Dx * clip.Speed * (o.Frames - 1);
+                int lastY = clip.StartY + cls.Direction.Dy * clip.Speed * (o.Frames - 1);
+                foreach (var v in new[] { clip.StartX, lastX }) Assert.InRange(v, 0, o.Width - o.ShapeSize);
+                foreach (var v in new[] { clip.StartY, lastY }) Assert.InRange(v, 0, o.Height - o.ShapeSize);
+                // the square's top-left pixel of the last frame has the class colour in the red channel
+                int plane = o.Height * o.Width;
+                Assert.Equal(cls.Color.R, clip.Pixels[(o.Frames - 1) * plane + lastY * o.Width + lastX]);
+            }
+    }
+
+    [Fact]
+    public void Channels_OtherThanThree_RepeatRgbOrCarryLuminance()
+    {
+        var cls = SyntheticVideoDataset.Classes(Small)[0];
+        var rgb = SyntheticVideoDataset.RenderClip(Small, cls, 0);
+        var wide = SyntheticVideoDataset.RenderClip(Small with { Channels = 16 }, cls, 0);
+        var grey = SyntheticVideoDataset.RenderClip(Small with { Channels = 1 }, cls, 0);
+        int vol = 6 * 16 * 20;
+        Assert.Equal(16 * vol, wide.Pixels.Length);
+        for (int c = 0; c < 16; c++) Assert.Equal(rgb.Pixels.AsSpan((c % 3) * vol, vol).ToArray(), wide.Pixels.AsSpan(c * vol, vol).ToArray());
+        Assert.Equal(vol, grey.Pixels.Length);
+        Assert.Contains(0.299f * 1 + 0.587f * -1 + 0.114f * -1, grey.Pixels); // red's luminance
+    }
+
+    [Fact]
+    public void BadOptionsOrNonEmptyFolder_AreUserErrors()
+    {
+        using var dir = new TempDir();
+        Assert.Throws<UserError>(() => SyntheticVideoDataset.Write(Small with { ShapeSize = 18 }, dir.Path));
+        Assert.Throws<UserError>(() => SyntheticVideoDataset.Write(Small with { Frames = 30 }, dir.Path)); // no room to move
+        Assert.Throws<UserError>(() => SyntheticVideoDataset.Write(Small with { Colors = 9 }, dir.Path));
+        Assert.Throws<UserError>(() => SyntheticVideoDataset.Write(Small with { TextLen = 3 }, dir.Path));
+        File.WriteAllText(dir.Combine("x.txt"), "occupied");
+        var e = Assert.Throws<UserError>(() => SyntheticVideoDataset.Write(Small, dir.Path));
+        Assert.Contains("not empty", e.Message);
+    }
+
+    [Fact]
+    public void TextEncoder_IsDeterministic_OrderSensitive_AndEndsWithEndToken()
+    {
+        var enc = new SyntheticTextEncoder(16, 3);
+        Assert.Equal(enc.EncodeToArray("a red square moving left"), new SyntheticTextEncoder(16, 3).EncodeToArray("A red  square moving LEFT"));
+        Assert.NotEqual(enc.EncodeToArray("a red square moving left"), enc.EncodeToArray("a blue square moving left"));
+        Assert.NotEqual(enc.EncodeToArray("red blue"), enc.EncodeToArray("blue red"));
+        Assert.NotEqual(enc.EncodeToArray("red"), new SyntheticTextEncoder(16, 4).EncodeToArray("red"));
+        Assert.Equal(6 * 16, enc.EncodeToArray("a red square moving left").Length);
+        Assert.Equal(16, enc.EncodeToArray("").Length);
+        // same word at the same position -> same row
+        Assert.Equal(enc.EncodeToArray("a red").AsSpan(0, 16).ToArray(), enc.EncodeToArray("a blue").AsSpan(0, 16).ToArray());
+        using var t = enc.Encode("a red");
+        Assert.Equal(new long[] { 3, 16 }, t.shape);
+    }
+}
