@@ -45,6 +45,7 @@ namespace FastVideo.Cli
                     "generate" => GenerateCommand.Run(rest, stdout, stderr),
                     "families" => FamiliesCommand.Run(rest, families, stdout),
                     "config" => ConfigCommand.Run(rest, families, stdout),
+                    "dataset" => DatasetCommand.Run(rest, stdout),
                     "demo" => DemoCommand.Run(rest, stdout, stderr),
                     _ => throw new UserError($"unknown command '{args[0]}'\n{Usage}"),
                 };
