@@ -1,0 +1,56 @@
+using FastVideo.Configs;
+using FastVideo.Data;
+using FastVideo.Train.Models;
+using FastVideo.Train.Optim;
+using static TorchSharp.torch;
+
+namespace FastVideo.Train.Methods.FineTuning;
+
+/// <summary>
+/// Flow-matching supervised finetuning (spec 6.2): the student predicts v = ε − x0 at a sampled timestep; the loss
+/// is MSE in float32 on v, or on x0 = x_t − σ·v with <c>training.model.precondition_outputs</c>.
+/// </summary>
+public sealed class FineTuneMethod : TrainingMethod
+{
+    public static MethodDescriptor Descriptor { get; } = new("finetune", CheckRoles, (cfg, roles) => new FineTuneMethod(cfg, roles));
+
+    private readonly RoleOptimizer _student;
+
+    public static void CheckRoles(RunConfig config)
+    {
+        MethodRegistry.RequireRole(config, "finetune", "student", trainable: true);
+        if (!(config.Training.Optimizer.LearningRate > 0))
+            throw new UserError($"training.optimizer.learning_rate: finetune needs a learning rate > 0, got {config.Training.Optimizer.LearningRate}");
+    }
+
+    public FineTuneMethod(RunConfig config, IReadOnlyDictionary<string, ModelBase> roles) : base(config, roles)
+    {
+        CheckRoles(config);
+        AttnKind = Training.Vsa.Sparsity > 0 ? AttnKind.Vsa : AttnKind.Dense;
+        Student.InitPreprocessors();
+        _student = CreateOptimizer(Student);
+        Method.RejectUnknown();
+    }
+
+    public AttnKind AttnKind { get; }
+
+    public override IReadOnlyDictionary<string, RoleOptimizer> Optimizers => new Dictionary<string, RoleOptimizer> { ["student"] = _student };
+
+    public override StepResult SingleTrainStep(RawBatch batch, int iteration)
+    {
+        var tb = Student.PrepareBatch(batch, Generator, LatentsSource.Data);
+        var x0 = tb.Latents;                                   // [B,T,C,H,W]
+        var xt = tb.NoisyModelInput.permute(0, 2, 1, 3, 4);    // [B,C,T,H,W] -> [B,T,C,H,W]
+        var eps = tb.Noise.permute(0, 2, 1, 3, 4);
+        var v = Student.PredictNoise(xt, tb.Timesteps, tb, conditional: true, attnKind: AttnKind);
+
+        // The loss is taken in float32 whatever the master dtype, as upstream does.
+        var loss = Training.Model.PreconditionOutputs
+            ? nn.functional.mse_loss((xt - v * tb.Sigmas).to(ScalarType.Float32), x0.to(ScalarType.Float32))
+            : nn.functional.mse_loss(v.to(ScalarType.Float32), (eps - x0).to(ScalarType.Float32));
+
+        var losses = new Dictionary<string, Tensor> { ["total_loss"] = loss, ["finetune_loss"] = loss };
+        var outputs = new Dictionary<string, object?> { [BackwardContextKey] = (tb.Timesteps, tb.AttnMetadata) };
+        return new StepResult(losses, outputs, new Dictionary<string, Tensor>());
+    }
+}

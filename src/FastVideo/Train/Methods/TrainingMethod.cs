@@ -1,0 +1,126 @@
+using FastVideo.Configs;
+using FastVideo.Data;
+using FastVideo.Train.Models;
+using FastVideo.Train.Optim;
+using FastVideo.Train.State;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace FastVideo.Train.Methods;
+
+/// <summary>
+/// What one micro-step produced. <see cref="Losses"/> holds scalar tensors and must contain <c>total_loss</c>;
+/// <see cref="Outputs"/> carries what <see cref="TrainingMethod.Backward"/> needs (e.g. <c>_fv_backward</c>);
+/// <see cref="Metrics"/> are extra scalar tensors to log (their keys must not collide with loss keys).
+/// </summary>
+public sealed record StepResult(
+    IReadOnlyDictionary<string, Tensor> Losses,
+    IReadOnlyDictionary<string, object?> Outputs,
+    IReadOnlyDictionary<string, Tensor> Metrics);
+
+/// <summary>
+/// A training method (spec 6.1): owns the roles' losses, optimizers, LR schedulers and update cadence, and a seeded
+/// generator from which every random draw of the method and its models is taken (checkpointed).
+/// </summary>
+public abstract class TrainingMethod : IDisposable
+{
+    public const string BackwardContextKey = "_fv_backward";
+
+    protected TrainingMethod(RunConfig config, IReadOnlyDictionary<string, ModelBase> roles)
+    {
+        Config = config;
+        Roles = roles;
+        Student = roles.TryGetValue("student", out var s) ? s : throw new UserError("roles.student: every method needs a 'student' role");
+        Method = new Options(config.Method, "method");
+    }
+
+    public RunConfig Config { get; }
+    public TrainingConfig Training => Config.Training;
+    public IReadOnlyDictionary<string, ModelBase> Roles { get; }
+    public ModelBase Student { get; }
+    /// <summary>The method's options (<c>method:</c> in the recipe).</summary>
+    protected Options Method { get; }
+
+    /// <summary>Seeded in <see cref="OnTrainStart"/> with <c>training.data.seed</c> on <c>training.device</c>.</summary>
+    public Generator Generator { get; private set; } = null!;
+
+    /// <summary>Every optimizer this method owns, by role.</summary>
+    public abstract IReadOnlyDictionary<string, RoleOptimizer> Optimizers { get; }
+
+    /// <summary>The optimizers stepped at <paramref name="iteration"/> (all by default; DMD2 alternates).</summary>
+    public virtual IEnumerable<RoleOptimizer> GetOptimizers(int iteration) => Optimizers.Values;
+
+    /// <summary>One micro-batch forward: losses (with <c>total_loss</c>), backward context and metrics.</summary>
+    public abstract StepResult SingleTrainStep(RawBatch batch, int iteration);
+
+    /// <summary>Default: the student's backward of total_loss / accum (methods with several roles route per role).</summary>
+    public virtual void Backward(StepResult result, int gradAccumRounds) =>
+        Student.Backward(result.Losses["total_loss"], result.Outputs.GetValueOrDefault(BackwardContextKey), gradAccumRounds);
+
+    public void OptimizersSchedulersStep(int iteration)
+    {
+        var active = GetOptimizers(iteration).ToList();
+        foreach (var o in active) o.Optimizer.Step();
+        foreach (var o in active) o.Scheduler.Step();
+    }
+
+    public void OptimizersZeroGrad(int iteration)
+    {
+        foreach (var o in GetOptimizers(iteration)) o.Optimizer.ZeroGrad();
+    }
+
+    /// <summary>Modules whose gradients the grad-clip callback clips separately, by name.</summary>
+    public virtual IReadOnlyDictionary<string, nn.Module> GetGradClipTargets(int iteration) =>
+        new Dictionary<string, nn.Module> { ["student"] = Student.Transformer };
+
+    /// <summary>The role a loss key belongs to, for error messages (non-finite loss).</summary>
+    public virtual string RoleOfLoss(string lossKey) => "student";
+
+    /// <summary>Roles whose weights a checkpoint holds.</summary>
+    public IEnumerable<ModelBase> TrainableRoles => Roles.Values.Where(m => m.Trainable);
+
+    /// <summary>Seeds the global RNG and the method generator with training.data.seed, then the student's own start hook.</summary>
+    public virtual void OnTrainStart()
+    {
+        long seed = Training.Data.Seed;
+        torch.manual_seed(seed);
+        Generator?.Dispose();
+        Generator = new Generator((ulong)seed, torch.device(Training.Device));
+        Student.OnTrainStart();
+    }
+
+    /// <summary>Optimizer, scheduler and generator state (role weights are saved by the checkpoint manager).</summary>
+    public virtual void SaveState(StateScope s)
+    {
+        foreach (var (role, o) in Optimizers)
+        {
+            o.Optimizer.SaveState(s.Scope("optimizers").Scope(role));
+            o.Scheduler.SaveState(s.Scope("schedulers").Scope(role));
+        }
+    }
+
+    public virtual void LoadState(StateScope s)
+    {
+        foreach (var (role, o) in Optimizers)
+        {
+            o.Optimizer.LoadState(s.Scope("optimizers").Scope(role));
+            o.Scheduler.LoadState(s.Scope("schedulers").Scope(role));
+        }
+    }
+
+    /// <summary>Every generator the method owns, by name (restored last on resume).</summary>
+    public virtual IReadOnlyDictionary<string, Generator> Generators => new Dictionary<string, Generator> { ["method"] = Generator };
+
+    /// <summary>Per-role optimizer from <c>training.optimizer</c>; <c>method.lr_step_rules</c> feeds piecewise_constant.</summary>
+    protected RoleOptimizer CreateOptimizer(ModelBase model, OptimizerConfig? cfg = null, string keyPath = "training.optimizer")
+    {
+        var rules = Method.String("lr_step_rules", null);
+        return RoleOptimizer.Create(model, cfg ?? Training.Optimizer, Training.Loop.MaxTrainSteps, rules, keyPath);
+    }
+
+    public virtual void Dispose()
+    {
+        Generator?.Dispose();
+        foreach (var m in Roles.Values) m.Dispose();
+    }
+}

@@ -1,0 +1,106 @@
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace FastVideo.Train.Optim;
+
+/// <summary>
+/// AdamW with decoupled weight decay and bias correction, written out as torch.optim.AdamW's single-tensor path
+/// (no amsgrad). Written here rather than using TorchSharp's optimizer so its state (step, exp_avg, exp_avg_sq per
+/// parameter) is plain tensors that a checkpoint saves and restores bit for bit.
+/// </summary>
+public sealed class AdamW
+{
+    private sealed class Slot
+    {
+        public long Step;
+        public required Tensor ExpAvg;
+        public required Tensor ExpAvgSq;
+    }
+
+    private readonly IReadOnlyList<(string Name, Parameter Param)> _params;
+    private readonly Dictionary<string, Slot> _state = new(StringComparer.Ordinal);
+
+    public AdamW(IReadOnlyList<(string Name, Parameter Param)> parameters, double lr, double beta1 = 0.9, double beta2 = 0.999,
+        double eps = 1e-8, double weightDecay = 0.0)
+    {
+        if (parameters.Count == 0) throw new ArgumentException("AdamW: empty parameter list");
+        _params = parameters;
+        Lr = lr; Beta1 = beta1; Beta2 = beta2; Eps = eps; WeightDecay = weightDecay;
+    }
+
+    public double Lr { get; set; }
+    public double Beta1 { get; }
+    public double Beta2 { get; }
+    public double Eps { get; }
+    public double WeightDecay { get; }
+    public IReadOnlyList<(string Name, Parameter Param)> Parameters => _params;
+
+    public void Step()
+    {
+        using var noGrad = no_grad();
+        foreach (var (name, p) in _params)
+        {
+            using var scope = NewDisposeScope();
+            var grad = p.grad;
+            if (grad is null) continue;
+            if (!_state.TryGetValue(name, out var s))
+            {
+                // State lives across steps, so it must not belong to the caller's per-step dispose scope.
+                s = new Slot { ExpAvg = zeros_like(p).DetachFromDisposeScope(), ExpAvgSq = zeros_like(p).DetachFromDisposeScope() };
+                _state[name] = s;
+            }
+            s.Step++;
+            p.mul_(1 - Lr * WeightDecay);
+            s.ExpAvg.lerp_(grad, 1 - Beta1);
+            s.ExpAvgSq.mul_(Beta2).addcmul_(grad, grad, 1 - Beta2);
+            double bc1 = 1 - Math.Pow(Beta1, s.Step);
+            double bc2Sqrt = Math.Sqrt(1 - Math.Pow(Beta2, s.Step));
+            var denom = (s.ExpAvgSq.sqrt() / bc2Sqrt).add_(Eps);
+            p.addcdiv_(s.ExpAvg, denom, -Lr / bc1);
+        }
+    }
+
+    /// <summary>Drops every gradient (torch's zero_grad(set_to_none=True)).</summary>
+    public void ZeroGrad()
+    {
+        foreach (var (_, p) in _params)
+        {
+            using var g = p.grad;
+            if (g is not null) p.grad = null;
+        }
+    }
+
+    public void SaveState(State.StateScope s)
+    {
+        s.PutValue("lr", Lr);
+        foreach (var (name, slot) in _state)
+        {
+            var ps = s.Scope("state").Scope(name);
+            ps.PutValue("step", slot.Step);
+            ps.PutTensor("exp_avg", slot.ExpAvg);
+            ps.PutTensor("exp_avg_sq", slot.ExpAvgSq);
+        }
+    }
+
+    /// <summary>Restores the moments of every parameter the checkpoint has state for (the others start fresh).</summary>
+    public void LoadState(State.StateScope s)
+    {
+        using var noGrad = no_grad();
+        foreach (var slot in _state.Values) { slot.ExpAvg.Dispose(); slot.ExpAvgSq.Dispose(); }
+        _state.Clear();
+        foreach (var (name, p) in _params)
+        {
+            var ps = s.Scope("state").Scope(name);
+            if (!ps.HasValue("step")) continue;
+            var slot = new Slot
+            {
+                Step = ps.GetValue<long>("step"),
+                ExpAvg = ps.GetTensor("exp_avg", p.shape).to(p.dtype, p.device).clone().DetachFromDisposeScope(),
+                ExpAvgSq = ps.GetTensor("exp_avg_sq", p.shape).to(p.dtype, p.device).clone().DetachFromDisposeScope(),
+            };
+            _state[name] = slot;
+        }
+    }
+
+    public long StepOf(string name) => _state.TryGetValue(name, out var s) ? s.Step : 0;
+}

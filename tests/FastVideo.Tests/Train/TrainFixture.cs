@@ -1,0 +1,63 @@
+using System.Text.Json.Nodes;
+using FastVideo.Configs;
+using FastVideo.Data;
+using FastVideo.Train;
+using static TorchSharp.torch;
+
+namespace FastVideo.Tests.Train;
+
+/// <summary>Deterministic endless batches: batch i is drawn from a generator seeded with (seed, i); state = position.</summary>
+internal sealed class RandomBatchSource : IBatchSource
+{
+    private readonly int _seed;
+    private readonly long _poisonAt;
+    public RandomBatchSource(int seed = 7, long poisonAt = -1) { _seed = seed; _poisonAt = poisonAt; }
+    public long Position { get; private set; }
+
+    public RawBatch Next()
+    {
+        using var g = new Generator((ulong)(_seed * 100_003 + Position), device("cpu"));
+        var latent = randn([1, 4, 2, 8, 8], generator: g);
+        if (Position == _poisonAt) latent[0, 0, 0, 0, 0] = tensor(float.NaN);
+        Position++;
+        return new RawBatch { VaeLatent = latent, TextEmbedding = randn([1, 7, 24], generator: g), TextAttentionMask = ones(1, 7) };
+    }
+
+    public JsonNode? GetState() => new JsonObject { ["position"] = Position };
+    public void Restore(JsonNode? state) => Position = state!["position"]!.GetValue<long>();
+}
+
+internal static class TrainFixture
+{
+    public static RunConfig Config(string outputDir, int maxSteps = 3, int accum = 1, int saveSteps = 0, int keepLast = 0,
+        string resume = "", string scheduler = "constant", int warmup = 0, bool precondition = false,
+        IEnumerable<KeyValuePair<string, IReadOnlyDictionary<string, object?>>>? callbacks = null,
+        bool studentTrainable = true, string initFrom = "", IReadOnlyDictionary<string, object?>? method = null)
+    {
+        var run = WanModelTests.Run();
+        return run with
+        {
+            Roles = new Dictionary<string, RoleConfig>
+            {
+                ["student"] = new RoleConfig { InitFrom = initFrom == "" ? TestPaths.Fixture("wan_tiny") : initFrom, Trainable = studentTrainable },
+            },
+            Method = method ?? new Dictionary<string, object?>(),
+            Training = run.Training with
+            {
+                Data = run.Training.Data with { Seed = 1234, TrainBatchSize = 1 },
+                Optimizer = new OptimizerConfig { LearningRate = 1e-3, WeightDecay = 0.01, LrScheduler = scheduler, LrWarmupSteps = warmup },
+                Loop = new LoopConfig { MaxTrainSteps = maxSteps, GradientAccumulationSteps = accum },
+                Checkpoint = new CheckpointConfig
+                {
+                    OutputDir = outputDir, TrainingStateCheckpointingSteps = saveSteps, CheckpointsTotalLimit = keepLast, ResumeFromCheckpoint = resume,
+                },
+                Model = run.Training.Model with { PreconditionOutputs = precondition },
+            },
+            Callbacks = (callbacks ?? []).ToList(),
+            Raw = new Dictionary<string, object?> { ["recipe"] = new Dictionary<string, object?> { ["method"] = "finetune", ["family"] = "wan" } },
+        };
+    }
+
+    public static KeyValuePair<string, IReadOnlyDictionary<string, object?>> Callback(string name, params (string Key, object? Value)[] options) =>
+        new(name, options.ToDictionary(o => o.Key, o => o.Value));
+}

@@ -1,0 +1,51 @@
+using FastVideo.Cli.Commands;
+using FastVideo.Train;
+using FastVideo.Train.Methods;
+using FastVideo.Train.Models;
+using Xunit;
+
+namespace FastVideo.Tests.Train;
+
+public class TrainingPlanTests
+{
+    [Fact]
+    public void PlanCountsParametersAndMemoryPerRole()
+    {
+        using var method = TrainingBuilder.Build(TrainFixture.Config(TestPaths.TempDir("plan")));
+        var plan = Assert.Single(TrainingPlan.Build(method));
+        long n = method.Student.Transformer.parameters().Sum(p => p.numel());
+        Assert.Equal("student", plan.Role);
+        Assert.Equal("wan", plan.Family);
+        Assert.Equal(n, plan.Parameters);
+        Assert.Equal(n, plan.TrainableParameters);
+        Assert.Equal(4 * n, plan.WeightBytes);          // fp32
+        Assert.Equal(4 * n, plan.GradBytes);
+        Assert.Equal(8 * n, plan.OptimizerBytes);
+        Assert.True(plan.ActivationBytes > 0);
+        var text = TrainingPlan.Format([plan], "finetune");
+        Assert.Contains("student", text);
+        Assert.Contains("total memory estimate", text);
+    }
+
+    [Fact]
+    public void DryRunPrintsThePlanFromARecipeFile()
+    {
+        var dir = TestPaths.TempDir("dry");
+        var recipe = Path.Combine(dir, "r.yaml");
+        var model = TestPaths.Fixture("wan_tiny").Replace("\\", "/");
+        File.WriteAllText(recipe, $"""
+            recipe: {"{"}family: wan, method: finetune{"}"}
+            roles:
+              student: {"{"}init_from: "{model}"{"}"}
+            training:
+              optimizer: {"{"}learning_rate: 0.001{"}"}
+              data: {"{"}num_latent_t: 2, num_height: 64, num_width: 64{"}"}
+            """);
+        var sw = new StringWriter();
+        Assert.Equal(0, TrainCommand.Run([recipe, "--dry-run", "--set", "training.loop.max_train_steps=5"], ModelFamilyRegistry.Default, null, sw));
+        Assert.Contains("method: finetune", sw.ToString());
+        Assert.Contains("student", sw.ToString());
+        Assert.Throws<UserError>(() => TrainCommand.Run([recipe], ModelFamilyRegistry.Default, null, TextWriter.Null));
+        Assert.Contains("--dry-run", Assert.Throws<UserError>(() => TrainCommand.Run(["--dry", recipe], ModelFamilyRegistry.Default, null, TextWriter.Null)).Message);
+    }
+}
