@@ -1,0 +1,66 @@
+using System.Text.Json.Nodes;
+using FastVideo.Configs;
+using FastVideo.Data;
+using FastVideo.Train.Models;
+using FastVideo.Weights;
+using static TorchSharp.torch;
+
+namespace FastVideo.Train;
+
+/// <summary>
+/// The trainer's batch source over FastVideo parquet data: a <see cref="DataLoader"/> configured from
+/// <c>training.data</c> and the student family's text length, with its position checkpointed as JSON.
+/// </summary>
+public sealed class DataLoaderBatchSource : IBatchSource, IDisposable
+{
+    private readonly DataLoader _loader;
+
+    public DataLoaderBatchSource(DataLoader loader) => _loader = loader;
+
+    public DataLoader Loader => _loader;
+
+    /// <summary>Builds the loader for a recipe. CFG-dropped text becomes the dataset's empty-caption embedding
+    /// (negative_prompt_embeds.safetensors beside the data) when there is one, else zeros as upstream.</summary>
+    public static DataLoaderBatchSource FromConfig(RunConfig config, ModelFamilyRegistry families)
+    {
+        var data = config.Training.Data;
+        if (data.DataPath.Count == 0) throw new UserError("training.data.data_path: required for training (a folder of FastVideo parquet files)");
+        var studentFamily = config.Roles.TryGetValue("student", out var s) ? s.Family ?? config.Recipe.Family : config.Recipe.Family;
+        int textLen = config.Pipeline.TextLen ?? (studentFamily is null ? 512 : families.Get(studentFamily).Defaults.TextLen);
+        Tensor? uncond = null;
+        var negPath = data.DataPath.Select(d => Path.Combine(d.Path, "negative_prompt_embeds.safetensors")).FirstOrDefault(File.Exists);
+        if (negPath is not null && data.TrainingCfgRate > 0)
+        {
+            var t = SafeTensors.Load(negPath);
+            uncond = t.TryGetValue("negative_prompt_embeds", out var e) ? e : null;
+        }
+        var dataset = ParquetVideoDataset.Open(data.DataPath);
+        var loader = new DataLoader(dataset, new DataLoaderOptions
+        {
+            BatchSize = data.TrainBatchSize,
+            DropLast = data.DropLast,
+            Seed = data.Seed,
+            PrefetchBatches = data.PrefetchBatches,
+            TextLen = textLen,
+            CfgRate = data.TrainingCfgRate,
+            UnconditionalText = uncond,
+        }, ownsDataset: true);
+        return new DataLoaderBatchSource(loader);
+    }
+
+    public RawBatch Next() => _loader.Next();
+
+    public JsonNode? GetState()
+    {
+        var s = _loader.GetState();
+        return new JsonObject { ["epoch"] = s.Epoch, ["position"] = s.Position, ["seed"] = s.Seed };
+    }
+
+    public void Restore(JsonNode? state)
+    {
+        if (state is null) return;
+        _loader.Restore(new LoaderState((long)state["epoch"]!, (long)state["position"]!, (long)state["seed"]!));
+    }
+
+    public void Dispose() => _loader.Dispose();
+}
