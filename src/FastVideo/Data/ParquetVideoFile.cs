@@ -13,6 +13,7 @@ public sealed class ParquetVideoFile : IDisposable
 {
     private readonly Stack<ParquetReader> _idle = new();
     private readonly object _poolLock = new();
+    private Microsoft.Win32.SafeHandles.SafeFileHandle? _handle;
     private bool _disposed;
 
     private DataField _latentBytes = null!, _latentShape = null!, _latentDType = null!;
@@ -194,9 +195,25 @@ public sealed class ParquetVideoFile : IDisposable
         }
     }
 
-    // Binary values stay in Parquet.Net's buffers (no copy); the RawColumnData is owned by the row group data.
-    private static async Task<(ReadOnlyMemory<byte>[], bool[])> ReadBinary(ParquetRowGroupReader rg, DataField f, int n, RowGroupData owner)
+    /// <summary>Tests switch this off to compare the fast tensor-column path with Parquet.Net's decoding.</summary>
+    internal static bool UseFastBinaryPath = true;
+
+    // Tensor bytes: our fast chunk decoder when the chunk is of a kind it handles, else Parquet.Net. Either way the
+    // values point into buffers owned by the row group data (no per-value copies).
+    private async Task<(ReadOnlyMemory<byte>[], bool[])> ReadBinary(ParquetRowGroupReader rg, DataField f, int n, RowGroupData owner)
     {
+        if (UseFastBinaryPath)
+        {
+            var meta = rg.GetMetadata(f)?.MetaData;
+            var rented = new List<byte[]>();
+            if (meta is not null && BinaryColumnChunk.TryRead(Handle(), meta, f.MaxDefinitionLevel, n, rented, out var fastValues, out var fastPresent))
+            {
+                owner.OwnPooled(rented);
+                foreach (var fv in fastValues) owner.SizeBytes += fv.Length;
+                return (fastValues, fastPresent);
+            }
+            foreach (var a in rented) System.Buffers.ArrayPool<byte>.Shared.Return(a);
+        }
         var raw = (RawColumnData<ReadOnlyMemory<byte>>)await rg.ReadRawColumnDataBaseAsync(f).ConfigureAwait(false);
         owner.Own(raw);
         var values = new ReadOnlyMemory<byte>[n];
@@ -211,6 +228,16 @@ public sealed class ParquetVideoFile : IDisposable
             if (has) { values[i] = vals[v++]; owner.SizeBytes += values[i].Length; }
         }
         return (values, present);
+    }
+
+    // One handle for positional reads (RandomAccess is safe to use from several threads at once).
+    private Microsoft.Win32.SafeHandles.SafeFileHandle Handle()
+    {
+        lock (_poolLock)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            return _handle ??= File.OpenHandle(Path, FileMode.Open, FileAccess.Read, FileShare.Read, FileOptions.RandomAccess);
+        }
     }
 
     // A shape list per row; null when the list is null, empty or holds a null element (all invalid shapes).
@@ -304,14 +331,14 @@ public sealed class ParquetVideoFile : IDisposable
     private static void DisposeReader(ParquetReader reader) => reader.DisposeAsync().AsTask().GetAwaiter().GetResult();
 
     /// <summary>True when the file holds open handles (used by the dataset to bound open files).</summary>
-    internal bool HasOpenReaders { get { lock (_poolLock) return _idle.Count > 0; } }
-
     /// <summary>Closes pooled file handles; they are reopened on the next read.</summary>
     public void CloseIdleReaders()
     {
         lock (_poolLock)
         {
             while (_idle.Count > 0) DisposeReader(_idle.Pop());
+            _handle?.Dispose();
+            _handle = null;
         }
     }
 
@@ -330,6 +357,8 @@ public sealed class ParquetVideoFile : IDisposable
         {
             _disposed = true;
             while (_idle.Count > 0) DisposeReader(_idle.Pop());
+            _handle?.Dispose();
+            _handle = null;
         }
     }
 }
@@ -338,6 +367,7 @@ public sealed class ParquetVideoFile : IDisposable
 internal sealed class RowGroupData : IDisposable
 {
     private readonly List<IDisposable> _owned = [];
+    private readonly List<byte[]> _pooled = [];
 
     public RowGroupData(ParquetVideoFile file, int group, int rowCount)
     {
@@ -361,6 +391,7 @@ internal sealed class RowGroupData : IDisposable
     public List<(string Name, object?[] Values)> Metadata { get; set; } = [];
 
     public void Own(IDisposable d) => _owned.Add(d);
+    public void OwnPooled(IEnumerable<byte[]> arrays) => _pooled.AddRange(arrays);
 
     public long FileRow(int row) => File.RowGroupStarts[Group] + row;
 
@@ -446,5 +477,7 @@ internal sealed class RowGroupData : IDisposable
     {
         foreach (var d in _owned) d.Dispose();
         _owned.Clear();
+        foreach (var a in _pooled) System.Buffers.ArrayPool<byte>.Shared.Return(a);
+        _pooled.Clear();
     }
 }
