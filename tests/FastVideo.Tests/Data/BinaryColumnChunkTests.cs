@@ -59,18 +59,17 @@ public class BinaryColumnChunkTests
     }
 
     [Fact]
-    public void NullValues_AreReportedAbsent()
+    public async Task NullValues_AreReportedAbsent()
     {
         using var dir = new TempDir();
         var path = dir.Combine("n.parquet");
         var field = new DataField<byte[]>("vae_latent_bytes", true);
-        Task.Run(async () =>
+        await using (var fs = File.Create(path))
         {
-            await using var fs = File.Create(path);
             await using var w = await ParquetWriter.CreateAsync(new Parquet.Schema.ParquetSchema(field), fs);
             using var rg = w.CreateRowGroup();
             await rg.WriteAsync(field, new byte[]?[] { [1, 2, 3], null, [], [9] }!);
-        }).GetAwaiter().GetResult();
+        }
         AssertFastPathMatchesParquetNet(path);
     }
 
