@@ -28,6 +28,11 @@ foreach (var compression in new[] { CompressionMethod.Snappy, CompressionMethod.
         results.Add(($"{compression}, prefetch {prefetch}: read+collate", rowsPerSec, perCpu, double.NaN));
         Console.WriteLine($"  {compression} prefetch={prefetch}: {rowsPerSec:F1} rows/s ({perCpu:F1} rows per CPU-second)");
     }
+    {
+        var (rowsPerSec, perCpu, _) = Throughput(dir, opts, 2, stepMs: 0, fastTensorDecoding: false);
+        results.Add(($"{compression}, prefetch 2: read+collate, Parquet.Net decoding only (baseline)", rowsPerSec, perCpu, double.NaN));
+        Console.WriteLine($"  {compression} prefetch=2 Parquet.Net only: {rowsPerSec:F1} rows/s ({perCpu:F1} rows per CPU-second)");
+    }
     foreach (int prefetch in new[] { 0, 2 })
     {
         var (rowsPerSec, perCpu, waitMs) = Throughput(dir, opts, prefetch, stepMs: opts.StepMs);
@@ -67,9 +72,10 @@ if (opts.Results is { } resultsDir)
 }
 return 0;
 
-static (double RowsPerSec, double RowsPerCpuSecond, double WaitMsPerStep) Throughput(string dir, Args o, int prefetch, int stepMs)
+static (double RowsPerSec, double RowsPerCpuSecond, double WaitMsPerStep) Throughput(string dir, Args o, int prefetch, int stepMs,
+    bool fastTensorDecoding = true)
 {
-    using var loader = new DataLoader(ParquetVideoDataset.Open(dir, new DatasetOptions { CacheBytes = 64L << 20 }),
+    using var loader = new DataLoader(ParquetVideoDataset.Open(dir, new DatasetOptions { CacheBytes = 64L << 20, FastTensorDecoding = fastTensorDecoding }),
         new DataLoaderOptions { BatchSize = o.Batch, Seed = 1, PrefetchBatches = prefetch, TextLen = 512 }, ownsDataset: true);
     loader.Next().Dispose(); // warm-up: JIT, file handles
     long batches = loader.BatchesPerEpoch * o.Epochs - 1;

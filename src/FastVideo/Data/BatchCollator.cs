@@ -34,7 +34,8 @@ public sealed class BatchCollator
             if (shape.Length == 3 && shape[0] == 1) shape = shape[1..];
             if (shape.Length != 2)
                 throw new UserError($"unconditional text embedding must be [L, D] or [1, L, D], got [{string.Join(", ", unconditionalText.shape)}]");
-            using var t = unconditionalText.detach().to(ScalarType.Float32).cpu().contiguous();
+            using var scope = NewDisposeScope(); // frees the intermediate tensors of the conversion chain
+            var t = unconditionalText.detach().to(ScalarType.Float32).cpu().contiguous();
             _uncond = t.data<float>().ToArray();
             (_uncondRows, _uncondDim) = (shape[0], shape[1]);
         }
@@ -80,9 +81,11 @@ public sealed class BatchCollator
             throw new UserError($"the unconditional text embedding has D={_uncondDim} but the data has D={dim}");
 
         long latentNumel = TensorBytes.ShapeProduct(latentShape);
-        var latent = empty([b, .. latentShape], ScalarType.Float32);
-        var text = zeros([b, TextLen, dim], ScalarType.Float32);
-        var mask = zeros([b, TextLen], ScalarType.Float32);
+        // The batch owns its tensors whichever thread builds it: keep them out of any dispose scope the calling
+        // thread may have open (prefetching builds on another thread, where no scope applies anyway).
+        var latent = empty([b, .. latentShape], ScalarType.Float32).DetachFromDisposeScope();
+        var text = zeros([b, TextLen, dim], ScalarType.Float32).DetachFromDisposeScope();
+        var mask = zeros([b, TextLen], ScalarType.Float32).DetachFromDisposeScope();
         var dropped = new bool[b];
         try
         {

@@ -24,8 +24,9 @@ public static class GifWriter
         float valueMin = -1f, float valueMax = 1f)
     {
         if (clip.dim() != 4) throw new ArgumentException($"expected a 4-D clip, got [{string.Join(", ", clip.shape)}]");
-        using var cthw = layout == ClipLayout.CTHW ? clip.detach() : clip.detach().permute(3, 0, 1, 2);
-        using var f = cthw.to(ScalarType.Float32).cpu().contiguous();
+        using var scope = NewDisposeScope(); // frees the intermediate tensors of the conversion chain
+        var cthw = layout == ClipLayout.CTHW ? clip.detach() : clip.detach().permute(3, 0, 1, 2);
+        var f = cthw.to(ScalarType.Float32).cpu().contiguous();
         int c = (int)f.shape[0], t = (int)f.shape[1], h = (int)f.shape[2], w = (int)f.shape[3];
         if (c != 1 && c < 3) throw new ArgumentException($"a GIF needs 1 (grey) or at least 3 (RGB) channels, got {c}");
         var px = f.data<float>().ToArray();

@@ -11,6 +11,9 @@ public sealed record DatasetOptions
     public int ReadThreads { get; init; } = Math.Max(1, Math.Min(Environment.ProcessorCount, 4));
     /// <summary>Files that may keep open handles at once (others are reopened when read).</summary>
     public int MaxOpenFiles { get; init; } = 64;
+    /// <summary>Decode the two tensor columns with our chunk decoder where it applies (see BinaryColumnChunk);
+    /// false = Parquet.Net only: an escape hatch, and the baseline of the data benchmark.</summary>
+    public bool FastTensorDecoding { get; init; } = true;
 }
 
 /// <summary>
@@ -65,7 +68,7 @@ public sealed class ParquetVideoDataset : IDisposable
                     if (!fileIds.TryGetValue(path, out int id))
                     {
                         id = _files.Count;
-                        _files.Add(ParquetVideoFile.Open(path));
+                        _files.Add(ParquetVideoFile.Open(path, options.FastTensorDecoding));
                         fileIds[path] = id;
                         TrackOpen(id);
                     }

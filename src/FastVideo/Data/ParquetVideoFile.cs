@@ -32,15 +32,23 @@ public sealed class ParquetVideoFile : IDisposable
     /// <summary>Metadata columns skipped because their type has no plain value (nested or unusual types).</summary>
     public IReadOnlyList<string> SkippedColumns { get; private set; } = [];
 
-    private ParquetVideoFile(string path) => Path = path;
+    private readonly bool _fastTensorDecoding;
+
+    private ParquetVideoFile(string path, bool fastTensorDecoding)
+    {
+        Path = path;
+        _fastTensorDecoding = fastTensorDecoding;
+    }
 
     /// <summary>Opens the file and checks its schema. Throws <see cref="UserError"/> naming the file for a missing or
     /// unreadable file and for a missing or mistyped required column.</summary>
-    public static ParquetVideoFile Open(string path)
+    /// <param name="fastTensorDecoding">Decode the tensor columns with <see cref="BinaryColumnChunk"/> where it applies
+    /// (false: Parquet.Net only, several times slower on big rows).</param>
+    public static ParquetVideoFile Open(string path, bool fastTensorDecoding = true)
     {
         path = System.IO.Path.GetFullPath(path);
         if (!File.Exists(path)) throw new UserError($"{path}: parquet file not found");
-        var file = new ParquetVideoFile(path);
+        var file = new ParquetVideoFile(path, fastTensorDecoding);
         ParquetReader reader;
         try
         {
@@ -195,14 +203,11 @@ public sealed class ParquetVideoFile : IDisposable
         }
     }
 
-    /// <summary>Tests switch this off to compare the fast tensor-column path with Parquet.Net's decoding.</summary>
-    internal static bool UseFastBinaryPath = true;
-
     // Tensor bytes: our fast chunk decoder when the chunk is of a kind it handles, else Parquet.Net. Either way the
     // values point into buffers owned by the row group data (no per-value copies).
     private async Task<(ReadOnlyMemory<byte>[], bool[])> ReadBinary(ParquetRowGroupReader rg, DataField f, int n, RowGroupData owner)
     {
-        if (UseFastBinaryPath)
+        if (_fastTensorDecoding)
         {
             var meta = rg.GetMetadata(f)?.MetaData;
             var rented = new List<byte[]>();

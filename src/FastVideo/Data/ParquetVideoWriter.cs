@@ -80,6 +80,7 @@ public static class ParquetVideoWriter
     {
         foreach (var (name, t) in new[] { ("vae_latent", row.Latent), ("text_embedding", row.Text) })
         {
+            if (t.Shape.Length == 0) throw new ArgumentException($"row '{row.Id}': {name} has an empty shape");
             long need = t.ElementCount * t.DType.Size();
             if (t.Bytes.Length != need)
                 throw new ArgumentException($"row '{row.Id}': {name} has {t.Bytes.Length} bytes, shape " +

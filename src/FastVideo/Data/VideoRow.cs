@@ -18,7 +18,8 @@ public readonly record struct TensorBytes(ReadOnlyMemory<byte> Bytes, long[] Sha
     /// <summary>Encodes a float tensor (any shape; it is read as float32 values).</summary>
     public static TensorBytes FromTensor(Tensor tensor, TensorDType dtype = TensorDType.Float32)
     {
-        using var t = tensor.detach().to(ScalarType.Float32).contiguous().cpu();
+        using var scope = NewDisposeScope(); // frees the intermediate tensors of the conversion chain
+        var t = tensor.detach().to(ScalarType.Float32).contiguous().cpu();
         return FromFloats(t.data<float>().ToArray(), t.shape, dtype);
     }
 

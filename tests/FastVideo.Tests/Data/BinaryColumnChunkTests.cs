@@ -59,18 +59,17 @@ public class BinaryColumnChunkTests
     }
 
     [Fact]
-    public void NullValues_AreReportedAbsent()
+    public async Task NullValues_AreReportedAbsent()
     {
         using var dir = new TempDir();
         var path = dir.Combine("n.parquet");
         var field = new DataField<byte[]>("vae_latent_bytes", true);
-        Task.Run(async () =>
+        await using (var fs = File.Create(path))
         {
-            await using var fs = File.Create(path);
             await using var w = await ParquetWriter.CreateAsync(new Parquet.Schema.ParquetSchema(field), fs);
             using var rg = w.CreateRowGroup();
             await rg.WriteAsync(field, new byte[]?[] { [1, 2, 3], null, [], [9] }!);
-        }).GetAwaiter().GetResult();
+        }
         AssertFastPathMatchesParquetNet(path);
     }
 
@@ -83,5 +82,25 @@ public class BinaryColumnChunkTests
         Assert.True(BinaryColumnChunk.Hybrid.TryDecode(src, 3, dst));
         Assert.Equal(new[] { 5, 5, 5, 0, 1, 2, 3, 4, 5, 6, 7 }, dst);
         Assert.False(BinaryColumnChunk.Hybrid.TryDecode(src[..4], 3, new int[11])); // truncated
+    }
+
+    [Fact]
+    public void Dataset_GivesSameBatchesWithEitherDecoder()
+    {
+        using var dir = new TempDir();
+        DataTestUtil.WriteRows(dir.Combine("a.parquet"), 0, 5, rowsPerGroup: 2);
+        var paths = new[] { dir.Path, DataTestUtil.FixtureDir };
+        foreach (var path in paths)
+        {
+            using var fast = ParquetVideoDataset.Open(path);
+            using var slow = ParquetVideoDataset.Open(path, new DatasetOptions { FastTensorDecoding = false });
+            var collator = new BatchCollator(6);
+            var idx = Enumerable.Range(0, (int)fast.Count).Select(i => (long)i).Reverse().ToArray();
+            using var a = fast.ReadBatch(idx, collator);
+            using var b = slow.ReadBatch(idx, collator);
+            Assert.Equal(a.VaeLatent.data<float>().ToArray(), b.VaeLatent.data<float>().ToArray());
+            Assert.Equal(a.TextEmbedding.data<float>().ToArray(), b.TextEmbedding.data<float>().ToArray());
+            Assert.Equal(a.TextAttentionMask.data<float>().ToArray(), b.TextAttentionMask.data<float>().ToArray());
+        }
     }
 }

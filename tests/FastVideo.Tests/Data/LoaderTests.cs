@@ -214,4 +214,19 @@ public class LoaderTests
         Assert.Equal(loader.LastWaitSeconds, loader.TotalWaitSeconds);
         Assert.Equal(1, loader.BatchesServed);
     }
+
+    [Fact]
+    public void Batches_OutliveTheCallersDisposeScope()
+    {
+        using var dir = MakeDataset(4);
+        using var loader = Loader(dir.Path, batch: 2, prefetch: 0);
+        RawBatch batch;
+        using (NewDisposeScope()) batch = loader.Next();
+        using (batch)
+        {
+            Assert.False(batch.VaeLatent.IsInvalid);
+            Assert.Equal(2, batch.VaeLatent.shape[0]);
+        }
+        Assert.True(batch.VaeLatent.IsInvalid);
+    }
 }

@@ -73,7 +73,8 @@ public sealed class ClipEvaluator
     public ClipAssessment Evaluate(Tensor clip, string? prompt = null)
     {
         if (clip.dim() != 4) throw new ArgumentException($"expected a clip [C, T, H, W], got [{string.Join(", ", clip.shape)}]");
-        using var c = clip.detach().to(ScalarType.Float32).cpu().contiguous();
+        using var scope = NewDisposeScope(); // frees the intermediate tensors of the conversion chain
+        var c = clip.detach().to(ScalarType.Float32).cpu().contiguous();
         var s = c.shape;
         return Evaluate(c.data<float>().ToArray(), (int)s[0], (int)s[1], (int)s[2], (int)s[3], prompt);
     }
