@@ -22,6 +22,7 @@ public sealed class MethodRegistry
     {
         var r = new MethodRegistry();
         r.Register(FineTuning.FineTuneMethod.Descriptor);
+        r.Register(DistributionMatching.DMD2Method.Descriptor);
         return r;
     }
 

@@ -1,0 +1,150 @@
+using FastVideo.Configs;
+using FastVideo.Train;
+using FastVideo.Train.Checkpointing;
+using FastVideo.Train.Methods;
+using FastVideo.Train.Methods.DistributionMatching;
+using FastVideo.Train.Tracking;
+using Xunit;
+using static TorchSharp.torch;
+
+namespace FastVideo.Tests.Train;
+
+public class DMD2MethodTests
+{
+    internal static Dictionary<string, object?> MethodOptions(string mode = "simulate", object? interval = null, bool warp = false, double guidance = 1.0) => new()
+    {
+        ["rollout_mode"] = mode,
+        ["dmd_denoising_steps"] = new List<object?> { 1000L, 750L, 500L, 250L },
+        ["warp_denoising_step"] = warp,
+        ["generator_update_interval"] = interval ?? 1L,
+        ["real_score_guidance_scale"] = guidance,
+        ["fake_score_learning_rate"] = 1e-3,
+        ["fake_score_betas"] = new List<object?> { 0.0, 0.999 },
+        ["fake_score_lr_scheduler"] = "constant",
+        ["cfg_uncond"] = new Dictionary<string, object?> { ["text"] = "zero" },
+    };
+
+    internal static RunConfig Config(string dir, int maxSteps = 3, int accum = 1, int saveSteps = 0, Dictionary<string, object?>? method = null,
+        string initFrom = "", bool teacherTrainable = false)
+    {
+        var baseCfg = TrainFixture.Config(dir, maxSteps: maxSteps, accum: accum, saveSteps: saveSteps, method: method ?? MethodOptions(),
+            callbacks: [TrainFixture.Callback("grad_clip", ("max_grad_norm", 1.0))]);
+        var model = initFrom == "" ? TestPaths.Fixture("wan_tiny") : initFrom;
+        return baseCfg with
+        {
+            Recipe = new RecipeSection { Family = "wan", Method = "dmd2" },
+            Roles = new Dictionary<string, RoleConfig>
+            {
+                ["student"] = new RoleConfig { InitFrom = model },
+                ["teacher"] = new RoleConfig { InitFrom = model, Trainable = teacherTrainable },
+                ["critic"] = new RoleConfig { InitFrom = model },
+            },
+        };
+    }
+
+    [Fact]
+    public void RolesAndOptionsAreCheckedBeforeWeightsLoad()
+    {
+        var dir = TestPaths.TempDir("dmd-roles");
+        var missing = Path.Combine(dir, "no-such-model");
+        var e1 = Assert.Throws<UserError>(() => TrainingBuilder.Build(Config(dir, initFrom: missing, teacherTrainable: true)));
+        Assert.Contains("roles.teacher.trainable", e1.Message);
+        var noCritic = Config(dir, initFrom: missing);
+        noCritic = noCritic with { Roles = noCritic.Roles.Where(r => r.Key != "critic").ToDictionary() };
+        Assert.Contains("roles.critic", Assert.Throws<UserError>(() => TrainingBuilder.Build(noCritic)).Message);
+        var opts = MethodOptions(); opts.Remove("rollout_mode");
+        Assert.Contains("method.rollout_mode", Assert.Throws<UserError>(() => TrainingBuilder.Build(Config(dir, initFrom: missing, method: opts))).Message);
+        opts = MethodOptions(); opts.Remove("fake_score_learning_rate");
+        Assert.Contains("method.fake_score_learning_rate", Assert.Throws<UserError>(() => TrainingBuilder.Build(Config(dir, initFrom: missing, method: opts))).Message);
+        opts = MethodOptions(); opts["dmd_denoising_steps"] = new List<object?> { 1000L, 1200L };
+        Assert.Contains("method.dmd_denoising_steps", Assert.Throws<UserError>(() => TrainingBuilder.Build(Config(dir, initFrom: missing, method: opts))).Message);
+        opts = MethodOptions(); opts["rollout_mod"] = "simulate";
+        Assert.Contains("method.rollout_mod", Assert.Throws<UserError>(() => TrainingBuilder.Build(Config(dir, initFrom: missing, method: opts))).Message);
+    }
+
+    [Fact]
+    public void WarpedStepsComeFromTheStudentGrid()
+    {
+        using var m = (DMD2Method)TrainingBuilder.Build(Config(TestPaths.TempDir("dmd-warp"), method: MethodOptions(warp: true)));
+        var grid = m.Student.NoiseScheduler.TrainTimesteps;
+        Assert.Equal(new[] { grid[0], grid[250], grid[500], grid[750] }, m.DenoisingSteps);
+        using var plain = (DMD2Method)TrainingBuilder.Build(Config(TestPaths.TempDir("dmd-plain")));
+        Assert.Equal(new[] { 1000f, 750f, 500f, 250f }, plain.DenoisingSteps);
+    }
+
+    [Theory]
+    [InlineData("simulate")]
+    [InlineData("data_latent")]
+    public void StepTrainsStudentAndCriticAndAlternates(string mode)
+    {
+        using var m = (DMD2Method)TrainingBuilder.Build(Config(TestPaths.TempDir("dmd-step"), method: MethodOptions(mode, interval: 2L)));
+        m.OnTrainStart();
+        var src = new RandomBatchSource();
+        var teacherBefore = m.Teacher.Transformer.parameters().First().clone();
+        // Iteration 1: critic only. Iteration 2: both.
+        using (var b = src.Next())
+        {
+            var r = m.SingleTrainStep(b, 1);
+            Assert.Equal(0f, r.Losses["generator_loss"].item<float>());
+            m.Backward(r, 1);
+            Assert.All(m.Student.TrainableParameters(), p => Assert.True(p.grad is null || p.grad.abs().sum().item<float>() == 0));
+            Assert.Contains(m.Critic.TrainableParameters(), p => p.grad is not null && p.grad.abs().sum().item<float>() > 0);
+            Assert.Equal(["critic"], m.GetOptimizers(1).Select(o => o.Role));
+            m.OptimizersSchedulersStep(1); m.OptimizersZeroGrad(1);
+        }
+        using (var b = src.Next())
+        {
+            var r = m.SingleTrainStep(b, 2);
+            Assert.True(r.Losses["generator_loss"].item<float>() > 0);
+            Assert.True(float.IsFinite(r.Losses["fake_score_loss"].item<float>()));
+            m.Backward(r, 1);
+            Assert.Contains(m.Student.TrainableParameters(), p => p.grad is not null && p.grad.abs().sum().item<float>() > 0);
+            Assert.Equal(2, m.GetOptimizers(2).Count());
+        }
+        Assert.True(teacherBefore.eq(m.Teacher.Transformer.parameters().First()).all().item<bool>());
+        Assert.Empty(m.Teacher.TrainableParameters());
+    }
+
+    [Fact]
+    public void GeneratorGradientIsTheNormalisedScoreDifference()
+    {
+        // d(0.5 MSE(x, x - g))/dx = g / numel: with real guidance 1 the student's output gradient equals (fake - real)/norm/numel.
+        // Checked indirectly: the loss value is 0.5 * mean(g^2) and is scale-free (norm makes mean|g|·... bounded).
+        using var m = (DMD2Method)TrainingBuilder.Build(Config(TestPaths.TempDir("dmd-loss"), method: MethodOptions("data_latent")));
+        m.OnTrainStart();
+        using var b = new RandomBatchSource().Next();
+        var r = m.SingleTrainStep(b, 1);
+        float loss = r.Losses["generator_loss"].item<float>();
+        // Student, critic and teacher start identical, so fake == real and the gradient (and loss) vanish.
+        Assert.Equal(0f, loss, 6);
+    }
+
+    [Fact]
+    public void Dmd2WithAccumulationResumesBitForBit()
+    {
+        var straight = Config(TestPaths.TempDir("dmd-straight"), maxSteps: 4, accum: 2, saveSteps: 2, method: MethodOptions(interval: 2L));
+        var a = Run(straight, null);
+        var dir = TestPaths.TempDir("dmd-resume");
+        var first = Config(dir, maxSteps: 4, accum: 2, saveSteps: 2, method: MethodOptions(interval: 2L));
+        var b1 = Run(first, 2);
+        Assert.Equal([2], CheckpointManager.List(dir).Select(c => c.Step));
+        var second = first with { Training = first.Training with { Checkpoint = first.Training.Checkpoint with { ResumeFromCheckpoint = "latest" } } };
+        var b2 = Run(second, null);
+        var b = b1.Concat(b2).ToList();
+        Assert.Equal(4, b.Count);
+        for (int i = 0; i < 4; i++)
+            foreach (var key in new[] { "generator_loss", "fake_score_loss", "grad_norm/critic" })
+                Assert.Equal(BitConverter.DoubleToInt64Bits(a[i][key]), BitConverter.DoubleToInt64Bits(b[i][key]));
+        Assert.NotEqual(a[2]["fake_score_loss"], a[3]["fake_score_loss"]);
+        Assert.True(a[3]["generator_loss"] > 0);
+    }
+
+    private static List<IReadOnlyDictionary<string, double>> Run(RunConfig cfg, int? stopAfter)
+    {
+        using var method = TrainingBuilder.Build(cfg);
+        var memory = new MemoryTracker();
+        using var trainer = new Trainer(method, new RandomBatchSource(), trackers: [memory], console: TextWriter.Null);
+        trainer.Run(stopAfter);
+        return memory.Entries.Select(e => (IReadOnlyDictionary<string, double>)e.Metrics).ToList();
+    }
+}
