@@ -115,7 +115,7 @@ internal static class TensorBoardEventReader
                         scalars.Add((tag ?? throw new InvalidDataException("value without tag"), simple ?? throw new InvalidDataException("value without simple_value")));
                     }
                     break;
-                case (6, 2):
+                case (7, 2):   // session_log (6 is log_message)
                     foreach (var (f, w, x) in Fields((byte[])value))
                         if ((f, w) == (1, 0)) status = (int)(ulong)x;
                     break;

@@ -14,8 +14,8 @@ public static class TensorBoardEvents
     /// <summary>The first event of every file; version 2 makes TensorBoard purge on <see cref="SessionStart"/>.</summary>
     public const string FileVersionString = "brain.Event:2";
 
-    // tensorflow.Event field numbers (tensorflow/core/util/event.proto).
-    private const int EventWallTime = 1, EventStep = 2, EventFileVersion = 3, EventSummary = 5, EventSessionLog = 6;
+    // tensorflow.Event field numbers (tensorflow/core/util/event.proto; 6 is log_message, not session_log).
+    private const int EventWallTime = 1, EventStep = 2, EventFileVersion = 3, EventSummary = 5, EventSessionLog = 7;
     // tensorflow.Summary: repeated Value value = 1; Value: tag = 1, simple_value = 2. SessionLog: status = 1.
     private const int SummaryValue = 1, ValueTag = 1, ValueSimpleValue = 2, SessionLogStatus = 1;
     private const int SessionLogStart = 1;   // SessionLog.SessionStatus.START
