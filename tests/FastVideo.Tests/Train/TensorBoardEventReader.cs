@@ -7,6 +7,12 @@ namespace FastVideo.Tests.Train;
 /// A TensorBoard event-file reader written for the tests, sharing no code with the writer: its own table CRC32C,
 /// TFRecord parsing that checks both CRCs, and a generic protobuf decoder.
 /// </summary>
+/// <remarks>
+/// Cross-checked once by hand (2026-11-28) outside .NET: files from these tests re-read with Debian python3's crcmod
+/// (crc-32c) for both CRCs and each record decoded by <c>protoc --decode=tensorflow.Event</c> against the field
+/// definitions of tensorflow's event.proto/summary.proto. That check caught session_log's field number (7, not 6),
+/// a mistake this reader had shared with the writer.
+/// </remarks>
 internal static class TensorBoardEventReader
 {
     public sealed record Event(double WallTime, long Step, string? FileVersion, int? SessionStatus, List<(string Tag, float Value)> Scalars);
