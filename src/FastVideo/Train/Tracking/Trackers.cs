@@ -65,13 +65,21 @@ public sealed class MemoryTracker : ITracker
 
 public static class Trackers
 {
-    /// <summary>JSON lines always; names in <c>training.tracker.trackers</c> other than jsonl are not available yet.</summary>
+    public static readonly IReadOnlyList<string> Available = ["jsonl", "tensorboard"];
+
+    /// <summary>
+    /// The trackers named in <c>training.tracker.trackers</c> (all of <see cref="Available"/> when it is empty). JSON
+    /// lines are always written: the report and the tests read them.
+    /// </summary>
     public static List<ITracker> Create(RunConfig config, string outputDir, int startStep)
     {
         var names = config.Training.Tracker.Trackers;
         for (int i = 0; i < names.Count; i++)
-            if (names[i] != "jsonl")
-                throw new UserError($"training.tracker.trackers[{i}]: tracker '{names[i]}' is not available (available: jsonl)");
-        return [new JsonlTracker(outputDir, config, startStep)];
+            if (!Available.Contains(names[i]))
+                throw new UserError($"training.tracker.trackers[{i}]: tracker '{names[i]}' is not available (available: {string.Join(", ", Available)})");
+        var wanted = names.Count == 0 ? Available : names;
+        var trackers = new List<ITracker> { new JsonlTracker(outputDir, config, startStep) };
+        if (wanted.Contains("tensorboard")) trackers.Add(new TensorBoardTracker(outputDir, startStep));
+        return trackers;
     }
 }

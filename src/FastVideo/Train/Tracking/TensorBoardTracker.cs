@@ -1,0 +1,75 @@
+using System.Globalization;
+using System.Net;
+
+namespace FastVideo.Train.Tracking;
+
+/// <summary>
+/// TensorBoard scalars: <c>&lt;dir&gt;/tensorboard/events.out.tfevents.&lt;unix-seconds&gt;.&lt;hostname&gt;</c>, one event
+/// per step holding every metric (tag = metric name), flushed each step so a crashed run keeps what it logged.
+/// Each tracker writes a new file and never touches older ones; it opens with a <c>SessionLog START</c> at
+/// <c>startStep + 1</c>, so on resume from step N TensorBoard drops the interrupted run's steps after N and shows the
+/// resumed run's instead (as <see cref="JsonlTracker"/> does by rewriting its file).
+/// </summary>
+public sealed class TensorBoardTracker : ITracker
+{
+    public const string SubDir = "tensorboard";
+    public const string FilePrefix = "events.out.tfevents.";
+    private readonly FileStream _stream;
+
+    public TensorBoardTracker(string dir, int startStep = 0)
+    {
+        Directory = Path.Combine(dir, SubDir);
+        System.IO.Directory.CreateDirectory(Directory);
+        FilePath = Path.Combine(Directory, $"{FilePrefix}{FileSeconds(Directory).ToString(CultureInfo.InvariantCulture)}.{HostName()}");
+        // CreateNew: never append to (or clobber) another run's file; Read sharing lets TensorBoard follow it live.
+        _stream = new FileStream(FilePath, FileMode.CreateNew, FileAccess.Write, FileShare.Read);
+        double now = WallTime();
+        TensorBoardEvents.WriteRecord(_stream, TensorBoardEvents.FileVersion(now));
+        TensorBoardEvents.WriteRecord(_stream, TensorBoardEvents.SessionStart(now, startStep + 1L));
+        _stream.Flush();
+    }
+
+    /// <summary>The <c>tensorboard</c> folder (what to point <c>tensorboard --logdir</c> at).</summary>
+    public string Directory { get; }
+
+    /// <summary>This tracker's event file.</summary>
+    public string FilePath { get; }
+
+    public void Log(int step, IReadOnlyDictionary<string, double> metrics)
+    {
+        TensorBoardEvents.WriteRecord(_stream, TensorBoardEvents.Scalars(WallTime(), step, metrics));
+        _stream.Flush();   // to the OS: survives a crash of this process
+    }
+
+    public void Dispose() => _stream.Dispose();
+
+    private static double WallTime() => (DateTimeOffset.UtcNow - DateTimeOffset.UnixEpoch).TotalSeconds;
+
+    /// <summary>
+    /// The seconds in the new file's name: now, or one past the newest existing file's. TensorBoard reads a folder's
+    /// event files in name order, so a resumed run's file must sort after the interrupted run's even when both start
+    /// within the same second (or the clock stepped back).
+    /// </summary>
+    private static long FileSeconds(string dir)
+    {
+        long seconds = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+        foreach (var path in System.IO.Directory.EnumerateFiles(dir, FilePrefix + "*"))
+        {
+            var rest = Path.GetFileName(path)[FilePrefix.Length..];
+            var dot = rest.IndexOf('.');
+            if (long.TryParse(dot < 0 ? rest : rest[..dot], NumberStyles.None, CultureInfo.InvariantCulture, out var s) && s >= seconds)
+                seconds = s + 1;
+        }
+        return seconds;
+    }
+
+    private static string HostName()
+    {
+        string name;
+        try { name = Dns.GetHostName(); }
+        catch (System.Net.Sockets.SocketException) { name = Environment.MachineName; }
+        // Keep the name one path component.
+        foreach (var c in Path.GetInvalidFileNameChars()) name = name.Replace(c, '_');
+        return name.Length == 0 ? "localhost" : name;
+    }
+}
