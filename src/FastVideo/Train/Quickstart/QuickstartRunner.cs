@@ -1,0 +1,227 @@
+using System.Diagnostics;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using FastVideo.Configs;
+using FastVideo.Data.Synthetic;
+using FastVideo.Models.Dits;
+using FastVideo.Models.Vae;
+using FastVideo.Train.Callbacks;
+using FastVideo.Train.Methods;
+using FastVideo.Train.Models;
+using FastVideo.Train.Models.Wan;
+using FastVideo.Train.Tracking;
+using FastVideo.Weights;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace FastVideo.Train.Quickstart;
+
+public sealed record QuickstartOptions
+{
+    public string OutDir { get; init; } = Path.Combine("runs", "quickstart");
+    public int TeacherSteps { get; init; } = 1200;
+    public int DistillSteps { get; init; } = 300;
+    public int TeacherSamplingSteps { get; init; } = 40;
+    public double GuidanceScale { get; init; } = 3.0;
+    public IReadOnlyList<long> EvalSeeds { get; init; } = [1001, 1002];
+    /// <summary>Reuse a finished teacher in the run folder instead of training it again.</summary>
+    public bool ReuseTeacher { get; init; }
+    public IReadOnlyList<string> TeacherOverrides { get; init; } = [];
+    public IReadOnlyList<string> DistillOverrides { get; init; } = [];
+}
+
+/// <summary>
+/// The quickstart: (1) synthesise the moving-shapes dataset, (2) train a small Wan teacher with flow matching,
+/// (3) distill a 4-step student from it with DMD2, (4) compare teacher (many steps), student (4 steps) and the
+/// undistilled teacher (4 steps) on the same prompts and seeds with the dataset's evaluator, and write
+/// report.html and summary.json. Its stages are examples/recipes/quickstart_teacher.yaml and quickstart_dmd2.yaml.
+/// </summary>
+public static class QuickstartRunner
+{
+    public static readonly SyntheticOptions Data = new()
+    {
+        Colors = 4, Directions = 4, ClipsPerClass = 32, Frames = 4, Height = 16, Width = 16, ShapeSize = 5,
+        TextLen = 16, EmbedDim = 32, Seed = 7,
+    };
+
+    public static readonly WanTransformerConfig Model = new()
+    {
+        NumAttentionHeads = 2, AttentionHeadDim = 32, InChannels = 3, OutChannels = 3, TextDim = 32, FfnDim = 256, NumLayers = 4,
+    };
+
+    public static string EmbeddedRecipe(string name)
+    {
+        using var s = typeof(QuickstartRunner).Assembly.GetManifestResourceStream($"recipes/{name}")
+            ?? throw new InvalidOperationException($"embedded recipe {name} is missing");
+        return new StreamReader(s).ReadToEnd();
+    }
+
+    public static JsonObject Run(QuickstartOptions o, TextWriter console)
+    {
+        var wall = Stopwatch.StartNew();
+        var root = Path.GetFullPath(o.OutDir);
+        Directory.CreateDirectory(root);
+        string data = Path.Combine(root, "data"), teacherInit = Path.Combine(root, "teacher_init"), teacherModel = Path.Combine(root, "teacher_model");
+        string teacherRun = Path.Combine(root, "teacher"), studentRun = Path.Combine(root, "student"), studentModel = Path.Combine(root, "student_model");
+        var families = ModelFamilyRegistry.Default;
+
+        // 1. Data.
+        if (!File.Exists(Path.Combine(data, "classes.json")))
+        {
+            if (Directory.Exists(data)) Directory.Delete(data, true);
+            console.WriteLine($"[1/4] synthetic dataset -> {data}");
+            SyntheticVideoDataset.Write(Data, data, m => console.WriteLine("  " + m));
+        }
+        var timings = new JsonObject();
+
+        // 2. Teacher: random init, flow matching, EMA weights exported as a Diffusers folder.
+        var stage = Stopwatch.StartNew();
+        if (!(o.ReuseTeacher && File.Exists(Path.Combine(teacherModel, "transformer", "diffusion_pytorch_model.safetensors"))))
+        {
+            ResetDir(teacherRun);
+            WriteInitModel(teacherInit, data);
+            console.WriteLine($"[2/4] teacher: flow matching for {o.TeacherSteps} steps");
+            var cfg = LoadStage("quickstart_teacher.yaml", root, families,
+                [$"training.loop.max_train_steps={o.TeacherSteps}", .. o.TeacherOverrides]);
+            using var method = TrainingBuilder.Build(cfg, families);
+            using var source = DataLoaderBatchSource.FromConfig(cfg, families);
+            using (var trainer = new Trainer(method, source, console: new ThrottledWriter(console, 50)))
+            {
+                trainer.Run();
+                var ema = trainer.Callbacks.OfType<EmaCallback>().FirstOrDefault();
+                using var swap = ema?.Started == true ? ema.Swap() : null;
+                ExportModel(((WanModel)method.Student).WanTransformer, teacherInit, teacherModel);
+            }
+        }
+        timings["teacher_seconds"] = Math.Round(stage.Elapsed.TotalSeconds, 1);
+
+        // 3. Student: DMD2 from the teacher.
+        stage.Restart();
+        ResetDir(studentRun);
+        console.WriteLine($"[3/4] student: DMD2 distillation for {o.DistillSteps} steps");
+        var dcfg = LoadStage("quickstart_dmd2.yaml", root, families,
+            [$"training.loop.max_train_steps={o.DistillSteps}", $"method.real_score_guidance_scale={o.GuidanceScale.ToString(System.Globalization.CultureInfo.InvariantCulture)}", .. o.DistillOverrides]);
+        float[] dmdSteps;
+        using (var method = TrainingBuilder.Build(dcfg, families))
+        using (var source = DataLoaderBatchSource.FromConfig(dcfg, families))
+        using (var trainer = new Trainer(method, source, console: new ThrottledWriter(console, 25)))
+        {
+            trainer.Run();
+            dmdSteps = ((Methods.DistributionMatching.DMD2Method)method).DenoisingSteps;
+            ExportModel(((WanModel)method.Student).WanTransformer, teacherModel, studentModel);
+        }
+        timings["distill_seconds"] = Math.Round(stage.Elapsed.TotalSeconds, 1);
+
+        // 4. Evaluation and report.
+        stage.Restart();
+        console.WriteLine("[4/4] evaluation: same prompts and seeds for every generator");
+        var classes = SyntheticVideoDataset.Classes(Data).Select(c => c.Prompt).ToList();
+        var eval = new QuickstartEvaluation(data, Data.EmbedDim, Data.Seed, Data.TextLen, classes, o.EvalSeeds);
+        long[] latent = [Data.Channels, Data.Frames, Data.Height, Data.Width];
+        double shift = dcfg.Pipeline.FlowShift ?? 3.0;
+        var teacher = Load(teacherModel, shift);
+        var student = Load(studentModel, shift);
+        var results = new List<GeneratorResult>
+        {
+            eval.Euler("teacher", $"teacher, {o.TeacherSamplingSteps} Euler steps, CFG {o.GuidanceScale}", teacher, o.TeacherSamplingSteps, o.GuidanceScale, shift, latent),
+            eval.FewStep("student", $"DMD2 student, {dmdSteps.Length} steps, no CFG", student, dmdSteps, latent, 5),
+            eval.Euler("undistilled", $"teacher, {dmdSteps.Length} Euler steps, CFG {o.GuidanceScale}", teacher, dmdSteps.Length, o.GuidanceScale, shift, latent),
+        };
+        foreach (var r in results)
+            console.WriteLine($"  {r.Description,-42} accuracy {r.Accuracy:P1} (colour {r.ColorAccuracy:P0}, direction {r.DirectionAccuracy:P0})  sharpness {r.Sharpness:F3}");
+        timings["evaluation_seconds"] = Math.Round(stage.Elapsed.TotalSeconds, 1);
+
+        var summary = new JsonObject();
+        foreach (var r in results)
+            summary[r.Name] = new JsonObject
+            {
+                ["steps"] = r.Steps, ["accuracy"] = Math.Round(r.Accuracy, 4), ["sharpness"] = Math.Round(r.Sharpness, 4),
+                ["color_accuracy"] = Math.Round(r.ColorAccuracy, 4), ["direction_accuracy"] = Math.Round(r.DirectionAccuracy, 4),
+                ["description"] = r.Description,
+            };
+        summary["wall_seconds"] = Math.Round(wall.Elapsed.TotalSeconds, 1);
+        summary["timings"] = timings;
+        summary["samples_per_generator"] = classes.Count * o.EvalSeeds.Count;
+        Reports.QuickstartReport.Write(root, summary, results, teacherRun, studentRun);
+        WriteJson(Path.Combine(root, "summary.json"), summary);
+        foreach (var r in results) r.Clips.Dispose();
+        console.WriteLine($"done in {wall.Elapsed.TotalSeconds:F0} s: {Path.Combine(root, "report.html")}, {Path.Combine(root, "summary.json")}");
+        return summary;
+    }
+
+    private static RunConfig LoadStage(string recipe, string root, IFamilyCatalog families, IReadOnlyList<string> extra)
+    {
+        // The recipes name runs/quickstart/...; point every path at this run's folder.
+        var text = EmbeddedRecipe(recipe).Replace("runs/quickstart", root.Replace('\\', '/'));
+        return RecipeLoader.LoadText(text, $"examples/recipes/{recipe}", extra, families);
+    }
+
+    private static WanModelHandle Load(string dir, double shift)
+    {
+        var t = WanTransformer3DModel.FromPretrained(dir);
+        var vae = VaeConfig.Load(Path.Combine(dir, "vae", "config.json"));
+        var neg = SafeTensors.Load(Path.Combine(dir, "negative_prompt_embeds.safetensors"))["negative_prompt_embeds"];
+        return new WanModelHandle(t, new FastVideo.Models.Schedulers.FlowMatchEulerDiscreteScheduler(shift), vae, neg);
+    }
+
+    /// <summary>A pipeline folder: random transformer, the dataset's VAE constants and empty-caption embedding.</summary>
+    private static void WriteInitModel(string dir, string data)
+    {
+        ResetDir(dir);
+        torch.manual_seed(0);
+        using (var m = new WanTransformer3DModel(Model)) m.SavePretrained(Path.Combine(dir, "transformer"));
+        CopyPipelineFiles(data, dir, fromDataset: true);
+    }
+
+    private static void ExportModel(WanTransformer3DModel transformer, string baseDir, string outDir)
+    {
+        ResetDir(outDir);
+        transformer.SavePretrained(Path.Combine(outDir, "transformer"));
+        CopyPipelineFiles(baseDir, outDir, fromDataset: false);
+    }
+
+    private static void CopyPipelineFiles(string from, string to, bool fromDataset)
+    {
+        Directory.CreateDirectory(Path.Combine(to, "vae"));
+        File.Copy(Path.Combine(from, "vae", "config.json"), Path.Combine(to, "vae", "config.json"), true);
+        File.Copy(Path.Combine(from, "negative_prompt_embeds.safetensors"), Path.Combine(to, "negative_prompt_embeds.safetensors"), true);
+        File.WriteAllText(Path.Combine(to, "model_index.json"), new JsonObject
+        {
+            ["_class_name"] = "WanPipeline",
+            ["transformer"] = new JsonArray("diffusers", "WanTransformer3DModel"),
+            ["vae"] = new JsonArray("fastvideo", "IdentityVAE"),
+        }.ToJsonString());
+    }
+
+    private static void ResetDir(string dir)
+    {
+        if (Directory.Exists(dir)) Directory.Delete(dir, true);
+        Directory.CreateDirectory(dir);
+    }
+
+    private static void WriteJson(string path, JsonNode node)
+    {
+        var tmp = path + ".tmp";
+        File.WriteAllText(tmp, node.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
+        File.Move(tmp, path, true);
+    }
+}
+
+/// <summary>Passes through every line that is not a per-step progress line, and every Nth progress line.</summary>
+internal sealed class ThrottledWriter(TextWriter inner, int every) : TextWriter
+{
+    private int _n;
+    public override System.Text.Encoding Encoding => inner.Encoding;
+    public override void WriteLine(string? value)
+    {
+        if (value is not null && value.StartsWith("step ") && ++_n % every != 0 && !IsLast(value)) return;
+        inner.WriteLine(value);
+    }
+    public override void Write(char value) => inner.Write(value);
+
+    private static bool IsLast(string line)
+    {
+        var parts = line[5..].Split(' ')[0].Split('/');
+        return parts.Length == 2 && parts[0] == parts[1];
+    }
+}
