@@ -41,6 +41,9 @@ public static partial class CheckpointExporter
 {
     public const string TransformerFolder = "transformer";
 
+    /// <summary>Test hook: called with the temporary folder once it is complete, just before it is renamed into place.</summary>
+    internal static Action<string>? BeforeRename { get; set; }
+
     [GeneratedRegex(@"^checkpoint-(\d+)$")]
     private static partial Regex CheckpointName();
 
@@ -119,6 +122,7 @@ public static partial class CheckpointExporter
                 };
                 SafeTensors.Save(outWeights, weights, metadata);
 
+                BeforeRename?.Invoke(tmp);
                 // Re-check at the end: another process may have created the folder meanwhile.
                 CheckOutput(output, request.Overwrite);
                 string? aside = null;
