@@ -17,6 +17,8 @@ namespace FastVideo.Cli
               generate   sample latents with a Wan model from precomputed text embeddings
               train      RECIPE [--set key=value ...] [--dry-run]: train with a recipe
                          (no recipe: the quickstart, see `fastvideo quickstart --help`)
+              export     CHECKPOINT --role ROLE [--ema] --out DIR: a Diffusers folder from a checkpoint
+              quickstart [--out DIR]: the CPU quickstart (teacher, DMD2 student, report)
               config     show RECIPE [--set key=value ...]: print the resolved recipe
               families   list the model families and their role options
               dataset    synth --out DIR [...] | inspect DIR
@@ -48,6 +50,7 @@ namespace FastVideo.Cli
                     "families" => FamiliesCommand.Run(rest, families, stdout),
                     "config" => ConfigCommand.Run(rest, families, stdout),
                     "dataset" => DatasetCommand.Run(rest, stdout),
+                    "export" => ExportCommand.Run(rest, stdout),
                     "quickstart" => QuickstartCommand.Run(rest, stdout),
                     "train" when rest.Length == 0 => QuickstartCommand.Run(rest, stdout),
                     "train" => TrainCommand.Run(rest, families, cfg => FastVideo.Train.DataLoaderBatchSource.FromConfig(cfg, families), stdout),
