@@ -55,6 +55,42 @@ public sealed class Options
         return v is string s ? s : throw new UserError($"{Path}.{key}: expected a string, got {Describe(v)}");
     }
 
+    /// <summary>A list of integers: a YAML list, or a comma-separated string (as <c>--set key=40,8</c> gives).</summary>
+    public IReadOnlyList<int>? IntList(string key, IReadOnlyList<int>? fallback) =>
+        ListOf(key, fallback, "an integer", item => item switch
+        {
+            long l when l is >= int.MinValue and <= int.MaxValue => (true, (int)l),
+            double d when Math.Floor(d) == d && Math.Abs(d) < int.MaxValue => (true, (int)d),
+            string s when int.TryParse(s.Trim(), NumberStyles.Integer, CultureInfo.InvariantCulture, out var i) => (true, i),
+            _ => (false, 0),
+        });
+
+    /// <summary>A list of strings. A single string is a one-item list (not split: prompts contain commas).</summary>
+    public IReadOnlyList<string>? StringList(string key, IReadOnlyList<string>? fallback)
+    {
+        if (TryGet(key, out var v) && v is string s) return [s];
+        return ListOf(key, fallback, "a string", item => item is string t ? (true, t) : (false, ""));
+    }
+
+    private IReadOnlyList<T>? ListOf<T>(string key, IReadOnlyList<T>? fallback, string what, Func<object?, (bool Ok, T Value)> convert)
+    {
+        if (!TryGet(key, out var v)) return fallback;
+        IEnumerable<object?> items = v switch
+        {
+            System.Collections.IList list => list.Cast<object?>(),
+            string s => s.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries),
+            _ => throw new UserError($"{Path}.{key}: expected a list, got {Describe(v)}"),
+        };
+        var result = new List<T>();
+        foreach (var (item, i) in items.Select((x, i) => (x, i)))
+        {
+            var (ok, value) = convert(item);
+            if (!ok) throw new UserError($"{Path}.{key}[{i}]: expected {what}, got {Describe(item)}");
+            result.Add(value);
+        }
+        return result;
+    }
+
     /// <summary>Marks keys that another component reads (so RejectUnknown accepts them).</summary>
     public void Allow(params string[] keys) { foreach (var k in keys) _read.Add(k); }
 

@@ -35,6 +35,7 @@ public sealed class CallbackRegistry
         var r = new CallbackRegistry();
         r.Register("grad_clip", o => new GradNormClipCallback(o));
         r.Register("ema", o => new EmaCallback(o));
+        r.Register("validation", o => new ValidationCallback(o));
         return r;
     }
 
@@ -59,6 +60,7 @@ public sealed class CallbackRegistry
             cb.Name = name;
             list.Add(cb);
         }
+        ValidationCallback.Link(list);   // validation samples with the EMA callback's weights when asked
         return list;
     }
 }

@@ -1,0 +1,74 @@
+using System.Diagnostics;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace FastVideo.Sampling;
+
+/// <summary>Predicts the clean sample x0 for BTCHW latents at timestep [B] (any text conditioning is bound in).</summary>
+public delegate Tensor X0Model(Tensor latents, Tensor timestep);
+
+/// <summary>Forward process on BTCHW tensors: x_t = (1 - sigma(t)) x0 + sigma(t) eps, timestep [1] or [B].</summary>
+public delegate Tensor NoiseAdder(Tensor clean, Tensor noise, Tensor timestep);
+
+/// <summary>
+/// Few-step generation as upstream's DMD inference (DmdDenoisingStage): for timesteps t_0 &gt; t_1 &gt; ... start from
+/// pure noise x; at each t_i predict x0 = f(x, t_i); unless it is the last step, re-noise to the next timestep with
+/// fresh noise, x = (1 - sigma(t_{i+1})) x0 + sigma(t_{i+1}) eps_i; the result is the last x0. Every draw comes from
+/// the given generator, in step order, so a seed fixes the sample.
+/// </summary>
+public static class FewStepSampler
+{
+    /// <summary>Checks a timestep list: non-empty, strictly descending, each in (0, <paramref name="maxTimestep"/>].</summary>
+    public static void Validate(IReadOnlyList<double> timesteps, double maxTimestep = 1000, string what = "timesteps")
+    {
+        if (timesteps.Count == 0) throw new UserError($"{what}: need at least one timestep");
+        for (int i = 0; i < timesteps.Count; i++)
+        {
+            if (!(timesteps[i] > 0 && timesteps[i] <= maxTimestep))
+                throw new UserError($"{what}[{i}]: {timesteps[i]} is outside (0, {maxTimestep}]");
+            if (i > 0 && !(timesteps[i] < timesteps[i - 1]))
+                throw new UserError($"{what}: must be strictly descending, got [{string.Join(", ", timesteps)}]");
+        }
+    }
+
+    /// <param name="model">x0 prediction (conditional, or already guided).</param>
+    /// <param name="addNoise">The model's forward process (its sigma lookup).</param>
+    /// <param name="initialNoise">x at t_0, BTCHW; not modified.</param>
+    /// <param name="timesteps">t_0 &gt; t_1 &gt; ..., on the training scale (e.g. 1000, 750, 500, 250).</param>
+    /// <param name="generator">Source of the re-noising draws (one standard-normal tensor per step but the last).</param>
+    /// <param name="noiseDevice">Where the draws are made (the generator's device); null = the latents' device.</param>
+    public static Tensor Sample(X0Model model, NoiseAdder addNoise, Tensor initialNoise, IReadOnlyList<double> timesteps,
+        Generator generator, Device? noiseDevice = null, SamplingProgress? progress = null)
+    {
+        Validate(timesteps);
+        long b = initialNoise.shape[0];
+        var x = initialNoise.alias();
+        Tensor x0 = null!;
+        for (int i = 0; i < timesteps.Count; i++)
+        {
+            var sw = Stopwatch.StartNew();
+            using (var scope = NewDisposeScope())
+            {
+                var t = full([b], timesteps[i], dtype: ScalarType.Float32, device: x.device);
+                var pred = model(x, t);
+                if (i < timesteps.Count - 1)
+                {
+                    // Fresh noise drawn in float32 on the generator's device, then moved to the latents' device and dtype.
+                    var eps = randn(pred.shape, dtype: ScalarType.Float32, device: noiseDevice ?? pred.device, generator: generator)
+                        .to(pred.device).to_type(pred.dtype);
+                    var next = full([b], timesteps[i + 1], dtype: ScalarType.Float32, device: x.device);
+                    var noisy = addNoise(pred, eps, next);
+                    x.Dispose();
+                    x = noisy.MoveToOuterDisposeScope();
+                }
+                else
+                {
+                    x0 = pred.MoveToOuterDisposeScope();
+                }
+            }
+            progress?.Invoke(i + 1, timesteps.Count, (float)timesteps[i], sw.Elapsed.TotalSeconds);
+        }
+        x.Dispose();
+        return x0;
+    }
+}
