@@ -19,13 +19,12 @@ public static class DemoCommand
         var a = CliArgs.Parse(args, Usage, ["out", "steps", "guidance-scale"]);
         var outDir = Path.GetFullPath(a.Get("out") ?? Path.Combine("runs", "demo"));
         var modelDir = Path.Combine(outDir, "model");
-        torch.manual_seed(0);
         var config = new WanTransformerConfig
         {
             NumAttentionHeads = 4, AttentionHeadDim = 32, InChannels = 16, OutChannels = 16,
             TextDim = 64, FfnDim = 512, NumLayers = 4,
         };
-        using (var model = new WanTransformer3DModel(config)) model.SavePretrained(Path.Combine(modelDir, "transformer"));
+        using (var model = WanTransformer3DModel.CreateRandom(config, 0)) model.SavePretrained(Path.Combine(modelDir, "transformer"));
         Directory.CreateDirectory(Path.Combine(modelDir, "vae"));
         File.WriteAllText(Path.Combine(modelDir, "model_index.json"), new JsonObject
         {

@@ -34,10 +34,13 @@ internal sealed class TinyNet : nn.Module<Tensor, Tensor>
 
     public TinyNet(int seed) : base(nameof(TinyNet))
     {
-        torch.manual_seed(seed);
         blocks = nn.ModuleList(new TinyBlock(), new TinyBlock());
         ffn = nn.Sequential(("0", nn.Linear(4, 8)), ("1", nn.GELU()), ("2", nn.Linear(8, 4)));
         RegisterComponents();
+        // Weights from a local generator: the process-wide one is shared with tests running in parallel.
+        using var g = new torch.Generator((ulong)seed, torch.device("cpu"));
+        using var _ = torch.no_grad();
+        foreach (var p in parameters()) p.copy_(torch.randn(p.shape, generator: g));
     }
 
     public override Tensor forward(Tensor x) => ffn.forward(blocks[1].forward(blocks[0].forward(x)));

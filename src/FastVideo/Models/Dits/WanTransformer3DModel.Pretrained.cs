@@ -38,3 +38,33 @@ public sealed partial class WanTransformer3DModel
         StateDict.SaveModule(this, Path.Combine(dir, "diffusion_pytorch_model.safetensors"), dtype);
     }
 }
+
+public sealed partial class WanTransformer3DModel
+{
+    /// <summary>
+    /// A freshly initialised model whose weights depend only on <paramref name="seed"/> (not on the process-wide
+    /// generator, which other threads may draw from): linear and conv weights and biases ~ U(±1/sqrt(fan_in)) as
+    /// PyTorch's defaults, norm scales 1, norm shifts 0, modulation tables ~ N(0, 1/D).
+    /// </summary>
+    public static WanTransformer3DModel CreateRandom(WanTransformerConfig config, ulong seed)
+    {
+        var model = new WanTransformer3DModel(config);
+        using var g = new Generator(seed, torch.device("cpu"));
+        using var _ = no_grad();
+        var fanIn = new Dictionary<string, long>();
+        foreach (var (name, p) in model.named_parameters())
+            if (name.EndsWith(".weight") && p.dim() >= 2) fanIn[name[..^".weight".Length]] = p.shape.Skip(1).Aggregate(1L, (a, b) => a * b);
+        foreach (var (name, p) in model.named_parameters())
+        {
+            using var scope = NewDisposeScope();
+            int dot = name.LastIndexOf('.');
+            var owner = dot < 0 ? "" : name[..dot];
+            Tensor value;
+            if (name.EndsWith("scale_shift_table")) value = randn(p.shape, generator: g) / Math.Sqrt(config.InnerDim);
+            else if (fanIn.TryGetValue(owner, out var fan)) value = (rand(p.shape, generator: g) * 2 - 1) / Math.Sqrt(fan);
+            else value = name.EndsWith(".weight") ? ones(p.shape) : zeros(p.shape); // norms
+            p.copy_(value);
+        }
+        return model;
+    }
+}

@@ -168,8 +168,7 @@ public static class QuickstartRunner
     private static void WriteInitModel(string dir, string data)
     {
         ResetDir(dir);
-        torch.manual_seed(0);
-        using (var m = new WanTransformer3DModel(Model)) m.SavePretrained(Path.Combine(dir, "transformer"));
+        using (var m = WanTransformer3DModel.CreateRandom(Model, 0)) m.SavePretrained(Path.Combine(dir, "transformer"));
         CopyPipelineFiles(data, dir, fromDataset: true);
     }
 
