@@ -28,6 +28,9 @@ public sealed record QuickstartOptions
     public bool ReuseTeacher { get; init; }
     public IReadOnlyList<string> TeacherOverrides { get; init; } = [];
     public IReadOnlyList<string> DistillOverrides { get; init; } = [];
+    /// <summary>Dataset and teacher architecture (tests shrink them).</summary>
+    public SyntheticOptions Data { get; init; } = QuickstartRunner.Data;
+    public WanTransformerConfig Model { get; init; } = QuickstartRunner.Model;
 }
 
 /// <summary>
@@ -46,7 +49,7 @@ public static class QuickstartRunner
 
     public static readonly WanTransformerConfig Model = new()
     {
-        NumAttentionHeads = 2, AttentionHeadDim = 32, InChannels = 3, OutChannels = 3, TextDim = 32, FfnDim = 256, NumLayers = 4,
+        NumAttentionHeads = 4, AttentionHeadDim = 32, InChannels = 3, OutChannels = 3, TextDim = 32, FfnDim = 512, NumLayers = 4,
     };
 
     public static string EmbeddedRecipe(string name)
@@ -70,7 +73,7 @@ public static class QuickstartRunner
         {
             if (Directory.Exists(data)) Directory.Delete(data, true);
             console.WriteLine($"[1/4] synthetic dataset -> {data}");
-            SyntheticVideoDataset.Write(Data, data, m => console.WriteLine("  " + m));
+            SyntheticVideoDataset.Write(o.Data, data, m => console.WriteLine("  " + m));
         }
         var timings = new JsonObject();
 
@@ -79,7 +82,7 @@ public static class QuickstartRunner
         if (!(o.ReuseTeacher && File.Exists(Path.Combine(teacherModel, "transformer", "diffusion_pytorch_model.safetensors"))))
         {
             ResetDir(teacherRun);
-            WriteInitModel(teacherInit, data);
+            WriteInitModel(teacherInit, data, o.Model);
             console.WriteLine($"[2/4] teacher: flow matching for {o.TeacherSteps} steps");
             var cfg = LoadStage("quickstart_teacher.yaml", root, families,
                 [$"training.loop.max_train_steps={o.TeacherSteps}", .. o.TeacherOverrides]);
@@ -115,10 +118,11 @@ public static class QuickstartRunner
         // 4. Evaluation and report.
         stage.Restart();
         console.WriteLine("[4/4] evaluation: same prompts and seeds for every generator");
-        var classes = SyntheticVideoDataset.Classes(Data).Select(c => c.Prompt).ToList();
-        var eval = new QuickstartEvaluation(data, Data.EmbedDim, Data.Seed, Data.TextLen, classes, o.EvalSeeds);
-        long[] latent = [Data.Channels, Data.Frames, Data.Height, Data.Width];
-        double shift = dcfg.Pipeline.FlowShift ?? 3.0;
+        var d = o.Data;
+        var classes = SyntheticVideoDataset.Classes(d).Select(c => c.Prompt).ToList();
+        var eval = new QuickstartEvaluation(data, d.EmbedDim, d.Seed, d.TextLen, classes, o.EvalSeeds);
+        long[] latent = [d.Channels, d.Frames, d.Height, d.Width];
+        double shift = dcfg.Pipeline.FlowShift ?? 1.0;
         var teacher = Load(teacherModel, shift);
         var student = Load(studentModel, shift);
         var results = new List<GeneratorResult>
@@ -165,10 +169,10 @@ public static class QuickstartRunner
     }
 
     /// <summary>A pipeline folder: random transformer, the dataset's VAE constants and empty-caption embedding.</summary>
-    private static void WriteInitModel(string dir, string data)
+    private static void WriteInitModel(string dir, string data, WanTransformerConfig model)
     {
         ResetDir(dir);
-        using (var m = WanTransformer3DModel.CreateRandom(Model, 0)) m.SavePretrained(Path.Combine(dir, "transformer"));
+        using (var m = WanTransformer3DModel.CreateRandom(model, 0)) m.SavePretrained(Path.Combine(dir, "transformer"));
         CopyPipelineFiles(data, dir, fromDataset: true);
     }
 
