@@ -273,12 +273,17 @@ public sealed partial class WanTransformer3DModel : nn.Module
         RegisterComponents();
     }
 
+    /// <summary>Forward passes run by every instance in this process (benchmarks count FLOPs with it).</summary>
+    public static long ForwardCount => Interlocked.Read(ref _forwardCount);
+    private static long _forwardCount;
+
     /// <summary>dtype of the parameters; inputs are cast to it.</summary>
     public ScalarType ParamDtype => proj_out.weight!.dtype;
 
     public Tensor Forward(Tensor hiddenStates, Tensor timestep, Tensor encoderHiddenStates)
     {
         using var scope = NewDisposeScope();
+        Interlocked.Increment(ref _forwardCount);
         if (hiddenStates.dim() != 5) throw new ArgumentException($"hidden_states must be [B,C,T,H,W], got {Shape(hiddenStates)}");
         var p = Config.PatchSize;
         long b = hiddenStates.shape[0], t = hiddenStates.shape[2], h = hiddenStates.shape[3], w = hiddenStates.shape[4];
