@@ -19,8 +19,8 @@ namespace FastVideo.Train.Quickstart;
 public sealed record QuickstartOptions
 {
     public string OutDir { get; init; } = Path.Combine("runs", "quickstart");
-    public int TeacherSteps { get; init; } = 1200;
-    public int DistillSteps { get; init; } = 300;
+    public int TeacherSteps { get; init; } = 1000;
+    public int DistillSteps { get; init; } = 200;
     public int TeacherSamplingSteps { get; init; } = 40;
     public double GuidanceScale { get; init; } = 3.0;
     public IReadOnlyList<long> EvalSeeds { get; init; } = [1001, 1002];
