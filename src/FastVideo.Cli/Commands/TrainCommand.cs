@@ -36,14 +36,17 @@ public static class TrainCommand
         if (recipe is null) throw new UserError($"train: missing RECIPE\n{Usage}");
 
         var config = RecipeLoader.Load(recipe, overrides, families);
-        using var method = TrainingBuilder.Build(config, families);
         if (dryRun)
         {
-            stdout.Write(TrainingPlan.Format(TrainingPlan.Build(method), config.Recipe.Method ?? "?"));
+            // Reads only configs and safetensors headers: no weights are loaded.
+            stdout.Write(TrainingPlan.Format(TrainingPlan.BuildFromConfig(config, families), config.Recipe.Method ?? "?"));
             return 0;
         }
+        using var method = TrainingBuilder.Build(config, families);
         if (dataSource is null) throw new UserError("train: no data loader is available in this build (use --dry-run)");
-        using var trainer = new Trainer(method, dataSource(config), console: stdout);
+        var source = dataSource(config);
+        using var disposeSource = source as IDisposable;
+        using var trainer = new Trainer(method, source, console: stdout);
         trainer.Run();
         return 0;
     }

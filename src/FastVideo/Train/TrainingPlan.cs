@@ -35,6 +35,33 @@ public static class TrainingPlan
     }
 
     /// <summary>
+    /// The plan without building anything heavy: the method's role checks, then per role the parameter count and
+    /// dtype read from the safetensors headers (no tensor data is read) and the transformer config for activations.
+    /// </summary>
+    public static IReadOnlyList<RolePlan> BuildFromConfig(Configs.RunConfig config, ModelFamilyRegistry? families = null, MethodRegistry? methods = null)
+    {
+        families ??= ModelFamilyRegistry.Default;
+        (methods ?? MethodRegistry.Default).Get(config.Recipe.Method).CheckRoles(config);
+        TrainingBuilder.CheckSharedLatentSpace(config, families);
+        int bytes = WanModel.ParsePrecision(config.Training.DitPrecision) == TorchSharp.torch.ScalarType.Float32 ? 4 : 2;
+        var plans = new List<RolePlan>();
+        foreach (var (role, rc) in config.Roles)
+        {
+            var family = rc.Family ?? config.Recipe.Family!;
+            var folder = Weights.DiffusersModelFolder.Resolve(rc.InitFrom);
+            long total = folder.WeightFiles.Sum(f => Weights.SafeTensors.ReadHeader(f).Values.Sum(i => i.NumElements));
+            long weights = total * bytes;
+            long trainable = rc.Trainable ? total : 0;
+            long? act = null;
+            if (!rc.Trainable) act = 0;
+            else if (family is "wan" or "wan_causal")
+                act = WanActivations(FastVideo.Models.Dits.WanTransformerConfig.FromJson(folder.ReadConfig(), folder.ConfigPath), config.Training, bytes);
+            plans.Add(new RolePlan(role, family, rc.Trainable, total, trainable, weights, trainable * bytes, 2 * trainable * bytes, act));
+        }
+        return plans;
+    }
+
+    /// <summary>
     /// Rough activations kept for backward by a Wan transformer on one batch: per layer about N·(14·D + 2·F) values
     /// (norms, q/k/v/out, cross-attention, FFN) plus the heads·N² attention probabilities of an eager attention.
     /// Frozen roles keep none (they run without grad). Null when the family or data shape is unknown.
@@ -44,10 +71,16 @@ public static class TrainingPlan
         if (!model.Trainable || model is not WanModel wan) return model.Trainable ? null : 0;
         var d = training.Data;
         if (d.NumLatentT <= 0 || d.NumHeight <= 0 || d.NumWidth <= 0) return null;
-        var c = wan.WanTransformer.Config;
+        int bytes = WanModel.ParsePrecision(training.DitPrecision) == TorchSharp.torch.ScalarType.Float32 ? 4 : 2;
+        return WanActivations(wan.WanTransformer.Config, training, bytes);
+    }
+
+    private static long? WanActivations(FastVideo.Models.Dits.WanTransformerConfig c, Configs.TrainingConfig training, int bytes)
+    {
+        var d = training.Data;
+        if (d.NumLatentT <= 0 || d.NumHeight <= 0 || d.NumWidth <= 0) return null;
         long tokens = (long)d.TrainBatchSize * (d.NumLatentT / c.PatchSize[0]) * (d.NumHeight / 8 / c.PatchSize[1]) * (d.NumWidth / 8 / c.PatchSize[2]);
         long perLayer = tokens * (14L * c.InnerDim + 2L * c.FfnDim) + (long)c.NumAttentionHeads * tokens * tokens / Math.Max(1, d.TrainBatchSize);
-        int bytes = WanModel.ParsePrecision(training.DitPrecision) == TorchSharp.torch.ScalarType.Float32 ? 4 : 2;
         return perLayer * c.NumLayers * bytes;
     }
 

@@ -28,6 +28,19 @@ public class TrainingPlanTests
     }
 
     [Fact]
+    public void ConfigOnlyPlanMatchesThePlanOfLoadedModels()
+    {
+        // The dry run reads safetensors headers only; its numbers must equal those of the built models.
+        var cfg = DMD2MethodTests.Config(TestPaths.TempDir("plan2"));
+        var light = TrainingPlan.BuildFromConfig(cfg);
+        using var method = TrainingBuilder.Build(cfg);
+        var full = TrainingPlan.Build(method);
+        Assert.Equal(full.OrderBy(p => p.Role).ToList(), light.OrderBy(p => p.Role).ToList());
+        Assert.Equal(3, light.Count);
+        Assert.Equal(0, light.Single(p => p.Role == "teacher").TrainableParameters);
+    }
+
+    [Fact]
     public void DryRunPrintsThePlanFromARecipeFile()
     {
         var dir = TestPaths.TempDir("dry");
