@@ -16,14 +16,7 @@ public sealed class ExportFixture
     public ExportFixture()
     {
         Root = TestPaths.TempDir("export");
-        Data = Path.Combine(Root, "data");
-        SyntheticVideoDataset.Write(new SyntheticOptions { Colors = 2, Directions = 2, ClipsPerClass = 2, Frames = 2, Height = 8, Width = 8, ShapeSize = 3, TextLen = 6, EmbedDim = 16, Seed = 1 }, Data);
-        Model = Path.Combine(Root, "model");
-        using (var m = WanTransformer3DModel.CreateRandom(new WanTransformerConfig { NumAttentionHeads = 2, AttentionHeadDim = 12, InChannels = 3, OutChannels = 3, TextDim = 16, FfnDim = 32, NumLayers = 1 }, 3))
-            m.SavePretrained(Path.Combine(Model, "transformer"));
-        File.WriteAllText(Path.Combine(Model, "model_index.json"), "{\"_class_name\": \"WanPipeline\"}");
-        Directory.CreateDirectory(Path.Combine(Model, "vae"));
-        File.Copy(Path.Combine(Data, "vae", "config.json"), Path.Combine(Model, "vae", "config.json"));
+        (Data, Model) = TrainFixture.SyntheticDataAndModel(Root);
 
         // EMA from step 0 and a frozen teacher; checkpoints at steps 2 and 3.
         EmaRun = Train("ema", steps: 3, callbacks: "callbacks: {ema: {decay: 0.5, start_iter: 0}}", teacher: true);

@@ -29,6 +29,25 @@ internal sealed class RandomBatchSource : IBatchSource
 
 internal static class TrainFixture
 {
+    /// <summary>
+    /// A tiny synthetic dataset (4 classes of 2-frame 8x8 RGB clips) and a tiny 3-channel random Wan pipeline folder
+    /// beside it whose vae/config.json is the dataset's identity VAE, as the quickstart lays them out.
+    /// </summary>
+    public static (string Data, string Model) SyntheticDataAndModel(string root)
+    {
+        var data = Path.Combine(root, "data");
+        FastVideo.Data.Synthetic.SyntheticVideoDataset.Write(new FastVideo.Data.Synthetic.SyntheticOptions
+            { Colors = 2, Directions = 2, ClipsPerClass = 2, Frames = 2, Height = 8, Width = 8, ShapeSize = 3, TextLen = 6, EmbedDim = 16, Seed = 1 }, data);
+        var model = Path.Combine(root, "model");
+        using (var m = FastVideo.Models.Dits.WanTransformer3DModel.CreateRandom(new FastVideo.Models.Dits.WanTransformerConfig
+            { NumAttentionHeads = 2, AttentionHeadDim = 12, InChannels = 3, OutChannels = 3, TextDim = 16, FfnDim = 32, NumLayers = 1 }, 3))
+            m.SavePretrained(Path.Combine(model, "transformer"));
+        File.WriteAllText(Path.Combine(model, "model_index.json"), "{\"_class_name\": \"WanPipeline\"}");
+        Directory.CreateDirectory(Path.Combine(model, "vae"));
+        File.Copy(Path.Combine(data, "vae", "config.json"), Path.Combine(model, "vae", "config.json"));
+        return (data, model);
+    }
+
     public static RunConfig Config(string outputDir, int maxSteps = 3, int accum = 1, int saveSteps = 0, int keepLast = 0,
         string resume = "", string scheduler = "constant", int warmup = 0, bool precondition = false,
         IEnumerable<KeyValuePair<string, IReadOnlyDictionary<string, object?>>>? callbacks = null,

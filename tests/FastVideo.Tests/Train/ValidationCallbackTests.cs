@@ -23,14 +23,7 @@ public class ValidationCallbackTests
     private static (string Data, string Model) Synthetic()
     {
         var root = TestPaths.TempDir("val");
-        var data = Path.Combine(root, "data");
-        SyntheticVideoDataset.Write(new SyntheticOptions { Colors = 2, Directions = 2, ClipsPerClass = 2, Frames = 2, Height = 8, Width = 8, ShapeSize = 3, TextLen = 6, EmbedDim = 16, Seed = 1 }, data);
-        var model = Path.Combine(root, "model");
-        using (var m = WanTransformer3DModel.CreateRandom(new WanTransformerConfig { NumAttentionHeads = 2, AttentionHeadDim = 12, InChannels = 3, OutChannels = 3, TextDim = 16, FfnDim = 32, NumLayers = 1 }, 3))
-            m.SavePretrained(Path.Combine(model, "transformer"));
-        File.WriteAllText(Path.Combine(model, "model_index.json"), "{\"_class_name\": \"WanPipeline\"}");
-        Directory.CreateDirectory(Path.Combine(model, "vae"));
-        File.Copy(Path.Combine(data, "vae", "config.json"), Path.Combine(model, "vae", "config.json"));
+        var (data, model) = TrainFixture.SyntheticDataAndModel(root);
         return (data, model);
     }
 
