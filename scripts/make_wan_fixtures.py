@@ -17,6 +17,8 @@ Produces (relative to the repository root):
                            negative_prompt_embeds [2,5,24], latents [2,4,3,8,8],
                            timesteps [3] = [999, 500.5, 1],
                            latents_rect [1,4,2,6,10] (extra: non-square grid)
+    expected_grads.safetensors  loss_weight [2,4,3,8,8] and grad.<param> for every parameter: gradients of
+                           sum(transformer(latents, full([2], 500.5), prompt_embeds) * loss_weight)
     expected.safetensors   forward_0/1/2 [2,4,3,8,8]  transformer(latents, full([2], timesteps[i]), prompt_embeds)
                            forward_rect [1,4,2,6,10]  transformer(latents_rect, [500.5], prompt_embeds[:1])
                            sample_timesteps_4 [4], sample_sigmas_4 [5]   FlowMatchEuler set_timesteps(4), shift 3
@@ -539,6 +541,16 @@ def main():
         exp["sample_cfg5"] = euler_sample(params, cfg, inp["latents"], inp["prompt_embeds"],
                                           inp["negative_prompt_embeds"], 5.0, 4)
 
+    # Gradients of a fixed linear functional of one forward, for every parameter (checks the backward path).
+    gparams = {k: v.clone().requires_grad_(True) for k, v in params.items()}
+    gw = torch.Generator().manual_seed(99)
+    loss_weight = torch.randn(2, 4, 3, 8, 8, generator=gw)
+    out = wan_forward(gparams, cfg, inp["latents"], torch.full([2], 500.5), inp["prompt_embeds"])
+    (out * loss_weight).sum().backward()
+    grads = {"loss_weight": loss_weight}
+    for k, p in gparams.items():
+        grads["grad." + k] = p.grad.detach().clone()
+
     print("set_timesteps(4), shift 3: timesteps =", [round(v, 4) for v in ts.tolist()])
     print("                           sigmas    =", [round(v, 6) for v in sig.tolist()])
 
@@ -549,6 +561,7 @@ def main():
     save_safetensors(os.path.join(OUT, "transformer", "diffusion_pytorch_model.safetensors"), params)
     save_safetensors(os.path.join(OUT, "inputs.safetensors"), inp)
     save_safetensors(os.path.join(OUT, "expected.safetensors"), exp)
+    save_safetensors(os.path.join(OUT, "expected_grads.safetensors"), grads)
 
     shard_dir = os.path.join(OUT_SHARDED, "transformer")
     write_json(os.path.join(shard_dir, "config.json"), cfg)
