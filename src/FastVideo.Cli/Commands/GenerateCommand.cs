@@ -62,8 +62,7 @@ public static class GenerateCommand
         }
         else
         {
-            var vae = folder.Root is not null && File.Exists(Path.Combine(folder.Root, "vae", "config.json"))
-                ? VaeConfig.Load(Path.Combine(folder.Root, "vae", "config.json")) : VaeConfig.WanDefault;
+            var vae = VaeConfig.FromModelFolder(folder, VaeConfig.WanDefault);
             int frames = a.Int("num-frames", Usage), height = a.Int("height", Usage), width = a.Int("width", Usage);
             ulong seed = (ulong)a.Int("seed", Usage);
             if (frames < 1 || (frames - 1) % vae.TemporalCompressionRatio != 0)
@@ -78,8 +77,7 @@ public static class GenerateCommand
         Tensor? negative = null;
         if (guidance != 1.0)
         {
-            var negPath = a.Get("negative-prompt-embeds") ?? new[] { folder.Root, Path.GetDirectoryName(folder.ConfigPath) }
-                .Where(d => d is not null).Select(d => Path.Combine(d!, "negative_prompt_embeds.safetensors")).FirstOrDefault(File.Exists)
+            var negPath = a.Get("negative-prompt-embeds") ?? folder.FindFile(WanModel.NegativePromptEmbedsFile)
                 ?? throw new UserError($"--guidance-scale {guidance} needs --negative-prompt-embeds (no negative_prompt_embeds.safetensors in the model folder)");
             negative = ReadTensor(negPath, "negative_prompt_embeds", 3).to(device);
             if (negative.shape[0] == 1 && b > 1) negative = negative.expand(b, -1, -1);

@@ -115,6 +115,10 @@ public sealed class ParquetVideoDataset : IDisposable
         return files;
     }
 
+    /// <summary>The first source folder's <see cref="NegativePromptEmbedsFile"/>, when one exists (no dataset opened).</summary>
+    public static string? FindNegativePromptEmbeds(IReadOnlyList<DataSource> sources) =>
+        sources.Select(s => FindSidecar(s.Path)).FirstOrDefault(p => p is not null);
+
     private static string? FindSidecar(string path)
     {
         var dir = Path.GetFullPath(path);

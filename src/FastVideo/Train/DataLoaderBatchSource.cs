@@ -28,24 +28,13 @@ public sealed class DataLoaderBatchSource : IBatchSource, IDisposable
         var studentFamily = config.Roles.TryGetValue("student", out var s) ? s.Family ?? config.Recipe.Family : config.Recipe.Family;
         int textLen = config.Pipeline.TextLen ?? (studentFamily is null ? 512 : families.Get(studentFamily).Defaults.TextLen);
         Tensor? uncond = null;
-        var negPath = data.DataPath.Select(d => Path.Combine(d.Path, "negative_prompt_embeds.safetensors")).FirstOrDefault(File.Exists);
+        var negPath = ParquetVideoDataset.FindNegativePromptEmbeds(data.DataPath);
         if (negPath is not null && data.TrainingCfgRate > 0)
         {
             var t = SafeTensors.Load(negPath);
             uncond = t.TryGetValue("negative_prompt_embeds", out var e) ? e : null;
         }
-        var dataset = ParquetVideoDataset.Open(data.DataPath);
-        var loader = new DataLoader(dataset, new DataLoaderOptions
-        {
-            BatchSize = data.TrainBatchSize,
-            DropLast = data.DropLast,
-            Seed = data.Seed,
-            PrefetchBatches = data.PrefetchBatches,
-            TextLen = textLen,
-            CfgRate = data.TrainingCfgRate,
-            UnconditionalText = uncond,
-        }, ownsDataset: true);
-        return new DataLoaderBatchSource(loader);
+        return new DataLoaderBatchSource(DataLoader.FromConfig(data, textLen, uncond));
     }
 
     public RawBatch Next() => _loader.Next();

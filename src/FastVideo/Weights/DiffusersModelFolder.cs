@@ -59,6 +59,11 @@ public sealed partial class DiffusersModelFolder
 
     public bool HasComponent(string name) => ComponentDir(name) is not null;
 
+    /// <summary>A file shipped with the model (e.g. negative_prompt_embeds.safetensors): in the pipeline root, else in
+    /// the component folder; null when neither has it.</summary>
+    public string? FindFile(string fileName) =>
+        new[] { Root, ComponentFolder }.Where(d => d is not null).Select(d => Path.Combine(d!, fileName)).FirstOrDefault(File.Exists);
+
     /// <summary>Like <see cref="ComponentDir"/> but a missing component is a <see cref="UserError"/>.</summary>
     public string RequireComponentDir(string name)
     {

@@ -30,6 +30,13 @@ public sealed record VaeConfig
 
     public static VaeConfig HunyuanDefault { get; } = new() { LatentChannels = 16, ScalingFactor = 0.476986 };
 
+    /// <summary>The model folder's vae/config.json when it ships one, else <paramref name="fallback"/>.</summary>
+    public static VaeConfig FromModelFolder(Weights.DiffusersModelFolder folder, VaeConfig fallback)
+    {
+        var path = folder.Root is null ? null : Path.Combine(folder.Root, "vae", "config.json");
+        return path is not null && File.Exists(path) ? Load(path) : fallback;
+    }
+
     /// <summary>Reads a Diffusers VAE config.json (AutoencoderKLWan: z_dim, latents_mean/std; others: latent_channels, scaling_factor).</summary>
     public static VaeConfig Load(string path)
     {
@@ -79,14 +86,18 @@ public sealed record VaeConfig
         {
             if (latents.shape[1] != LatentsMean.Count)
                 throw new UserError($"latents have {latents.shape[1]} channels but the VAE config ({SourcePath ?? "default"}) has {LatentsMean.Count}");
-            var mean = tensor(LatentsMean.Select(x => (float)x).ToArray(), device: latents.device).reshape(1, -1, 1, 1, 1);
-            var std = tensor(LatentsStd.Select(x => (float)x).ToArray(), device: latents.device).reshape(1, -1, 1, 1, 1);
+            var (mean, std) = ChannelStats(latents.device);
             result = (z - mean) / std;
         }
         else if (ScalingFactor is double s) result = z * s;
         else throw new UserError($"VAE config {SourcePath ?? "(default)"} has neither latents_mean/latents_std nor scaling_factor");
         return result.to_type(latents.dtype).MoveToOuterDisposeScope();
     }
+
+    /// <summary>latents_mean and latents_std as [1,C,1,1,1] float32 tensors (inside the caller's dispose scope).</summary>
+    private (Tensor Mean, Tensor Std) ChannelStats(Device device) =>
+        (tensor(LatentsMean!.Select(x => (float)x).ToArray(), device: device).reshape(1, -1, 1, 1, 1),
+         tensor(LatentsStd!.Select(x => (float)x).ToArray(), device: device).reshape(1, -1, 1, 1, 1));
 
     /// <summary>Inverse of <see cref="Normalize"/>: DiT space back to VAE latents.</summary>
     public Tensor Denormalize(Tensor latents)
@@ -96,8 +107,7 @@ public sealed record VaeConfig
         Tensor result;
         if (LatentsMean is not null && LatentsStd is not null)
         {
-            var mean = tensor(LatentsMean.Select(x => (float)x).ToArray(), device: latents.device).reshape(1, -1, 1, 1, 1);
-            var std = tensor(LatentsStd.Select(x => (float)x).ToArray(), device: latents.device).reshape(1, -1, 1, 1, 1);
+            var (mean, std) = ChannelStats(latents.device);
             result = z * std + mean;
         }
         else if (ScalingFactor is double s) result = z / s;

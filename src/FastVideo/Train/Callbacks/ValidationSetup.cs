@@ -100,7 +100,7 @@ internal sealed class ValidationSetup : IDisposable
         Tensor? negEmbeds = null, negMask = null;
         if (o.GuidanceScale != 1.0)
         {
-            var negPath = data.DataPath.Select(d => Path.Combine(d.Path, ParquetVideoDataset.NegativePromptEmbedsFile)).FirstOrDefault(File.Exists);
+            var negPath = ParquetVideoDataset.FindNegativePromptEmbeds(data.DataPath);
             if (negPath is not null)
             {
                 var t = SafeTensors.Load(negPath);

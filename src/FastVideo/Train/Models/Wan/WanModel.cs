@@ -24,6 +24,9 @@ public class WanModel : ModelBase
         Defaults: new FamilyDefaults(FlowShift: 3.0, TextLen: 512, Vae: VaeConfig.WanDefault),
         Create: ctx => new WanModel(ctx));
 
+    /// <summary>Precomputed negative-prompt embeddings a model folder may ship (text encoders come later).</summary>
+    public const string NegativePromptEmbedsFile = "negative_prompt_embeds.safetensors";
+
     private readonly WanTransformer3DModel _transformer;
     private readonly FlowMatchEulerDiscreteScheduler _scheduler;
     private TextConditioning? _negative;
@@ -100,12 +103,7 @@ public class WanModel : ModelBase
             if (!File.Exists(p)) throw new UserError($"pipeline.vae_config: '{explicitPath}' does not exist");
             return VaeConfig.Load(p);
         }
-        if (folder.Root is not null)
-        {
-            var p = Path.Combine(folder.Root, "vae", "config.json");
-            if (File.Exists(p)) return VaeConfig.Load(p);
-        }
-        return context.Family.Defaults.Vae;
+        return VaeConfig.FromModelFolder(folder, context.Family.Defaults.Vae);
     }
 
     public override void InitPreprocessors()
@@ -140,10 +138,7 @@ public class WanModel : ModelBase
         }
         else
         {
-            path = new[] { Folder.Root, Path.GetDirectoryName(Folder.ConfigPath) }
-                .Where(d => d is not null)
-                .Select(d => Path.Combine(d!, "negative_prompt_embeds.safetensors"))
-                .FirstOrDefault(File.Exists);
+            path = Folder.FindFile(NegativePromptEmbedsFile);
             if (path is null) return null;
         }
         _negative = LoadNegative(path, _transformer.ParamDtype, Device);
