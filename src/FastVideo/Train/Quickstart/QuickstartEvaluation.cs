@@ -2,6 +2,7 @@ using FastVideo.Data.Synthetic;
 using FastVideo.Models.Schedulers;
 using FastVideo.Models.Vae;
 using FastVideo.Train.Models;
+using FastVideo.Train.Utils;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -80,7 +81,7 @@ public sealed class QuickstartEvaluation
         return Score(name, description, steps, model.Vae.Denormalize(samples)).MoveTo();
     }
 
-    /// <summary>DMD-style few-step sampling: predict x0 at each timestep, re-noise to the next with fresh noise.</summary>
+    /// <summary>DMD-style few-step sampling (<see cref="Sampling.FewStepSampler"/>) on the transformer's BCTHW layout.</summary>
     public GeneratorResult FewStep(string name, string description, WanModelHandle model, IReadOnlyList<float> timesteps, long[] latentShape, long noiseSeed)
     {
         using var scope = NewDisposeScope();
@@ -88,22 +89,13 @@ public sealed class QuickstartEvaluation
         var x = Noise(latentShape);
         var scheduler = model.Scheduler;
         using var gen = new Generator((ulong)noiseSeed, device("cpu"));
-        Tensor x0 = x;
+        Tensor x0;
         using (no_grad())
         {
             model.Transformer.eval();
-            for (int i = 0; i < timesteps.Count; i++)
-            {
-                var t = full([x.shape[0]], timesteps[i]);
-                var v = model.Transformer.Forward(x, t, text);
-                var sigma = scheduler.SigmasForTimesteps(tensor(new[] { timesteps[i] })).to_type(ScalarType.Float32).item<float>();
-                x0 = x - sigma * v;
-                if (i + 1 < timesteps.Count)
-                {
-                    var sNext = scheduler.SigmasForTimesteps(tensor(new[] { timesteps[i + 1] })).to_type(ScalarType.Float32).item<float>();
-                    x = (1 - sNext) * x0 + sNext * randn(x0.shape, generator: gen);
-                }
-            }
+            x0 = Sampling.FewStepSampler.Sample(
+                (lat, t) => FlowMatchMath.PredNoiseToPredVideo(model.Transformer.Forward(lat, t, text), lat, t, scheduler),
+                scheduler.AddNoise, x, timesteps.Select(t => (double)t).ToList(), gen);
         }
         return Score(name, description, timesteps.Count, model.Vae.Denormalize(x0)).MoveTo();
     }
