@@ -65,6 +65,16 @@ public sealed class Options
             _ => (false, 0),
         });
 
+    /// <summary>A list of numbers (a YAML list, or "a,b" as <c>--set</c> gives it).</summary>
+    public IReadOnlyList<double>? DoubleList(string key, IReadOnlyList<double>? fallback) =>
+        ListOf(key, fallback, "a number", item => item switch
+        {
+            long l => (true, l),
+            double d => (true, d),
+            string s when double.TryParse(s.Trim(), NumberStyles.Float, CultureInfo.InvariantCulture, out var x) => (true, x),
+            _ => (false, 0.0),
+        });
+
     /// <summary>A list of strings. A single string is a one-item list (not split: prompts contain commas).</summary>
     public IReadOnlyList<string>? StringList(string key, IReadOnlyList<string>? fallback)
     {

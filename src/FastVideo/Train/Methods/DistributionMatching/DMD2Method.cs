@@ -40,7 +40,7 @@ public sealed record DMD2Options(
             null => throw new UserError("method.rollout_mode: required for dmd2 (simulate or data_latent)"),
             var other => throw new UserError($"method.rollout_mode: expected simulate or data_latent, got '{other}'"),
         };
-        var steps = NumberList(map, "dmd_denoising_steps", required: true)!;
+        var steps = o.DoubleList("dmd_denoising_steps", null) ?? throw new UserError("method.dmd_denoising_steps: required for dmd2");
         if (steps.Count == 0) throw new UserError("method.dmd_denoising_steps: must list at least one timestep, e.g. [1000, 750, 500, 250]");
         foreach (var s in steps)
             if (!(s > 0 && s <= 1000) || Math.Floor(s) != s)
@@ -48,15 +48,13 @@ public sealed record DMD2Options(
         double lr = o.Double("fake_score_learning_rate", double.NaN);
         if (double.IsNaN(lr)) throw new UserError("method.fake_score_learning_rate: required for dmd2 (the critic's learning rate)");
         if (!(lr > 0)) throw new UserError($"method.fake_score_learning_rate: must be > 0, got {lr.ToString(CultureInfo.InvariantCulture)}");
-        var betas = map.TryGetValue("fake_score_betas", out var bv) && bv is string bs
-            ? bs.Split(',').Select(x => double.Parse(x.Trim(), CultureInfo.InvariantCulture)).ToList()
-            : NumberList(map, "fake_score_betas", required: true)!;
+        var betas = o.DoubleList("fake_score_betas", null) ?? throw new UserError("method.fake_score_betas: required for dmd2");
         if (betas.Count != 2 || betas.Any(b => b is < 0 or >= 1))
             throw new UserError("method.fake_score_betas: expected two numbers in [0, 1), e.g. [0.0, 0.999]");
         var sched = o.String("fake_score_lr_scheduler", null)
             ?? throw new UserError("method.fake_score_lr_scheduler: required for dmd2 (e.g. constant)");
         CfgUncondPolicy? cfgUncond = null;
-        o.Allow("dmd_denoising_steps", "fake_score_betas", "cfg_uncond");
+        o.Allow("cfg_uncond");
         if (map.TryGetValue("cfg_uncond", out var cu) && cu is not null)
             cfgUncond = CfgUncondPolicy.Parse(cu as IReadOnlyDictionary<string, object?> ?? (cu as IDictionary<string, object?>)?.ToDictionary()
                 ?? throw new UserError("method.cfg_uncond: expected a map, e.g. {text: negative_prompt}"));
@@ -69,24 +67,6 @@ public sealed record DMD2Options(
             lr, betas, sched, cfgUncond);
         o.Allow("lr_step_rules");
         o.RejectUnknown();
-        return result;
-    }
-
-    private static List<double>? NumberList(IReadOnlyDictionary<string, object?> map, string key, bool required)
-    {
-        if (!map.TryGetValue(key, out var v) || v is null)
-            return required ? throw new UserError($"method.{key}: required for dmd2") : null;
-        if (v is not System.Collections.IEnumerable list || v is string)
-            throw new UserError($"method.{key}: expected a list of numbers");
-        var result = new List<double>();
-        foreach (var x in list)
-            result.Add(x switch
-            {
-                long l => l,
-                int i => i,
-                double d => d,
-                _ => throw new UserError($"method.{key}: expected a list of numbers, found {x}"),
-            });
         return result;
     }
 }
