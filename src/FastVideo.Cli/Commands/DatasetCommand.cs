@@ -11,7 +11,7 @@ public static class DatasetCommand
         """
         usage:
           fastvideo dataset synth --out DIR [--colors N] [--directions N] [--clips-per-class N] [--frames F]
-                                  [--height H] [--width W] [--channels C] [--shape-size S] [--text-len L]
+                                  [--height H] [--width W] [--channels C] [--shape square|arrow] [--shape-size S] [--max-speed V] [--text-len L]
                                   [--embed-dim D] [--seed S] [--rows-per-file N] [--fps F]
               writes the synthetic moving-shapes dataset (coloured squares moving over a plain background;
               classes = colour x direction) in FastVideo's parquet layout, with vae/config.json,
@@ -55,6 +55,10 @@ public static class DatasetCommand
                 case "--width": o = o with { Width = Int(flag, value) }; break;
                 case "--channels": o = o with { Channels = Int(flag, value) }; break;
                 case "--shape-size": o = o with { ShapeSize = Int(flag, value) }; break;
+                case "--max-speed": o = o with { MaxSpeed = Int(flag, value) }; break;
+                case "--shape":
+                    o = o with { Shape = SyntheticPalette.ParseShape(value) ?? throw new UserError($"--shape: expected square or arrow, got '{value}'") };
+                    break;
                 case "--text-len": o = o with { TextLen = Int(flag, value) }; break;
                 case "--embed-dim": o = o with { EmbedDim = Int(flag, value) }; break;
                 case "--seed": o = o with { Seed = Long(flag, value) }; break;

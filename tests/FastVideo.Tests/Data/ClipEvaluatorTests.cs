@@ -10,6 +10,7 @@ public class ClipEvaluatorTests
         new SyntheticOptions { Colors = 8, Directions = 8, ClipsPerClass = 5, Frames = 8, Height = 32, Width = 32, ShapeSize = 8, Seed = 1 },
         new SyntheticOptions { Colors = 8, Directions = 4, ClipsPerClass = 5, Frames = 6, Height = 24, Width = 40, ShapeSize = 5, Seed = 2 },
         new SyntheticOptions { Colors = 4, Directions = 8, ClipsPerClass = 5, Frames = 4, Height = 12, Width = 12, ShapeSize = 3, Channels = 16, Seed = 3 },
+        new SyntheticOptions { Colors = 8, Directions = 8, ClipsPerClass = 5, Frames = 4, Height = 16, Width = 16, ShapeSize = 5, Shape = SyntheticShape.Arrow, Seed = 5 },
     };
 
     [Theory]

@@ -142,4 +142,31 @@ public class SyntheticDatasetTests
         using var t = enc.Encode("a red");
         Assert.Equal(new long[] { 3, 16 }, t.shape);
     }
+
+    [Fact]
+    public void Arrow_PointsWhereItMoves_AndIsNamedInTheCaption()
+    {
+        // 5-pixel arrow pointing right: the base column is full, the apex is one pixel on the middle row.
+        var right = SyntheticPalette.Directions.First(d => d.Name == "right");
+        var rows = Enumerable.Range(0, 5).Select(y => new string(Enumerable.Range(0, 5)
+            .Select(x => SyntheticPalette.Covers(SyntheticShape.Arrow, right, 5, x, y) ? '#' : '.').ToArray())).ToList();
+        Assert.Equal(["#....", "###..", "#####", "###..", "#...."], rows);
+
+        var o = Small with { Shape = SyntheticShape.Arrow, ShapeSize = 5, Directions = 4 };
+        foreach (var cls in SyntheticVideoDataset.Classes(o))
+        {
+            Assert.Equal($"a {cls.Color.Name} arrow moving {cls.Direction.Name}", cls.Prompt);
+            var clip = SyntheticVideoDataset.RenderClip(o, cls, 0);
+            // In frame 0 the shape's mass sits behind its box centre: the centroid is offset against the motion.
+            int plane = o.Height * o.Width;
+            double sx = 0, sy = 0, n = 0;
+            for (int y = 0; y < o.Height; y++)
+                for (int x = 0; x < o.Width; x++)
+                    if (clip.Pixels[y * o.Width + x] == cls.Color.R)
+                    { sx += x; sy += y; n++; }
+            double cx = sx / n - (clip.StartX + 2), cy = sy / n - (clip.StartY + 2);
+            Assert.True(cx * cls.Direction.Dx + cy * cls.Direction.Dy < 0, $"{cls.Prompt}: centroid offset ({cx:F2},{cy:F2})");
+            Assert.Equal(13, (int)n); // 5 + 3 + 3 + 1 + 1 pixels
+        }
+    }
 }

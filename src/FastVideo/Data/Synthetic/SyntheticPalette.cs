@@ -6,6 +6,15 @@ public sealed record SyntheticColor(string Name, float R, float G, float B)
     public float[] Rgb => [R, G, B];
 }
 
+/// <summary>What the moving object looks like.</summary>
+public enum SyntheticShape
+{
+    /// <summary>A filled square: direction is only in the motion across frames.</summary>
+    Square,
+    /// <summary>A triangle pointing where it moves.</summary>
+    Arrow,
+}
+
 /// <summary>A named motion direction as a unit step in image coordinates (x right, y down).</summary>
 public sealed record SyntheticDirection(string Name, int Dx, int Dy);
 
@@ -46,9 +55,40 @@ public static class SyntheticPalette
 
     public const string ShapeName = "square";
 
-    /// <summary>The caption of a class: "a red square moving left".</summary>
-    public static string Prompt(SyntheticColor color, SyntheticDirection direction) =>
-        $"a {color.Name} {ShapeName} moving {direction.Name}";
+    /// <summary>The caption of a class: "a red square moving left" (or "a red arrow moving left").</summary>
+    public static string Prompt(SyntheticColor color, SyntheticDirection direction, SyntheticShape shape = SyntheticShape.Square) =>
+        $"a {color.Name} {Name(shape)} moving {direction.Name}";
+
+    /// <summary>The shape's word in captions and classes.json.</summary>
+    public static string Name(SyntheticShape shape) => shape switch
+    {
+        SyntheticShape.Square => ShapeName,
+        SyntheticShape.Arrow => "arrow",
+        _ => throw new ArgumentOutOfRangeException(nameof(shape)),
+    };
+
+    /// <summary>Parses a shape word (square, arrow); null when unknown.</summary>
+    public static SyntheticShape? ParseShape(string name) => name.ToLowerInvariant() switch
+    {
+        "square" => SyntheticShape.Square,
+        "arrow" => SyntheticShape.Arrow,
+        _ => null,
+    };
+
+    /// <summary>
+    /// Whether pixel (x, y) of the size x size box is part of the shape. A square fills the box. An arrow is a
+    /// triangle whose base is at the back and whose apex points along <paramref name="direction"/>: the object faces
+    /// where it moves, so each frame shows the direction locally, not only the motion across frames.
+    /// </summary>
+    public static bool Covers(SyntheticShape shape, SyntheticDirection direction, int size, int x, int y)
+    {
+        if (shape == SyntheticShape.Square) return true;
+        double c = (size - 1) / 2.0, u = x - c, v = y - c;
+        double norm = Math.Sqrt(direction.Dx * direction.Dx + direction.Dy * direction.Dy);
+        double along = (u * direction.Dx + v * direction.Dy) / norm;      // + towards the apex
+        double across = (v * direction.Dx - u * direction.Dy) / norm;
+        return Math.Abs(across) <= (c - along) / 2 + 1e-9;
+    }
 
     /// <summary>Finds the colour and direction words of a prompt (null when absent).</summary>
     public static (SyntheticColor? Color, SyntheticDirection? Direction) ParsePrompt(string prompt)

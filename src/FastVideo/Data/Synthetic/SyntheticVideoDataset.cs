@@ -17,8 +17,12 @@ public sealed record SyntheticOptions
     /// <summary>3 = RGB. More channels repeat R, G, B cyclically (e.g. 16 to mimic Wan's latent channels);
     /// 1 or 2 carry the luminance.</summary>
     public int Channels { get; init; } = 3;
-    /// <summary>Side of the square in pixels.</summary>
+    /// <summary>Side of the shape's box in pixels.</summary>
     public int ShapeSize { get; init; } = 8;
+    public SyntheticShape Shape { get; init; } = SyntheticShape.Square;
+    /// <summary>Caps the speed in pixels per frame (0 = as fast as the frame allows). Slow motion is decided late in
+    /// denoising, after the position, so a text-conditioned model must take the direction from the caption.</summary>
+    public int MaxSpeed { get; init; }
     /// <summary>The text_len the recipe should use; every caption (tokens + end token) must fit.</summary>
     public int TextLen { get; init; } = 16;
     public int EmbedDim { get; init; } = 32;
@@ -40,6 +44,7 @@ public sealed record SyntheticOptions
         Check(Height >= 2 && Width >= 2, $"--height and --width must be at least 2, got {Height}x{Width}");
         Check(Channels >= 1, $"--channels must be at least 1, got {Channels}");
         Check(EmbedDim >= 2, $"--embed-dim must be at least 2, got {EmbedDim}");
+        Check(MaxSpeed >= 0, $"--max-speed must be 0 (no cap) or a positive number of pixels per frame, got {MaxSpeed}");
         Check(RowsPerFile >= 1, $"rows per file must be at least 1, got {RowsPerFile}");
         Check(Fps > 0, $"fps must be positive, got {Fps}");
         Check(ShapeSize >= 1 && ShapeSize < Math.Min(Height, Width),
@@ -51,15 +56,16 @@ public sealed record SyntheticOptions
                 $"a {ShapeSize}-pixel square moving {d.Name} needs {Frames - 1} pixels of room for {Frames} frames at " +
                 $"1 pixel per frame, but the {Height}x{Width} frame leaves {room}: use a smaller --shape-size or --frames, or a larger frame");
         }
-        int longest = PaletteColors.SelectMany(c => PaletteDirections.Select(d => SyntheticPalette.Prompt(c, d)))
+        int longest = PaletteColors.SelectMany(c => PaletteDirections.Select(d => SyntheticPalette.Prompt(c, d, Shape)))
             .Max(p => SyntheticTextEncoder.Tokenize(p).Count);
         Check(TextLen >= longest, $"--text-len must hold the longest caption ({longest} tokens with the end token), got {TextLen}");
     }
 }
 
-public sealed record SyntheticClass(int Index, SyntheticColor Color, SyntheticDirection Direction)
+public sealed record SyntheticClass(int Index, SyntheticColor Color, SyntheticDirection Direction,
+    SyntheticShape Shape = SyntheticShape.Square)
 {
-    public string Prompt => SyntheticPalette.Prompt(Color, Direction);
+    public string Prompt => SyntheticPalette.Prompt(Color, Direction, Shape);
 }
 
 /// <summary>One rendered clip: pixels [C, T, H, W] in [-1, 1], and how it was drawn.</summary>
@@ -91,7 +97,7 @@ public static class SyntheticVideoDataset
         var result = new List<SyntheticClass>();
         foreach (var c in options.PaletteColors)
             foreach (var d in options.PaletteDirections)
-                result.Add(new SyntheticClass(result.Count, c, d));
+                result.Add(new SyntheticClass(result.Count, c, d, options.Shape));
         return result;
     }
 
@@ -105,6 +111,7 @@ public static class SyntheticVideoDataset
         var d = cls.Direction;
         int roomX = o.Width - o.ShapeSize, roomY = o.Height - o.ShapeSize, steps = o.Frames - 1;
         int maxSpeed = Math.Min(d.Dx != 0 ? roomX / steps : int.MaxValue, d.Dy != 0 ? roomY / steps : int.MaxValue);
+        if (o.MaxSpeed > 0) maxSpeed = Math.Min(maxSpeed, o.MaxSpeed);
         int speed = rng.NextInt((maxSpeed + 1) / 2, maxSpeed); // at least half the fastest, so motion is clear
         int x0 = StartOnAxis(ref rng, d.Dx, roomX, speed * steps);
         int y0 = StartOnAxis(ref rng, d.Dy, roomY, speed * steps);
@@ -120,8 +127,10 @@ public static class SyntheticVideoDataset
             for (int f = 0; f < t; f++)
             {
                 int x = x0 + d.Dx * speed * f, y = y0 + d.Dy * speed * f;
-                for (int yy = y; yy < y + o.ShapeSize; yy++)
-                    plane.Slice(f * h * w + yy * w + x, o.ShapeSize).Fill(fg[ch]);
+                for (int yy = 0; yy < o.ShapeSize; yy++)
+                    for (int xx = 0; xx < o.ShapeSize; xx++)
+                        if (SyntheticPalette.Covers(o.Shape, d, o.ShapeSize, xx, yy))
+                            plane[f * h * w + (y + yy) * w + x + xx] = fg[ch];
             }
         }
         string id = $"{cls.Color.Name}_{cls.Direction.Name}_{clipIndex:D4}";
@@ -263,7 +272,7 @@ public static class SyntheticVideoDataset
     private static void WriteClasses(string path, SyntheticOptions o, IReadOnlyList<SyntheticClass> classes, int rows) => WriteJson(path, new Dictionary<string, object>
     {
         ["dataset"] = "fastvideo-synthetic-moving-shapes",
-        ["shape"] = SyntheticPalette.ShapeName,
+        ["shape"] = SyntheticPalette.Name(o.Shape),
         ["value_range"] = new[] { SyntheticPalette.MinValue, SyntheticPalette.MaxValue },
         ["background"] = SyntheticPalette.Background.Rgb,
         ["colors"] = o.PaletteColors.Select(c => new { name = c.Name, rgb = c.Rgb }).ToList(),
@@ -275,7 +284,7 @@ public static class SyntheticVideoDataset
         ["options"] = new
         {
             colors = o.Colors, directions = o.Directions, clips_per_class = o.ClipsPerClass, frames = o.Frames,
-            height = o.Height, width = o.Width, channels = o.Channels, shape_size = o.ShapeSize, text_len = o.TextLen,
+            height = o.Height, width = o.Width, channels = o.Channels, shape = SyntheticPalette.Name(o.Shape), shape_size = o.ShapeSize, max_speed = o.MaxSpeed, text_len = o.TextLen,
             embed_dim = o.EmbedDim, seed = o.Seed, rows_per_file = o.RowsPerFile, fps = o.Fps,
         },
     });
