@@ -11,7 +11,7 @@ public static class DatasetCommand
         """
         usage:
           fastvideo dataset synth --out DIR [--colors N] [--directions N] [--clips-per-class N] [--frames F]
-                                  [--height H] [--width W] [--channels C] [--shape square|arrow] [--shape-size S] [--max-speed V] [--text-len L]
+                                  [--height H] [--width W] [--channels C] [--shape square|arrow] [--shape-size S] [--max-speed V] [--start random|edge] [--text-len L]
                                   [--embed-dim D] [--seed S] [--rows-per-file N] [--fps F]
               writes the synthetic moving-shapes dataset (coloured squares moving over a plain background;
               classes = colour x direction) in FastVideo's parquet layout, with vae/config.json,
@@ -55,6 +55,14 @@ public static class DatasetCommand
                 case "--width": o = o with { Width = Int(flag, value) }; break;
                 case "--channels": o = o with { Channels = Int(flag, value) }; break;
                 case "--shape-size": o = o with { ShapeSize = Int(flag, value) }; break;
+                case "--start":
+                    o = o with { Start = value switch
+                    {
+                        "random" => SyntheticStart.Random,
+                        "edge" => SyntheticStart.Edge,
+                        _ => throw new UserError($"--start: expected random or edge, got '{value}'"),
+                    } };
+                    break;
                 case "--max-speed": o = o with { MaxSpeed = Int(flag, value) }; break;
                 case "--shape":
                     o = o with { Shape = SyntheticPalette.ParseShape(value) ?? throw new UserError($"--shape: expected square or arrow, got '{value}'") };

@@ -169,4 +169,18 @@ public class SyntheticDatasetTests
             Assert.Equal(13, (int)n); // 5 + 3 + 3 + 1 + 1 pixels
         }
     }
+
+    [Fact]
+    public void EdgeStart_BeginsAtTheEdgeItLeaves_CentredOnTheOtherAxis()
+    {
+        var o = Small with { Start = SyntheticStart.Edge, Directions = 8 };
+        int roomX = o.Width - o.ShapeSize, roomY = o.Height - o.ShapeSize;
+        foreach (var cls in SyntheticVideoDataset.Classes(o))
+            for (int k = 0; k < o.ClipsPerClass; k++)
+            {
+                var clip = SyntheticVideoDataset.RenderClip(o, cls, k);
+                Assert.Equal(cls.Direction.Dx > 0 ? 0 : cls.Direction.Dx < 0 ? roomX : roomX / 2, clip.StartX);
+                Assert.Equal(cls.Direction.Dy > 0 ? 0 : cls.Direction.Dy < 0 ? roomY : roomY / 2, clip.StartY);
+            }
+    }
 }

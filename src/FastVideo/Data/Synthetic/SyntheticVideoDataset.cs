@@ -23,6 +23,9 @@ public sealed record SyntheticOptions
     /// <summary>Caps the speed in pixels per frame (0 = as fast as the frame allows). Slow motion is decided late in
     /// denoising, after the position, so a text-conditioned model must take the direction from the caption.</summary>
     public int MaxSpeed { get; init; }
+    /// <summary>Where a clip starts: anywhere its path fits (Random), or at the edge it moves away from, centred on
+    /// the other axis (Edge), so each class has one track per speed.</summary>
+    public SyntheticStart Start { get; init; } = SyntheticStart.Random;
     /// <summary>The text_len the recipe should use; every caption (tokens + end token) must fit.</summary>
     public int TextLen { get; init; } = 16;
     public int EmbedDim { get; init; } = 32;
@@ -60,6 +63,15 @@ public sealed record SyntheticOptions
             .Max(p => SyntheticTextEncoder.Tokenize(p).Count);
         Check(TextLen >= longest, $"--text-len must hold the longest caption ({longest} tokens with the end token), got {TextLen}");
     }
+}
+
+/// <summary>Where the moving shape starts.</summary>
+public enum SyntheticStart
+{
+    /// <summary>Anywhere its whole path fits in the frame.</summary>
+    Random,
+    /// <summary>At the edge it moves away from, centred on the other axis.</summary>
+    Edge,
 }
 
 public sealed record SyntheticClass(int Index, SyntheticColor Color, SyntheticDirection Direction,
@@ -113,8 +125,8 @@ public static class SyntheticVideoDataset
         int maxSpeed = Math.Min(d.Dx != 0 ? roomX / steps : int.MaxValue, d.Dy != 0 ? roomY / steps : int.MaxValue);
         if (o.MaxSpeed > 0) maxSpeed = Math.Min(maxSpeed, o.MaxSpeed);
         int speed = rng.NextInt((maxSpeed + 1) / 2, maxSpeed); // at least half the fastest, so motion is clear
-        int x0 = StartOnAxis(ref rng, d.Dx, roomX, speed * steps);
-        int y0 = StartOnAxis(ref rng, d.Dy, roomY, speed * steps);
+        int x0 = o.Start == SyntheticStart.Edge ? EdgeStart(d.Dx, roomX) : StartOnAxis(ref rng, d.Dx, roomX, speed * steps);
+        int y0 = o.Start == SyntheticStart.Edge ? EdgeStart(d.Dy, roomY) : StartOnAxis(ref rng, d.Dy, roomY, speed * steps);
 
         int c = o.Channels, t = o.Frames, h = o.Height, w = o.Width;
         var px = new float[(long)c * t * h * w];
@@ -136,6 +148,8 @@ public static class SyntheticVideoDataset
         string id = $"{cls.Color.Name}_{cls.Direction.Name}_{clipIndex:D4}";
         return new SyntheticClip(cls, clipIndex, id, px, [c, t, h, w], x0, y0, speed);
     }
+
+    private static int EdgeStart(int step, int room) => step > 0 ? 0 : step < 0 ? room : room / 2;
 
     private static int StartOnAxis(ref SplitMix64 rng, int step, int room, int travel) => step switch
     {
@@ -284,7 +298,7 @@ public static class SyntheticVideoDataset
         ["options"] = new
         {
             colors = o.Colors, directions = o.Directions, clips_per_class = o.ClipsPerClass, frames = o.Frames,
-            height = o.Height, width = o.Width, channels = o.Channels, shape = SyntheticPalette.Name(o.Shape), shape_size = o.ShapeSize, max_speed = o.MaxSpeed, text_len = o.TextLen,
+            height = o.Height, width = o.Width, channels = o.Channels, shape = SyntheticPalette.Name(o.Shape), shape_size = o.ShapeSize, max_speed = o.MaxSpeed, start = o.Start == SyntheticStart.Edge ? "edge" : "random", text_len = o.TextLen,
             embed_dim = o.EmbedDim, seed = o.Seed, rows_per_file = o.RowsPerFile, fps = o.Fps,
         },
     });
