@@ -55,18 +55,9 @@ public static class DatasetCommand
                 case "--width": o = o with { Width = Int(flag, value) }; break;
                 case "--channels": o = o with { Channels = Int(flag, value) }; break;
                 case "--shape-size": o = o with { ShapeSize = Int(flag, value) }; break;
-                case "--start":
-                    o = o with { Start = value switch
-                    {
-                        "random" => SyntheticStart.Random,
-                        "edge" => SyntheticStart.Edge,
-                        _ => throw new UserError($"--start: expected random or edge, got '{value}'"),
-                    } };
-                    break;
+                case "--start": o = o with { Start = Choice<SyntheticStart>(flag, value) }; break;
                 case "--max-speed": o = o with { MaxSpeed = Int(flag, value) }; break;
-                case "--shape":
-                    o = o with { Shape = SyntheticPalette.ParseShape(value) ?? throw new UserError($"--shape: expected square or arrow, got '{value}'") };
-                    break;
+                case "--shape": o = o with { Shape = Choice<SyntheticShape>(flag, value) }; break;
                 case "--text-len": o = o with { TextLen = Int(flag, value) }; break;
                 case "--embed-dim": o = o with { EmbedDim = Int(flag, value) }; break;
                 case "--seed": o = o with { Seed = Long(flag, value) }; break;
@@ -120,6 +111,14 @@ public static class DatasetCommand
     private static double Double(string flag, string v) =>
         double.TryParse(v, NumberStyles.Float, CultureInfo.InvariantCulture, out var n) ? n
             : throw new UserError($"{flag} expects a number, got '{v}'");
+
+    /// <summary>One of an enum's values by its lower-case name (the spelling classes.json uses).</summary>
+    private static T Choice<T>(string flag, string v) where T : struct, Enum
+    {
+        foreach (var e in Enum.GetValues<T>())
+            if (SyntheticPalette.Word(e) == v) return e;
+        throw new UserError($"{flag} expects one of {string.Join(", ", Enum.GetValues<T>().Select(e => SyntheticPalette.Word(e)))}, got '{v}'");
+    }
 
     private static string F(float v) => v.ToString("0.####", CultureInfo.InvariantCulture);
 }

@@ -55,6 +55,20 @@ public class DatasetCommandTests
     }
 
     [Fact]
+    public void Synth_TakesShapeStartAndMaxSpeed_AndRecordsThem()
+    {
+        using var dir = new TempDir();
+        var outDir = dir.Combine("arrows");
+        Assert.Equal(0, DatasetCommand.Run(["synth", "--out", outDir, "--colors", "1", "--directions", "2", "--clips-per-class", "1",
+            "--frames", "3", "--height", "8", "--width", "8", "--shape-size", "3", "--text-len", "8", "--embed-dim", "4",
+            "--shape", "arrow", "--start", "edge", "--max-speed", "1"], new StringWriter()));
+        var classes = File.ReadAllText(Path.Combine(outDir, "classes.json"));
+        Assert.Contains("\"prompt\": \"a red arrow moving left\"", classes);
+        Assert.Contains("\"start\": \"edge\"", classes);
+        Assert.Contains("\"max_speed\": 1", classes);
+    }
+
+    [Fact]
     public void UsageMistakes_AreUserErrors()
     {
         var o = new StringWriter();
@@ -64,6 +78,10 @@ public class DatasetCommandTests
         Assert.Throws<UserError>(() => DatasetCommand.Run(["synth", "--out"], o));
         Assert.Throws<UserError>(() => DatasetCommand.Run(["synth", "--out", "x", "--frames", "many"], o));
         Assert.Throws<UserError>(() => DatasetCommand.Run(["synth", "--out", "x", "--colour", "3"], o));
+        var shape = Assert.Throws<UserError>(() => DatasetCommand.Run(["synth", "--out", "x", "--shape", "circle"], o));
+        Assert.Equal("--shape expects one of square, arrow, got 'circle'", shape.Message);
+        var start = Assert.Throws<UserError>(() => DatasetCommand.Run(["synth", "--out", "x", "--start", "1"], o));
+        Assert.Equal("--start expects one of random, edge, got '1'", start.Message);
         Assert.Throws<UserError>(() => DatasetCommand.Run(["inspect"], o));
         Assert.Throws<UserError>(() => DatasetCommand.Run(["inspect", "/nonexistent/dataset/folder"], o));
         Assert.Equal(0, DatasetCommand.Run(["--help"], o));

@@ -53,27 +53,13 @@ public static class SyntheticPalette
         new("down-right", 1, 1),
     ];
 
-    public const string ShapeName = "square";
-
     /// <summary>The caption of a class: "a red square moving left" (or "a red arrow moving left").</summary>
     public static string Prompt(SyntheticColor color, SyntheticDirection direction, SyntheticShape shape = SyntheticShape.Square) =>
-        $"a {color.Name} {Name(shape)} moving {direction.Name}";
+        $"a {color.Name} {Word(shape)} moving {direction.Name}";
 
-    /// <summary>The shape's word in captions and classes.json.</summary>
-    public static string Name(SyntheticShape shape) => shape switch
-    {
-        SyntheticShape.Square => ShapeName,
-        SyntheticShape.Arrow => "arrow",
-        _ => throw new ArgumentOutOfRangeException(nameof(shape)),
-    };
-
-    /// <summary>Parses a shape word (square, arrow); null when unknown.</summary>
-    public static SyntheticShape? ParseShape(string name) => name.ToLowerInvariant() switch
-    {
-        "square" => SyntheticShape.Square,
-        "arrow" => SyntheticShape.Arrow,
-        _ => null,
-    };
+    /// <summary>An option's word in captions, classes.json and on the command line: the value's name, lower-cased
+    /// (square, arrow; random, edge).</summary>
+    public static string Word<T>(T value) where T : struct, Enum => value.ToString().ToLowerInvariant();
 
     /// <summary>
     /// Whether pixel (x, y) of the size x size box is part of the shape. A square fills the box. An arrow is a

@@ -132,6 +132,11 @@ public static class SyntheticVideoDataset
         var px = new float[(long)c * t * h * w];
         var bg = ChannelValues(SyntheticPalette.Background, c);
         var fg = ChannelValues(cls.Color, c);
+        int size = o.ShapeSize;
+        var covered = new bool[size * size]; // the shape's mask in its box, the same in every frame and channel
+        for (int yy = 0; yy < size; yy++)
+            for (int xx = 0; xx < size; xx++)
+                covered[yy * size + xx] = SyntheticPalette.Covers(o.Shape, d, size, xx, yy);
         for (int ch = 0; ch < c; ch++)
         {
             var plane = px.AsSpan(ch * t * h * w, t * h * w);
@@ -139,10 +144,9 @@ public static class SyntheticVideoDataset
             for (int f = 0; f < t; f++)
             {
                 int x = x0 + d.Dx * speed * f, y = y0 + d.Dy * speed * f;
-                for (int yy = 0; yy < o.ShapeSize; yy++)
-                    for (int xx = 0; xx < o.ShapeSize; xx++)
-                        if (SyntheticPalette.Covers(o.Shape, d, o.ShapeSize, xx, yy))
-                            plane[f * h * w + (y + yy) * w + x + xx] = fg[ch];
+                for (int yy = 0; yy < size; yy++)
+                    for (int xx = 0; xx < size; xx++)
+                        if (covered[yy * size + xx]) plane[f * h * w + (y + yy) * w + x + xx] = fg[ch];
             }
         }
         string id = $"{cls.Color.Name}_{cls.Direction.Name}_{clipIndex:D4}";
@@ -286,7 +290,7 @@ public static class SyntheticVideoDataset
     private static void WriteClasses(string path, SyntheticOptions o, IReadOnlyList<SyntheticClass> classes, int rows) => WriteJson(path, new Dictionary<string, object>
     {
         ["dataset"] = "fastvideo-synthetic-moving-shapes",
-        ["shape"] = SyntheticPalette.Name(o.Shape),
+        ["shape"] = SyntheticPalette.Word(o.Shape),
         ["value_range"] = new[] { SyntheticPalette.MinValue, SyntheticPalette.MaxValue },
         ["background"] = SyntheticPalette.Background.Rgb,
         ["colors"] = o.PaletteColors.Select(c => new { name = c.Name, rgb = c.Rgb }).ToList(),
@@ -298,7 +302,7 @@ public static class SyntheticVideoDataset
         ["options"] = new
         {
             colors = o.Colors, directions = o.Directions, clips_per_class = o.ClipsPerClass, frames = o.Frames,
-            height = o.Height, width = o.Width, channels = o.Channels, shape = SyntheticPalette.Name(o.Shape), shape_size = o.ShapeSize, max_speed = o.MaxSpeed, start = o.Start == SyntheticStart.Edge ? "edge" : "random", text_len = o.TextLen,
+            height = o.Height, width = o.Width, channels = o.Channels, shape = SyntheticPalette.Word(o.Shape), shape_size = o.ShapeSize, max_speed = o.MaxSpeed, start = SyntheticPalette.Word(o.Start), text_len = o.TextLen,
             embed_dim = o.EmbedDim, seed = o.Seed, rows_per_file = o.RowsPerFile, fps = o.Fps,
         },
     });
