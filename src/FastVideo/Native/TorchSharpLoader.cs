@@ -7,7 +7,8 @@ namespace FastVideo.Native;
 /// Makes TorchSharp's native wrapper loadable on systems whose libstdc++ predates GLIBCXX_3.4.32 (Debian 12).
 /// The build (build/torchsharp-debian12-fix.sh) marks that version requirement weak and drops
 /// <c>libstdcxx_compat.so</c> beside <c>libLibTorchSharp.so</c>; here we load the shim globally before the first
-/// torch call so its one symbol resolves. Where no shim was built (newer systems) this does nothing.
+/// torch call so its one symbol resolves. Where no shim was built (newer systems) that part does nothing.
+/// Then it installs the <see cref="ScalarGuard"/>, which must be in place before TorchSharp binds its first call.
 /// </summary>
 public static class TorchSharpLoader
 {
@@ -23,6 +24,12 @@ public static class TorchSharpLoader
     public static void EnsureLoaded()
     {
         if (Interlocked.Exchange(ref _done, 1) == 1 || !OperatingSystem.IsLinux()) return;
+        LoadLibstdcxxShim();
+        ScalarGuard.Install();
+    }
+
+    private static void LoadLibstdcxxShim()
+    {
         foreach (var root in new[] { AppContext.BaseDirectory, Path.GetDirectoryName(typeof(TorchSharpLoader).Assembly.Location) })
         {
             if (string.IsNullOrEmpty(root) || !Directory.Exists(root)) continue;

@@ -54,6 +54,9 @@ public sealed class Trainer : IDisposable
         int accum = Math.Max(1, training.Loop.GradientAccumulationSteps);
         int maxSteps = training.Loop.MaxTrainSteps;
 
+        if (!FastVideo.Native.ScalarGuard.IsActive)
+            _console.WriteLine($"warning: TorchSharp Scalar guard off ({FastVideo.Native.ScalarGuard.InactiveReason}); " +
+                               "long runs may stop on an intermittent 'toFloat' error (see build/scalar_guard.c)");
         _method.OnTrainStart();
         int start = 0;
         foreach (var cb in Callbacks) cb.OnTrainStart(_method, start);
