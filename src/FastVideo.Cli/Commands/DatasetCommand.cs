@@ -11,7 +11,7 @@ public static class DatasetCommand
         """
         usage:
           fastvideo dataset synth --out DIR [--colors N] [--directions N] [--clips-per-class N] [--frames F]
-                                  [--height H] [--width W] [--channels C] [--shape square|arrow] [--shape-size S] [--max-speed V] [--start random|edge] [--text-len L]
+                                  [--height H] [--width W] [--channels C] [--shape square|arrow] [--shape-size S] [--max-speed V] [--start random|edge|lane] [--captions exact|axis] [--text-len L]
                                   [--embed-dim D] [--seed S] [--rows-per-file N] [--fps F]
               writes the synthetic moving-shapes dataset (coloured squares moving over a plain background;
               classes = colour x direction) in FastVideo's parquet layout, with vae/config.json,
@@ -56,6 +56,7 @@ public static class DatasetCommand
                 case "--channels": o = o with { Channels = Int(flag, value) }; break;
                 case "--shape-size": o = o with { ShapeSize = Int(flag, value) }; break;
                 case "--start": o = o with { Start = Choice<SyntheticStart>(flag, value) }; break;
+                case "--captions": o = o with { Captions = Choice<SyntheticCaptions>(flag, value) }; break;
                 case "--max-speed": o = o with { MaxSpeed = Int(flag, value) }; break;
                 case "--shape": o = o with { Shape = Choice<SyntheticShape>(flag, value) }; break;
                 case "--text-len": o = o with { TextLen = Int(flag, value) }; break;
@@ -68,7 +69,7 @@ public static class DatasetCommand
         }
         if (outDir is null) throw new UserError($"dataset synth: --out DIR is required\n{Usage}");
 
-        var classes = o.Colors * o.Directions;
+        var classes = SyntheticVideoDataset.Classes(o).Count;
         stdout.WriteLine($"writing {classes} classes x {o.ClipsPerClass} clips of [{o.Channels}, {o.Frames}, {o.Height}, {o.Width}] to {Path.GetFullPath(outDir)}");
         var summary = SyntheticVideoDataset.Write(o, outDir, line => stdout.WriteLine("  " + line));
         stdout.WriteLine($"done: {summary.Rows} clips in {summary.Files.Count} parquet files; text_len {o.TextLen}, embed_dim {o.EmbedDim}");
@@ -113,7 +114,7 @@ public static class DatasetCommand
             : throw new UserError($"{flag} expects a number, got '{v}'");
 
     /// <summary>One of an enum's values by its lower-case name (the spelling classes.json uses).</summary>
-    private static T Choice<T>(string flag, string v) where T : struct, Enum
+    internal static T Choice<T>(string flag, string v) where T : struct, Enum
     {
         foreach (var e in Enum.GetValues<T>())
             if (SyntheticPalette.Word(e) == v) return e;

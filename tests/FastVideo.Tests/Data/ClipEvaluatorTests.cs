@@ -11,13 +11,66 @@ public class ClipEvaluatorTests
         new SyntheticOptions { Colors = 8, Directions = 4, ClipsPerClass = 5, Frames = 6, Height = 24, Width = 40, ShapeSize = 5, Seed = 2 },
         new SyntheticOptions { Colors = 4, Directions = 8, ClipsPerClass = 5, Frames = 4, Height = 12, Width = 12, ShapeSize = 3, Channels = 16, Seed = 3 },
         new SyntheticOptions { Colors = 8, Directions = 8, ClipsPerClass = 5, Frames = 4, Height = 16, Width = 16, ShapeSize = 5, Shape = SyntheticShape.Arrow, Seed = 5 },
+        new SyntheticOptions { Colors = 4, Directions = 4, ClipsPerClass = 8, Frames = 4, Height = 16, Width = 16, ShapeSize = 5, Captions = SyntheticCaptions.Axis, Start = SyntheticStart.Edge, Seed = 6 },
     };
+
+    [Fact]
+    public void ForDataset_ChecksOneObjectOfTheDatasetsShapeArea()
+    {
+        using var dir = new TempDir();
+        var o = new SyntheticOptions { Colors = 2, Directions = 2, ClipsPerClass = 2, Frames = 4, Height = 12, Width = 12, ShapeSize = 4, Seed = 9 };
+        SyntheticVideoDataset.Write(o, dir.Path);
+        var evaluator = ClipEvaluator.ForDataset(dir.Path);
+        var cls = SyntheticVideoDataset.Classes(o)[0];
+        var clip = SyntheticVideoDataset.RenderClip(o, cls, 0);
+        var a = evaluator.Evaluate(clip.Pixels, o.Channels, o.Frames, o.Height, o.Width, cls.Prompt);
+        Assert.True(a.OneObject);
+        Assert.True(a.Correct);
+        Assert.Equal(16, ClipEvaluator.ObjectArea(SyntheticShape.Square, 4));
+    }
+
+    [Fact]
+    public void AxisCaption_AcceptsEitherWayAlongTheAxis_ButNotTheAverageOfBoth()
+    {
+        var o = new SyntheticOptions { Colors = 1, Directions = 2, ClipsPerClass = 16, Frames = 4, Height = 16, Width = 16, ShapeSize = 5,
+            Captions = SyntheticCaptions.Axis, Start = SyntheticStart.Edge, Seed = 8 };
+        var evaluator = new ClipEvaluator(o.PaletteColors, o.PaletteDirections, objectArea: ClipEvaluator.ObjectArea(o.Shape, o.ShapeSize));
+        var cls = Assert.Single(SyntheticVideoDataset.Classes(o));
+        Assert.Equal("a red square moving horizontally", cls.Prompt);
+        var clips = Enumerable.Range(0, o.ClipsPerClass).Select(k => SyntheticVideoDataset.RenderClip(o, cls, k)).ToList();
+        var left = clips.First(c => c.Direction.Name == "left");
+        var right = clips.First(c => c.Direction.Name == "right");
+        foreach (var clip in new[] { left, right })
+        {
+            var a = evaluator.Evaluate(clip.Pixels, o.Channels, o.Frames, o.Height, o.Width, cls.Prompt);
+            Assert.True(a.Correct, $"{clip.Direction.Name}: seen {a.Color}/{a.Direction}");
+            Assert.Equal("horizontally", a.ExpectedDirection);
+        }
+        // A sampler that averages the two modes draws two faint squares that do not move on the whole.
+        var mean = left.Pixels.Zip(right.Pixels, (x, y) => (x + y) / 2).ToArray();
+        var avg = evaluator.Evaluate(mean, o.Channels, o.Frames, o.Height, o.Width, cls.Prompt);
+        Assert.False(avg.DirectionCorrect, $"average seen moving {avg.Direction} ({avg.VelocityX:F2}, {avg.VelocityY:F2})");
+        Assert.False(avg.Correct);
+
+        // Two full copies of the square in one frame are not "a square" even when the motion reads right.
+        var twice = (float[])right.Pixels.Clone();
+        int volume = o.Frames * o.Height * o.Width;
+        for (int i = 0; i < volume; i++)
+            if (left.Pixels[i] != SyntheticPalette.Background.R) // a pixel of the left-moving square
+                for (int ch = 0; ch < 3; ch++) twice[ch * volume + i] = left.Pixels[ch * volume + i];
+        var ghost = evaluator.Evaluate(twice, o.Channels, o.Frames, o.Height, o.Width, cls.Prompt);
+        Assert.False(ghost.OneObject);
+        Assert.False(ghost.Correct);
+        // The exact caption still takes only its own direction.
+        var exact = evaluator.Evaluate(left.Pixels, o.Channels, o.Frames, o.Height, o.Width, "a red square moving right");
+        Assert.False(exact.DirectionCorrect);
+    }
 
     [Theory]
     [MemberData(nameof(Layouts))]
     public void GroundTruthClips_AreRecognised(SyntheticOptions o)
     {
-        var evaluator = new ClipEvaluator(o.PaletteColors, o.PaletteDirections);
+        var evaluator = new ClipEvaluator(o.PaletteColors, o.PaletteDirections, objectArea: ClipEvaluator.ObjectArea(o.Shape, o.ShapeSize));
         var results = SyntheticVideoDataset.Classes(o)
             .SelectMany(cls => Enumerable.Range(0, o.ClipsPerClass).Select(k => SyntheticVideoDataset.RenderClip(o, cls, k)))
             .Select(clip => evaluator.Evaluate(clip.Pixels, o.Channels, o.Frames, o.Height, o.Width, clip.Class.Prompt))
@@ -26,6 +79,7 @@ public class ClipEvaluatorTests
         Assert.True(accuracy >= 0.99, $"accuracy {accuracy:P1}; wrong: " +
             string.Join("; ", results.Where(r => !r.Correct).Take(5).Select(r => $"{r.ExpectedColor}/{r.ExpectedDirection} -> {r.Color}/{r.Direction}")));
         Assert.All(results, r => Assert.InRange(r.Sharpness, 0.9, 1.5)); // crisp edges score about 1
+        Assert.All(results, r => Assert.True(r.OneObject));
     }
 
     [Fact]

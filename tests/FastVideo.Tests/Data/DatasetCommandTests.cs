@@ -81,7 +81,7 @@ public class DatasetCommandTests
         var shape = Assert.Throws<UserError>(() => DatasetCommand.Run(["synth", "--out", "x", "--shape", "circle"], o));
         Assert.Equal("--shape expects one of square, arrow, got 'circle'", shape.Message);
         var start = Assert.Throws<UserError>(() => DatasetCommand.Run(["synth", "--out", "x", "--start", "1"], o));
-        Assert.Equal("--start expects one of random, edge, got '1'", start.Message);
+        Assert.Equal("--start expects one of random, edge, lane, got '1'", start.Message);
         Assert.Throws<UserError>(() => DatasetCommand.Run(["inspect"], o));
         Assert.Throws<UserError>(() => DatasetCommand.Run(["inspect", "/nonexistent/dataset/folder"], o));
         Assert.Equal(0, DatasetCommand.Run(["--help"], o));

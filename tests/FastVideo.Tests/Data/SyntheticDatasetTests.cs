@@ -183,4 +183,49 @@ public class SyntheticDatasetTests
                 Assert.Equal(cls.Direction.Dy > 0 ? 0 : cls.Direction.Dy < 0 ? roomY : roomY / 2, clip.StartY);
             }
     }
+
+    [Fact]
+    public void LaneStart_BeginsAtTheEdgeItLeaves_AnywhereAlongIt()
+    {
+        var o = Small with { Start = SyntheticStart.Lane, Directions = 8, ClipsPerClass = 24 };
+        int roomX = o.Width - o.ShapeSize, roomY = o.Height - o.ShapeSize;
+        foreach (var cls in SyntheticVideoDataset.Classes(o))
+        {
+            var lanes = new HashSet<int>();
+            for (int k = 0; k < o.ClipsPerClass; k++)
+            {
+                var clip = SyntheticVideoDataset.RenderClip(o, cls, k);
+                int dx = cls.Direction.Dx, dy = cls.Direction.Dy;
+                if (dx != 0) Assert.Equal(dx > 0 ? 0 : roomX, clip.StartX); else lanes.Add(clip.StartX);
+                if (dy != 0) Assert.Equal(dy > 0 ? 0 : roomY, clip.StartY); else lanes.Add(clip.StartY);
+                Assert.InRange(clip.StartX, 0, roomX);
+                Assert.InRange(clip.StartY, 0, roomY);
+            }
+            // Straight motion: the lane varies (24 draws over roomX + 1 places); diagonal: fully fixed, like Edge.
+            if (cls.Direction.Dx == 0 || cls.Direction.Dy == 0) Assert.True(lanes.Count > 3, $"{cls.Prompt}: lanes {string.Join(",", lanes)}");
+            else Assert.Empty(lanes);
+        }
+    }
+
+    [Fact]
+    public void AxisCaptions_OneClassPerColourAndAxis_ClipsDrawBothWays()
+    {
+        var o = Small with { Captions = SyntheticCaptions.Axis, ClipsPerClass = 12 };
+        var classes = SyntheticVideoDataset.Classes(o);
+        Assert.Equal(o.Colors * 2, classes.Count);
+        Assert.Equal(["a red square moving horizontally", "a red square moving vertically"], classes.Take(2).Select(c => c.Prompt));
+        foreach (var cls in classes)
+        {
+            var drawn = Enumerable.Range(0, o.ClipsPerClass).Select(k => SyntheticVideoDataset.RenderClip(o, cls, k).Direction).ToList();
+            Assert.All(drawn, d => Assert.Contains(d, cls.Directions));
+            Assert.Equal(2, drawn.Distinct().Count());
+        }
+        // Exact captions draw exactly what they did before axis captions existed.
+        var exact = SyntheticVideoDataset.Classes(Small)[1];
+        Assert.Equal(SyntheticCaptions.Exact, Small.Captions);
+        Assert.Equal(exact.Direction, SyntheticVideoDataset.RenderClip(Small, exact, 0).Direction);
+
+        var e = Assert.Throws<UserError>(() => (o with { Directions = 8 }).Validate());
+        Assert.Contains("--captions axis", e.Message);
+    }
 }

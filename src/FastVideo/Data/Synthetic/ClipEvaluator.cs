@@ -6,16 +6,25 @@ namespace FastVideo.Data.Synthetic;
 /// <summary>What the evaluator saw in one clip, and how it compares with the prompt (when one was given).</summary>
 public sealed record ClipAssessment(
     string? Color, string? Direction, double VelocityX, double VelocityY, double Sharpness, double ForegroundFraction,
-    string? ExpectedColor, string? ExpectedDirection)
+    string? ExpectedColor, string? ExpectedDirection, IReadOnlyList<string>? AcceptedDirections = null,
+    bool? OneObject = null)
 {
     public bool ColorCorrect => ExpectedColor is not null && Color == ExpectedColor;
-    public bool DirectionCorrect => ExpectedDirection is not null && Direction == ExpectedDirection;
-    /// <summary>Both colour and direction match the prompt.</summary>
-    public bool Correct => ColorCorrect && DirectionCorrect;
+    /// <summary>The seen direction is one the caption allows: its direction, or either way along its axis
+    /// ("horizontally").</summary>
+    public bool DirectionCorrect => Direction is not null &&
+        (AcceptedDirections ?? (ExpectedDirection is null ? [] : [ExpectedDirection])).Contains(Direction);
+    /// <summary>Colour and direction match the prompt, and (when the evaluator knows the shape's area) every frame
+    /// shows one object of about that area, not two ghosts or a smear.</summary>
+    public bool Correct => ColorCorrect && DirectionCorrect && OneObject != false;
 }
 
 public sealed record EvaluationReport(int Count, double Accuracy, double ColorAccuracy, double DirectionAccuracy,
-    double MeanSharpness, IReadOnlyList<ClipAssessment> Clips);
+    double MeanSharpness, IReadOnlyList<ClipAssessment> Clips)
+{
+    /// <summary>Share of clips with one object of the shape's area in every frame (null when not checked).</summary>
+    public double? ObjectAccuracy => Clips.Count == 0 || Clips.Any(c => c.OneObject is null) ? null : Clips.Average(c => c.OneObject == true ? 1.0 : 0.0);
+}
 
 /// <summary>
 /// Judges clips of the moving-shapes dataset (RGB [C, T, H, W] in [-1, 1]; channels beyond 3 are ignored).
@@ -25,6 +34,9 @@ public sealed record EvaluationReport(int Count, double Accuracy, double ColorAc
 /// <item>Colour = the palette colour nearest to most foreground pixels (votes weighted by distance from background).</item>
 /// <item>Direction = the candidate direction closest in angle to the least-squares velocity of the foreground centroid
 /// over frames; below 0.25 px/frame there is no direction.</item>
+/// <item>One object (when the shape's area A in pixels is known, e.g. from a dataset's classes.json): every frame
+/// has between 0.5 A and 1.75 A foreground pixels. Two copies of the object, or one smeared over its neighbours,
+/// fail; a sampler that averages two possible motions draws exactly that.</item>
 /// <item>Sharpness = sum(|grad|^2) / sum(|grad|) / contrast, with |grad| the RGB gradient magnitude (forward
 /// differences) and contrast the largest distance from the background: about 1 for crisp edges and about 1/w for
 /// edges smeared over w pixels, whatever the colours.</item>
@@ -36,12 +48,16 @@ public sealed class ClipEvaluator
     private readonly IReadOnlyList<SyntheticDirection> _directions;
     private readonly SyntheticColor _background;
     private readonly double _threshold;
+    private readonly int? _objectArea;
 
     public const double MinSpeed = 0.25;
+    public const double MinObjectArea = 0.5, MaxObjectArea = 1.75;
 
     public ClipEvaluator(IReadOnlyList<SyntheticColor>? colors = null, IReadOnlyList<SyntheticDirection>? directions = null,
-        SyntheticColor? background = null)
+        SyntheticColor? background = null, int? objectArea = null)
     {
+        if (objectArea is <= 0) throw new ArgumentException($"objectArea must be positive, got {objectArea}");
+        _objectArea = objectArea;
         _colors = colors ?? SyntheticPalette.Colors;
         _directions = directions ?? SyntheticPalette.Directions;
         _background = background ?? SyntheticPalette.Background;
@@ -61,12 +77,29 @@ public sealed class ClipEvaluator
                 .Select(c => SyntheticPalette.Colors.First(p => p.Name == c.GetProperty("name").GetString())).ToList();
             var dirs = doc.RootElement.GetProperty("directions").EnumerateArray()
                 .Select(d => SyntheticPalette.Directions.First(p => p.Name == d.GetProperty("name").GetString())).ToList();
-            return new ClipEvaluator(colors, dirs);
+            int? area = null;
+            if (doc.RootElement.TryGetProperty("options", out var opts) && opts.TryGetProperty("shape_size", out var size))
+            {
+                var shape = opts.TryGetProperty("shape", out var sh) && sh.GetString() == "arrow" ? SyntheticShape.Arrow : SyntheticShape.Square;
+                area = ObjectArea(shape, size.GetInt32());
+            }
+            return new ClipEvaluator(colors, dirs, objectArea: area);
         }
         catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException)
         {
             throw new UserError($"{path}: not a valid classes.json ({e.Message})", e);
         }
+    }
+
+    /// <summary>Pixels a shape covers in its size x size box (the same for every direction of an arrow up to
+    /// rounding; the straight directions' count is used).</summary>
+    public static int ObjectArea(SyntheticShape shape, int size)
+    {
+        int n = 0;
+        for (int y = 0; y < size; y++)
+            for (int x = 0; x < size; x++)
+                if (SyntheticPalette.Covers(shape, SyntheticPalette.Directions[0], size, x, y)) n++;
+        return n;
     }
 
     /// <summary>Evaluates a clip tensor [C, T, H, W] (any float dtype, any device).</summary>
@@ -89,9 +122,11 @@ public sealed class ClipEvaluator
         var votes = new double[_colors.Count];
         var cx = new List<double>(); var cy = new List<double>(); var ct = new List<double>();
         long fgPixels = 0;
+        bool oneObject = true;
         for (int f = 0; f < frames; f++)
         {
             double wsum = 0, xs = 0, ys = 0;
+            long frameFg = 0;
             for (int y = 0; y < height; y++)
             for (int x = 0; x < width; x++)
             {
@@ -100,6 +135,7 @@ public sealed class ClipEvaluator
                 double d = Distance(r, g, b, _background);
                 if (d <= _threshold) continue;
                 fgPixels++;
+                frameFg++;
                 wsum += d; xs += d * x; ys += d * y;
                 int best = 0; double bestDist = double.MaxValue;
                 for (int k = 0; k < _colors.Count; k++)
@@ -110,6 +146,7 @@ public sealed class ClipEvaluator
                 votes[best] += d;
             }
             if (wsum > 0) { cx.Add(xs / wsum); cy.Add(ys / wsum); ct.Add(f); }
+            if (_objectArea is { } area && (frameFg < MinObjectArea * area || frameFg > MaxObjectArea * area)) oneObject = false;
         }
 
         string? color = votes.Max() > 0 ? _colors[Array.IndexOf(votes, votes.Max())].Name : null;
@@ -119,9 +156,10 @@ public sealed class ClipEvaluator
         if (ct.Count >= 2 && speed >= MinSpeed)
             direction = _directions.MaxBy(d => (d.Dx * vx + d.Dy * vy) / Math.Sqrt(d.Dx * d.Dx + d.Dy * d.Dy))!.Name;
 
-        var (expectedColor, expectedDirection) = prompt is null ? (null, null) : SyntheticPalette.ParsePrompt(prompt);
+        var caption = prompt is null ? null : SyntheticPalette.ParseCaption(prompt);
         return new ClipAssessment(color, direction, vx, vy, Sharpness(pixels, channels, frames, height, width, _background),
-            fgPixels / (double)volume, expectedColor?.Name, expectedDirection?.Name);
+            fgPixels / (double)volume, caption?.Color?.Name, caption?.MotionWord, caption?.AcceptedDirections,
+            _objectArea is null ? null : oneObject);
     }
 
     /// <summary>Scores many clips against their prompts.</summary>

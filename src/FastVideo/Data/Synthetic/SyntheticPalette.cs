@@ -18,6 +18,19 @@ public enum SyntheticShape
 /// <summary>A named motion direction as a unit step in image coordinates (x right, y down).</summary>
 public sealed record SyntheticDirection(string Name, int Dx, int Dy);
 
+/// <summary>How much of the motion a caption names.</summary>
+public enum SyntheticCaptions
+{
+    /// <summary>The direction: "a red square moving left".</summary>
+    Exact,
+    /// <summary>Only the axis: "a red square moving horizontally" is left or right, each clip drawing one. A model
+    /// must pick one of two motions, and a sampler that averages them shows two faint squares that do not move.</summary>
+    Axis,
+}
+
+/// <summary>What a caption says: its colour, its motion word, and the directions that word allows.</summary>
+public sealed record SyntheticCaption(SyntheticColor? Color, string? MotionWord, IReadOnlyList<string> AcceptedDirections);
+
 /// <summary>The fixed vocabulary of the moving-shapes dataset: colours, directions and the background.</summary>
 public static class SyntheticPalette
 {
@@ -57,8 +70,12 @@ public static class SyntheticPalette
     public static string Prompt(SyntheticColor color, SyntheticDirection direction, SyntheticShape shape = SyntheticShape.Square) =>
         $"a {color.Name} {Word(shape)} moving {direction.Name}";
 
+    /// <summary>A straight direction's axis word for axis captions: horizontally (left, right) or vertically (up,
+    /// down); null for a diagonal.</summary>
+    public static string? AxisWord(SyntheticDirection d) => d.Dy == 0 ? "horizontally" : d.Dx == 0 ? "vertically" : null;
+
     /// <summary>An option's word in captions, classes.json and on the command line: the value's name, lower-cased
-    /// (square, arrow; random, edge).</summary>
+    /// (square, arrow; random, edge, lane).</summary>
     public static string Word<T>(T value) where T : struct, Enum => value.ToString().ToLowerInvariant();
 
     /// <summary>
@@ -74,6 +91,21 @@ public static class SyntheticPalette
         double along = (u * direction.Dx + v * direction.Dy) / norm;      // + towards the apex
         double across = (v * direction.Dx - u * direction.Dy) / norm;
         return Math.Abs(across) <= (c - along) / 2 + 1e-9;
+    }
+
+    /// <summary>
+    /// Reads a caption: its colour, and its motion word with the directions it allows (one for a direction word;
+    /// both of the axis for "horizontally" or "vertically"; none when the caption names no motion).
+    /// </summary>
+    public static SyntheticCaption ParseCaption(string prompt)
+    {
+        var (color, direction) = ParsePrompt(prompt);
+        if (direction is not null) return new SyntheticCaption(color, direction.Name, [direction.Name]);
+        var words = prompt.ToLowerInvariant().Split([' ', ',', '.', '\t', '\n'], StringSplitOptions.RemoveEmptyEntries);
+        foreach (var axis in new[] { "horizontally", "vertically" })
+            if (words.Contains(axis))
+                return new SyntheticCaption(color, axis, Directions.Where(d => AxisWord(d) == axis).Select(d => d.Name).ToList());
+        return new SyntheticCaption(color, null, []);
     }
 
     /// <summary>Finds the colour and direction words of a prompt (null when absent).</summary>

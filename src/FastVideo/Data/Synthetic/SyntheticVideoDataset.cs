@@ -23,9 +23,12 @@ public sealed record SyntheticOptions
     /// <summary>Caps the speed in pixels per frame (0 = as fast as the frame allows). Slow motion is decided late in
     /// denoising, after the position, so a text-conditioned model must take the direction from the caption.</summary>
     public int MaxSpeed { get; init; }
-    /// <summary>Where a clip starts: anywhere its path fits (Random), or at the edge it moves away from, centred on
-    /// the other axis (Edge), so each class has one track per speed.</summary>
+    /// <summary>Where a clip starts: anywhere its path fits (Random); at the edge it moves away from, centred on the
+    /// other axis (Edge), so each class has one track per speed; or at that edge, anywhere along it (Lane).</summary>
     public SyntheticStart Start { get; init; } = SyntheticStart.Random;
+    /// <summary>Whether captions name the direction (Exact) or only its axis (Axis: one class per colour and axis,
+    /// each clip moving one of the axis's two ways).</summary>
+    public SyntheticCaptions Captions { get; init; } = SyntheticCaptions.Exact;
     /// <summary>The text_len the recipe should use; every caption (tokens + end token) must fit.</summary>
     public int TextLen { get; init; } = 16;
     public int EmbedDim { get; init; } = 32;
@@ -59,8 +62,9 @@ public sealed record SyntheticOptions
                 $"a {ShapeSize}-pixel square moving {d.Name} needs {Frames - 1} pixels of room for {Frames} frames at " +
                 $"1 pixel per frame, but the {Height}x{Width} frame leaves {room}: use a smaller --shape-size or --frames, or a larger frame");
         }
-        int longest = PaletteColors.SelectMany(c => PaletteDirections.Select(d => SyntheticPalette.Prompt(c, d, Shape)))
-            .Max(p => SyntheticTextEncoder.Tokenize(p).Count);
+        Check(Captions == SyntheticCaptions.Exact || Directions <= 4,
+            $"--captions axis names horizontal and vertical motion only, so it takes --directions 1..4, got {Directions}");
+        int longest = SyntheticVideoDataset.Classes(this).Max(c => SyntheticTextEncoder.Tokenize(c.Prompt).Count);
         Check(TextLen >= longest, $"--text-len must hold the longest caption ({longest} tokens with the end token), got {TextLen}");
     }
 }
@@ -72,17 +76,26 @@ public enum SyntheticStart
     Random,
     /// <summary>At the edge it moves away from, centred on the other axis.</summary>
     Edge,
+    /// <summary>At the edge it moves away from, anywhere along that edge: the track along the motion is fixed per
+    /// speed, the lane across it is random, so a class has many equally likely clips.</summary>
+    Lane,
 }
 
+/// <summary>A class: a colour and a direction, or with axis captions a colour and the directions of one axis
+/// (<see cref="Directions"/>; <see cref="Direction"/> is then the first of them).</summary>
 public sealed record SyntheticClass(int Index, SyntheticColor Color, SyntheticDirection Direction,
-    SyntheticShape Shape = SyntheticShape.Square)
+    SyntheticShape Shape = SyntheticShape.Square, IReadOnlyList<SyntheticDirection>? AxisDirections = null)
 {
-    public string Prompt => SyntheticPalette.Prompt(Color, Direction, Shape);
+    public IReadOnlyList<SyntheticDirection> Directions => AxisDirections ?? [Direction];
+
+    public string Prompt => AxisDirections is null
+        ? SyntheticPalette.Prompt(Color, Direction, Shape)
+        : $"a {Color.Name} {SyntheticPalette.Word(Shape)} moving {SyntheticPalette.AxisWord(Direction)}";
 }
 
 /// <summary>One rendered clip: pixels [C, T, H, W] in [-1, 1], and how it was drawn.</summary>
 public sealed record SyntheticClip(SyntheticClass Class, int ClipIndex, string Id, float[] Pixels, long[] Shape,
-    int StartX, int StartY, int Speed)
+    int StartX, int StartY, int Speed, SyntheticDirection Direction)
 {
     public Tensor ToTensor() => tensor(Pixels, Shape);
 }
@@ -107,6 +120,14 @@ public static class SyntheticVideoDataset
     public static IReadOnlyList<SyntheticClass> Classes(SyntheticOptions options)
     {
         var result = new List<SyntheticClass>();
+        if (options.Captions == SyntheticCaptions.Axis)
+        {
+            var axes = options.PaletteDirections.GroupBy(d => SyntheticPalette.AxisWord(d)).Select(g => g.ToList()).ToList();
+            foreach (var c in options.PaletteColors)
+                foreach (var axis in axes)
+                    result.Add(new SyntheticClass(result.Count, c, axis[0], options.Shape, axis));
+            return result;
+        }
         foreach (var c in options.PaletteColors)
             foreach (var d in options.PaletteDirections)
                 result.Add(new SyntheticClass(result.Count, c, d, options.Shape));
@@ -120,13 +141,13 @@ public static class SyntheticVideoDataset
         int colorId = IndexOf(SyntheticPalette.Colors, cls.Color);
         int dirId = IndexOf(SyntheticPalette.Directions, cls.Direction);
         var rng = SplitMix64.Keyed(o.Seed, colorId, dirId, clipIndex);
-        var d = cls.Direction;
+        var d = cls.AxisDirections is { } axis ? axis[rng.NextInt(0, axis.Count - 1)] : cls.Direction;
         int roomX = o.Width - o.ShapeSize, roomY = o.Height - o.ShapeSize, steps = o.Frames - 1;
         int maxSpeed = Math.Min(d.Dx != 0 ? roomX / steps : int.MaxValue, d.Dy != 0 ? roomY / steps : int.MaxValue);
         if (o.MaxSpeed > 0) maxSpeed = Math.Min(maxSpeed, o.MaxSpeed);
         int speed = rng.NextInt((maxSpeed + 1) / 2, maxSpeed); // at least half the fastest, so motion is clear
-        int x0 = o.Start == SyntheticStart.Edge ? EdgeStart(d.Dx, roomX) : StartOnAxis(ref rng, d.Dx, roomX, speed * steps);
-        int y0 = o.Start == SyntheticStart.Edge ? EdgeStart(d.Dy, roomY) : StartOnAxis(ref rng, d.Dy, roomY, speed * steps);
+        int x0 = StartOn(o.Start, ref rng, d.Dx, roomX, speed * steps);
+        int y0 = StartOn(o.Start, ref rng, d.Dy, roomY, speed * steps);
 
         int c = o.Channels, t = o.Frames, h = o.Height, w = o.Width;
         var px = new float[(long)c * t * h * w];
@@ -149,9 +170,16 @@ public static class SyntheticVideoDataset
                         if (covered[yy * size + xx]) plane[f * h * w + (y + yy) * w + x + xx] = fg[ch];
             }
         }
-        string id = $"{cls.Color.Name}_{cls.Direction.Name}_{clipIndex:D4}";
-        return new SyntheticClip(cls, clipIndex, id, px, [c, t, h, w], x0, y0, speed);
+        string id = $"{cls.Color.Name}_{(cls.AxisDirections is null ? d.Name : SyntheticPalette.AxisWord(d))}_{clipIndex:D4}";
+        return new SyntheticClip(cls, clipIndex, id, px, [c, t, h, w], x0, y0, speed, d);
     }
+
+    private static int StartOn(SyntheticStart mode, ref SplitMix64 rng, int step, int room, int travel) => mode switch
+    {
+        SyntheticStart.Edge => EdgeStart(step, room),
+        SyntheticStart.Lane => step != 0 ? EdgeStart(step, room) : rng.NextInt(0, room),
+        _ => StartOnAxis(ref rng, step, room, travel),
+    };
 
     private static int EdgeStart(int step, int room) => step > 0 ? 0 : step < 0 ? room : room / 2;
 
@@ -295,14 +323,15 @@ public static class SyntheticVideoDataset
         ["background"] = SyntheticPalette.Background.Rgb,
         ["colors"] = o.PaletteColors.Select(c => new { name = c.Name, rgb = c.Rgb }).ToList(),
         ["directions"] = o.PaletteDirections.Select(d => new { name = d.Name, dx = d.Dx, dy = d.Dy }).ToList(),
-        ["classes"] = classes.Select(c => new { index = c.Index, color = c.Color.Name, direction = c.Direction.Name, prompt = c.Prompt }).ToList(),
+        ["captions"] = SyntheticPalette.Word(o.Captions),
+        ["classes"] = classes.Select(c => new { index = c.Index, color = c.Color.Name, directions = c.Directions.Select(d => d.Name).ToList(), prompt = c.Prompt }).ToList(),
         ["rows"] = rows,
         ["text_encoder"] = new { kind = "synthetic-word-vectors", embed_dim = o.EmbedDim, seed = o.Seed, text_len = o.TextLen, end_token = SyntheticTextEncoder.EndToken },
         ["negative_prompt"] = "",
         ["options"] = new
         {
             colors = o.Colors, directions = o.Directions, clips_per_class = o.ClipsPerClass, frames = o.Frames,
-            height = o.Height, width = o.Width, channels = o.Channels, shape = SyntheticPalette.Word(o.Shape), shape_size = o.ShapeSize, max_speed = o.MaxSpeed, start = SyntheticPalette.Word(o.Start), text_len = o.TextLen,
+            height = o.Height, width = o.Width, channels = o.Channels, shape = SyntheticPalette.Word(o.Shape), shape_size = o.ShapeSize, max_speed = o.MaxSpeed, start = SyntheticPalette.Word(o.Start), captions = SyntheticPalette.Word(o.Captions), text_len = o.TextLen,
             embed_dim = o.EmbedDim, seed = o.Seed, rows_per_file = o.RowsPerFile, fps = o.Fps,
         },
     });

@@ -308,6 +308,7 @@ public sealed record ValidationResult(int Step, string Directory, string Weights
                 {
                     o["color"] = a.Color;
                     o["direction"] = a.Direction;
+                    o["one_object"] = a.OneObject;
                     o["correct"] = a.Correct;
                     o["sharpness"] = a.Sharpness;
                 }
