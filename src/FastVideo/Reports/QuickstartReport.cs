@@ -24,12 +24,13 @@ public static class QuickstartReport
             .Append("img{image-rendering:pixelated} .curves{display:flex;flex-wrap:wrap;gap:16px}</style></head><body>")
             .Append("<h1>FastVideoSharp quickstart: DMD2 distillation on synthetic moving shapes</h1>");
         html.Append(CultureInfo.InvariantCulture, $"<p>Wall time {summary["wall_seconds"]} s. Every generator starts from the same noise for the same prompts and seeds; ")
-            .Append("accuracy = the evaluator finds the prompt's colour and direction; sharpness is high for crisp clips and low for blurry averages.</p>");
+            .Append("accuracy = the evaluator finds the prompt's colour and direction, and one object of the shape's size in every frame (not two ghosts or a smear); ")
+            .Append("sharpness is high for crisp clips and low for blurry averages.</p>");
 
-        html.Append("<h2>Evaluation</h2><table><tr><th>generator</th><th>steps</th><th>accuracy</th><th>colour</th><th>direction</th><th>sharpness</th></tr>");
+        html.Append("<h2>Evaluation</h2><table><tr><th>generator</th><th>steps</th><th>accuracy</th><th>colour</th><th>direction</th><th>one object</th><th>sharpness</th></tr>");
         foreach (var r in results)
             html.Append(CultureInfo.InvariantCulture,
-                $"<tr><td>{Esc(r.Description)}</td><td>{r.Steps}</td><td>{r.Accuracy:P1}</td><td>{r.ColorAccuracy:P0}</td><td>{r.DirectionAccuracy:P0}</td><td>{r.Sharpness:F3}</td></tr>");
+                $"<tr><td>{Esc(r.Description)}</td><td>{r.Steps}</td><td>{r.Accuracy:P1}</td><td>{r.ColorAccuracy:P0}</td><td>{r.DirectionAccuracy:P0}</td><td>{(r.ObjectAccuracy is { } oa ? oa.ToString("P0", CultureInfo.InvariantCulture) : "-")}</td><td>{r.Sharpness:F3}</td></tr>");
         html.Append("</table>");
 
         html.Append("<h2>Loss curves</h2><div class='curves'>");

@@ -26,7 +26,7 @@ public class QuickstartTests
         var summary = QuickstartRunner.Run(o, log);
 
         var onDisk = JsonNode.Parse(File.ReadAllText(Path.Combine(root, "summary.json")))!;
-        foreach (var name in new[] { "teacher", "student", "undistilled" })
+        foreach (var name in new[] { "teacher", "student", "undistilled", "undistilled_fewstep" })
         {
             var g = onDisk[name]!;
             Assert.InRange((double)g["accuracy"]!, 0, 1);
@@ -42,7 +42,8 @@ public class QuickstartTests
         var html = File.ReadAllText(Path.Combine(root, "report.html"));
         Assert.Contains("<svg", html);                       // loss curves as pictures
         Assert.Contains("media/student_00.gif", html);
-        Assert.Equal(3 * 4, Directory.GetFiles(Path.Combine(root, "media"), "*.gif").Length); // 3 generators x 4 prompts
+        Assert.Equal(4 * 4, Directory.GetFiles(Path.Combine(root, "media"), "*.gif").Length); // 4 generators x 4 prompts
+        Assert.InRange((double)onDisk["student"]!["object_accuracy"]!, 0, 1); // the dataset knows its shape area
         Assert.True(File.Exists(Path.Combine(root, "student_model", "transformer", "diffusion_pytorch_model.safetensors")));
         Assert.Contains("[4/4] evaluation", log.ToString());
     }

@@ -10,7 +10,7 @@ namespace FastVideo.Train.Quickstart;
 
 /// <summary>Samples of one generator setting for a fixed prompt x seed grid, and the evaluator's verdict on them.</summary>
 public sealed record GeneratorResult(string Name, string Description, int Steps, double Accuracy, double Sharpness,
-    double ColorAccuracy, double DirectionAccuracy, Tensor Clips, IReadOnlyList<string> Prompts);
+    double ColorAccuracy, double DirectionAccuracy, Tensor Clips, IReadOnlyList<string> Prompts, double? ObjectAccuracy = null);
 
 /// <summary>
 /// Generates clips for every class prompt and seed with a model plugin, decodes them with the (identity) VAE and
@@ -105,7 +105,7 @@ public sealed class QuickstartEvaluation
         var prompts = Prompts.SelectMany(p => Seeds.Select(_ => p)).ToList();
         var report = _evaluator.EvaluateMany(Enumerable.Range(0, prompts.Count).Select(i => (clips[i], prompts[i])));
         return new GeneratorResult(name, description, steps, report.Accuracy, report.MeanSharpness, report.ColorAccuracy,
-            report.DirectionAccuracy, clips.clamp(-1, 1), prompts);
+            report.DirectionAccuracy, clips.clamp(-1, 1), prompts, report.ObjectAccuracy);
     }
 }
 
