@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text;
+using FastVideo.Models.Vae;
 using FastVideo.Train.Methods;
 using FastVideo.Train.Models;
 using FastVideo.Train.Models.Wan;
@@ -55,7 +56,8 @@ public static class TrainingPlan
             long? act = null;
             if (!rc.Trainable) act = 0;
             else if (family is "wan" or "wan_causal")
-                act = WanActivations(FastVideo.Models.Dits.WanTransformerConfig.FromJson(folder.ReadConfig(), folder.ConfigPath), config.Training, bytes);
+                act = WanActivations(FastVideo.Models.Dits.WanTransformerConfig.FromJson(folder.ReadConfig(), folder.ConfigPath), config.Training, bytes,
+                    VaeConfig.FromModelFolder(folder, VaeConfig.WanDefault).SpatialCompressionRatio);
             plans.Add(new RolePlan(role, family, rc.Trainable, total, trainable, weights, trainable * bytes, 2 * trainable * bytes, act));
         }
         return plans;
@@ -72,14 +74,16 @@ public static class TrainingPlan
         var d = training.Data;
         if (d.NumLatentT <= 0 || d.NumHeight <= 0 || d.NumWidth <= 0) return null;
         int bytes = WanModel.ParsePrecision(training.DitPrecision) == TorchSharp.torch.ScalarType.Float32 ? 4 : 2;
-        return WanActivations(wan.WanTransformer.Config, training, bytes);
+        return WanActivations(wan.WanTransformer.Config, training, bytes, wan.Vae.SpatialCompressionRatio);
     }
 
-    private static long? WanActivations(FastVideo.Models.Dits.WanTransformerConfig c, Configs.TrainingConfig training, int bytes)
+    /// <param name="spatialCompression">The VAE's pixels per latent (num_height/num_width are in pixels).</param>
+    internal static long? WanActivations(FastVideo.Models.Dits.WanTransformerConfig c, Configs.TrainingConfig training, int bytes, int spatialCompression)
     {
         var d = training.Data;
         if (d.NumLatentT <= 0 || d.NumHeight <= 0 || d.NumWidth <= 0) return null;
-        long tokens = (long)d.TrainBatchSize * (d.NumLatentT / c.PatchSize[0]) * (d.NumHeight / 8 / c.PatchSize[1]) * (d.NumWidth / 8 / c.PatchSize[2]);
+        int s = Math.Max(1, spatialCompression);
+        long tokens = (long)d.TrainBatchSize * (d.NumLatentT / c.PatchSize[0]) * (d.NumHeight / s / c.PatchSize[1]) * (d.NumWidth / s / c.PatchSize[2]);
         long perLayer = tokens * (14L * c.InnerDim + 2L * c.FfnDim) + (long)c.NumAttentionHeads * tokens * tokens / Math.Max(1, d.TrainBatchSize);
         return perLayer * c.NumLayers * bytes;
     }

@@ -28,6 +28,24 @@ public class TrainingPlanTests
     }
 
     [Fact]
+    public void ActivationEstimate_CountsTokensInLatentPixels_OfTheModelsVae()
+    {
+        // An identity VAE (synthetic data) keeps pixels as latents: 8x8 frames with 2x2 patches are 16 tokens per
+        // frame, not the (8/8/2)^2 = 0 a fixed factor of 8 would give.
+        var (_, model) = TrainFixture.SyntheticDataAndModel(TestPaths.TempDir("plan-vae"));
+        var cfg = TrainFixture.Config(TestPaths.TempDir("plan-vae-out"), initFrom: model);
+        cfg = cfg with { Training = cfg.Training with { Data = cfg.Training.Data with { NumLatentT = 2, NumHeight = 8, NumWidth = 8, TrainBatchSize = 3 } } };
+        var light = Assert.Single(TrainingPlan.BuildFromConfig(cfg));
+        using var method = TrainingBuilder.Build(cfg);
+        var full = Assert.Single(TrainingPlan.Build(method));
+        var c = ((FastVideo.Train.Models.Wan.WanModel)method.Student).WanTransformer.Config;
+        long tokens = 3L * 2 * 4 * 4;
+        long expected = (tokens * (14L * c.InnerDim + 2L * c.FfnDim) + (long)c.NumAttentionHeads * tokens * tokens / 3) * c.NumLayers * 4;
+        Assert.Equal(expected, light.ActivationBytes);
+        Assert.Equal(expected, full.ActivationBytes);
+    }
+
+    [Fact]
     public void ConfigOnlyPlanMatchesThePlanOfLoadedModels()
     {
         // The dry run reads safetensors headers only; its numbers must equal those of the built models.
