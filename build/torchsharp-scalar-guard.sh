@@ -18,7 +18,10 @@ for w in "${wrappers[@]}"; do
   if [[ -f "$target" && "$target" -nt "$here/scalar_guard.c" && "$target" -nt "$w" ]]; then continue; fi
   # Linked against the wrapper in the same folder (found again there through $ORIGIN), so that a lookup of any
   # other THS* symbol through this library's handle falls through to the real wrapper.
-  "$cc_bin" -shared -fPIC -O2 -o "$work/libfv_scalar_guard.so.tmp" "$here/scalar_guard.c" \
-    -Wl,--no-as-needed "-L$dir" -l:libLibTorchSharp.so '-Wl,-rpath,$ORIGIN' -Wl,--allow-shlib-undefined -ldl -lpthread
+  if ! "$cc_bin" -shared -fPIC -O2 -o "$work/libfv_scalar_guard.so.tmp" "$here/scalar_guard.c" \
+    -Wl,--no-as-needed "-L$dir" -l:libLibTorchSharp.so '-Wl,-rpath,$ORIGIN' -Wl,--allow-shlib-undefined -ldl -lpthread; then
+    echo "warning FV0003: building the TorchSharp Scalar guard (build/scalar_guard.c) failed; FastVideo runs without it." >&2
+    continue
+  fi
   mv -f "$work/libfv_scalar_guard.so.tmp" "$target"
 done
