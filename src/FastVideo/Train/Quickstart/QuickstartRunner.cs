@@ -135,17 +135,20 @@ public static class QuickstartRunner
         double shift = dcfg.Pipeline.FlowShift ?? 1.0;
         var teacher = Load(teacherModel, shift);
         var student = Load(studentModel, shift);
-        var results = new List<GeneratorResult>
+        console.WriteLine($"  {classes.Count} prompts x {o.EvalSeeds.Count} seeds = {classes.Count * o.EvalSeeds.Count} samples per generator");
+        var results = new List<GeneratorResult>();
+        void Add(GeneratorResult r)
         {
-            eval.Euler("teacher", $"teacher, {o.TeacherSamplingSteps} Euler steps, CFG {o.GuidanceScale}", teacher, o.TeacherSamplingSteps, o.GuidanceScale, shift, latent),
-            eval.FewStep("student", $"DMD2 student, {dmdSteps.Length} steps, no CFG", student, dmdSteps, latent, 5),
-            eval.Euler("undistilled", $"teacher, {dmdSteps.Length} Euler steps, CFG {o.GuidanceScale}", teacher, dmdSteps.Length, o.GuidanceScale, shift, latent),
-            // The control for the sampler: the teacher itself through the student's few-step sampler, so what DMD2
-            // training adds is read apart from what the sampler adds.
-            eval.FewStep("undistilled_fewstep", $"teacher, student's {dmdSteps.Length}-step sampler, no CFG", teacher, dmdSteps, latent, 5),
-        };
-        foreach (var r in results)
+            // One line as each generator finishes: the 40-step teacher alone takes a while on a CPU.
+            results.Add(r);
             console.WriteLine($"  {r.Description,-44} accuracy {r.Accuracy:P1} (colour {r.ColorAccuracy:P0}, direction {r.DirectionAccuracy:P0}, one object {r.ObjectAccuracy:P0})  sharpness {r.Sharpness:F3}");
+        }
+        Add(eval.Euler("teacher", $"teacher, {o.TeacherSamplingSteps} Euler steps, CFG {o.GuidanceScale}", teacher, o.TeacherSamplingSteps, o.GuidanceScale, shift, latent));
+        Add(eval.FewStep("student", $"DMD2 student, {dmdSteps.Length} steps, no CFG", student, dmdSteps, latent, 5));
+        Add(eval.Euler("undistilled", $"teacher, {dmdSteps.Length} Euler steps, CFG {o.GuidanceScale}", teacher, dmdSteps.Length, o.GuidanceScale, shift, latent));
+        // The control for the sampler: the teacher itself through the student's few-step sampler, so what DMD2
+        // training adds is read apart from what the sampler adds.
+        Add(eval.FewStep("undistilled_fewstep", $"teacher, student's {dmdSteps.Length}-step sampler, no CFG", teacher, dmdSteps, latent, 5));
         timings["evaluation_seconds"] = Math.Round(stage.Elapsed.TotalSeconds, 1);
 
         var summary = new JsonObject();
