@@ -23,13 +23,14 @@ public static class ScalarGuard
     /// <summary>Why the guard is off, when it is.</summary>
     public static string? InactiveReason { get; private set; }
 
-    internal static void Install()
+    /// <param name="nativeDir">The folder of TorchSharp's native wrapper, where the build puts the guard.</param>
+    internal static void Install(string? nativeDir)
     {
         if (!OperatingSystem.IsLinux()) { InactiveReason = "only built on Linux"; return; }
         if (string.Equals(Environment.GetEnvironmentVariable("FASTVIDEO_SCALAR_GUARD"), "off", StringComparison.OrdinalIgnoreCase))
         { InactiveReason = "FASTVIDEO_SCALAR_GUARD=off"; return; }
-        var path = FindGuard();
-        if (path is null) { InactiveReason = $"{GuardFile} not found beside TorchSharp's native wrapper (no C compiler at build time?)"; return; }
+        var path = nativeDir is null ? null : Path.Combine(nativeDir, GuardFile);
+        if (path is null || !File.Exists(path)) { InactiveReason = $"{GuardFile} not found beside TorchSharp's native wrapper (no C compiler at build time?)"; return; }
         if (!NativeLibrary.TryLoad(path, out var handle)) { InactiveReason = $"could not load {path}"; return; }
         try
         {
@@ -42,17 +43,6 @@ public static class ScalarGuard
             return;
         }
         _handle = handle;
-    }
-
-    private static string? FindGuard()
-    {
-        foreach (var root in new[] { AppContext.BaseDirectory, Path.GetDirectoryName(typeof(ScalarGuard).Assembly.Location) })
-        {
-            if (string.IsNullOrEmpty(root) || !Directory.Exists(root)) continue;
-            var hit = Directory.EnumerateFiles(root, GuardFile, SearchOption.AllDirectories).FirstOrDefault();
-            if (hit is not null) return hit;
-        }
-        return null;
     }
 
     /// <summary>Scalars parked so far, freed so far, and still waiting out the grace period.</summary>

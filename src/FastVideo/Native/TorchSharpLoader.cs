@@ -4,15 +4,19 @@ using System.Runtime.InteropServices;
 namespace FastVideo.Native;
 
 /// <summary>
-/// Makes TorchSharp's native wrapper loadable on systems whose libstdc++ predates GLIBCXX_3.4.32 (Debian 12).
-/// The build (build/torchsharp-debian12-fix.sh) marks that version requirement weak and drops
-/// <c>libstdcxx_compat.so</c> beside <c>libLibTorchSharp.so</c>; here we load the shim globally before the first
-/// torch call so its one symbol resolves. Where no shim was built (newer systems) that part does nothing.
-/// Then it installs the <see cref="ScalarGuard"/>, which must be in place before TorchSharp binds its first call.
+/// Prepares TorchSharp's native wrapper before the first torch call. The build (build/torchsharp-native-fixes.sh)
+/// drops two helpers beside <c>libLibTorchSharp.so</c>:
+/// <list type="bullet">
+/// <item><c>libstdcxx_compat.so</c> where the system libstdc++ predates GLIBCXX_3.4.32 (Debian 12): loaded globally
+/// here so the wrapper's one symbol from that version resolves. Newer systems have none.</item>
+/// <item><c>libfv_scalar_guard.so</c>: installed by <see cref="ScalarGuard"/>, which must be in place before
+/// TorchSharp binds its first call.</item>
+/// </list>
 /// </summary>
 public static class TorchSharpLoader
 {
     private const int RTLD_NOW = 0x2, RTLD_GLOBAL = 0x100;
+    private const string WrapperFile = "libLibTorchSharp.so", ShimFile = "libstdcxx_compat.so";
     private static int _done;
 
     [DllImport("libc", EntryPoint = "dlopen")]
@@ -24,20 +28,22 @@ public static class TorchSharpLoader
     public static void EnsureLoaded()
     {
         if (Interlocked.Exchange(ref _done, 1) == 1 || !OperatingSystem.IsLinux()) return;
-        LoadLibstdcxxShim();
-        ScalarGuard.Install();
+        var nativeDir = FindNativeDirectory();
+        var shim = nativeDir is null ? null : Path.Combine(nativeDir, ShimFile);
+        if (shim is not null && File.Exists(shim)) DlOpen(shim, RTLD_NOW | RTLD_GLOBAL);
+        ScalarGuard.Install(nativeDir);
     }
 
-    private static void LoadLibstdcxxShim()
+    /// <summary>The folder of TorchSharp's native wrapper in this app's output (it differs between Debug, Release
+    /// and publish layouts), or null when none is found.</summary>
+    private static string? FindNativeDirectory()
     {
         foreach (var root in new[] { AppContext.BaseDirectory, Path.GetDirectoryName(typeof(TorchSharpLoader).Assembly.Location) })
         {
             if (string.IsNullOrEmpty(root) || !Directory.Exists(root)) continue;
-            foreach (var shim in Directory.EnumerateFiles(root, "libstdcxx_compat.so", SearchOption.AllDirectories))
-            {
-                DlOpen(shim, RTLD_NOW | RTLD_GLOBAL);
-                return;
-            }
+            var wrapper = Directory.EnumerateFiles(root, WrapperFile, SearchOption.AllDirectories).FirstOrDefault();
+            if (wrapper is not null) return Path.GetDirectoryName(wrapper);
         }
+        return null;
     }
 }
