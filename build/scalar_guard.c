@@ -42,15 +42,13 @@ static dispose_fn resolve_real(void)
     return fn;
 }
 
-/* Frees every parked Scalar older than the grace period (all of them when force is set). Caller holds the lock. */
-static void release_expired(double t, int force)
+/* Frees the oldest parked Scalar. Caller holds the lock and count > 0. */
+static void release_oldest(void)
 {
-    while (count > 0 && (force || t - queue[head].parked_at >= grace_seconds)) {
-        real_dispose(queue[head].scalar);
-        head = (head + 1) % capacity;
-        count--;
-        freed_total++;
-    }
+    real_dispose(queue[head].scalar);
+    head = (head + 1) % capacity;
+    count--;
+    freed_total++;
 }
 
 static int grow(void)
@@ -73,13 +71,11 @@ void THSTorch_dispose_scalar(void *scalar)
     if (!real_dispose) real_dispose = resolve_real();
     if (!real_dispose) { pthread_mutex_unlock(&lock); return; } /* cannot happen when linked; leaking beats crashing */
     double t = now();
-    release_expired(t, 0);
+    while (count > 0 && t - queue[head].parked_at >= grace_seconds) release_oldest();
     if (count == capacity && !grow()) {
-        /* Out of memory for the queue: free the oldest early rather than leak. */
-        real_dispose(queue[head].scalar);
-        head = (head + 1) % capacity;
-        count--;
-        freed_total++;
+        /* No memory for a bigger queue: free early rather than leak (at once when there is no queue at all). */
+        if (count == 0) { real_dispose(scalar); freed_total++; parked_total++; pthread_mutex_unlock(&lock); return; }
+        release_oldest();
     }
     queue[(head + count) % capacity] = (parked){ scalar, t };
     count++;
@@ -87,7 +83,7 @@ void THSTorch_dispose_scalar(void *scalar)
     pthread_mutex_unlock(&lock);
 }
 
-/* Introspection for tests and the trainer's log: how many Scalars were parked, freed, and are still waiting. */
+/* Introspection for the tests and bench/ScalarRaceProbe: how many Scalars were parked, freed, and are still waiting. */
 void fv_scalar_guard_stats(long long *parked_out, long long *freed_out, long long *waiting_out)
 {
     pthread_mutex_lock(&lock);
