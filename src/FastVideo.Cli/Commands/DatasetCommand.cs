@@ -114,12 +114,9 @@ public static class DatasetCommand
             : throw new UserError($"{flag} expects a number, got '{v}'");
 
     /// <summary>One of an enum's values by its lower-case name (the spelling classes.json uses).</summary>
-    internal static T Choice<T>(string flag, string v) where T : struct, Enum
-    {
-        foreach (var e in Enum.GetValues<T>())
-            if (SyntheticPalette.Word(e) == v) return e;
+    internal static T Choice<T>(string flag, string v) where T : struct, Enum =>
+        SyntheticPalette.FromWord<T>(v) ??
         throw new UserError($"{flag} expects one of {string.Join(", ", Enum.GetValues<T>().Select(e => SyntheticPalette.Word(e)))}, got '{v}'");
-    }
 
     private static string F(float v) => v.ToString("0.####", CultureInfo.InvariantCulture);
 }

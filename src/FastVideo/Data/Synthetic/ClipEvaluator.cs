@@ -80,7 +80,7 @@ public sealed class ClipEvaluator
             int? area = null;
             if (doc.RootElement.TryGetProperty("options", out var opts) && opts.TryGetProperty("shape_size", out var size))
             {
-                var shape = opts.TryGetProperty("shape", out var sh) && sh.GetString() == "arrow" ? SyntheticShape.Arrow : SyntheticShape.Square;
+                var shape = opts.TryGetProperty("shape", out var sh) ? SyntheticPalette.FromWord<SyntheticShape>(sh.GetString()) ?? SyntheticShape.Square : SyntheticShape.Square;
                 area = ObjectArea(shape, size.GetInt32());
             }
             return new ClipEvaluator(colors, dirs, objectArea: area);
@@ -93,14 +93,8 @@ public sealed class ClipEvaluator
 
     /// <summary>Pixels a shape covers in its size x size box (the same for every direction of an arrow up to
     /// rounding; the straight directions' count is used).</summary>
-    public static int ObjectArea(SyntheticShape shape, int size)
-    {
-        int n = 0;
-        for (int y = 0; y < size; y++)
-            for (int x = 0; x < size; x++)
-                if (SyntheticPalette.Covers(shape, SyntheticPalette.Directions[0], size, x, y)) n++;
-        return n;
-    }
+    public static int ObjectArea(SyntheticShape shape, int size) =>
+        SyntheticPalette.Mask(shape, SyntheticPalette.Directions[0], size).Count(covered => covered);
 
     /// <summary>Evaluates a clip tensor [C, T, H, W] (any float dtype, any device).</summary>
     public ClipAssessment Evaluate(Tensor clip, string? prompt = null)

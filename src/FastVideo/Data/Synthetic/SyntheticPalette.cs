@@ -68,7 +68,11 @@ public static class SyntheticPalette
 
     /// <summary>The caption of a class: "a red square moving left" (or "a red arrow moving left").</summary>
     public static string Prompt(SyntheticColor color, SyntheticDirection direction, SyntheticShape shape = SyntheticShape.Square) =>
-        $"a {color.Name} {Word(shape)} moving {direction.Name}";
+        Caption(color, direction.Name, shape);
+
+    /// <summary>A caption with any motion word: a direction ("left") or an axis ("horizontally").</summary>
+    public static string Caption(SyntheticColor color, string motion, SyntheticShape shape) =>
+        $"a {color.Name} {Word(shape)} moving {motion}";
 
     /// <summary>A straight direction's axis word for axis captions: horizontally (left, right) or vertically (up,
     /// down); null for a diagonal.</summary>
@@ -77,6 +81,14 @@ public static class SyntheticPalette
     /// <summary>An option's word in captions, classes.json and on the command line: the value's name, lower-cased
     /// (square, arrow; random, edge, lane).</summary>
     public static string Word<T>(T value) where T : struct, Enum => value.ToString().ToLowerInvariant();
+
+    /// <summary>The option value whose <see cref="Word{T}"/> is <paramref name="word"/>, or null.</summary>
+    public static T? FromWord<T>(string? word) where T : struct, Enum
+    {
+        foreach (var e in Enum.GetValues<T>())
+            if (Word(e) == word) return e;
+        return null;
+    }
 
     /// <summary>
     /// Whether pixel (x, y) of the size x size box is part of the shape. A square fills the box. An arrow is a
@@ -93,6 +105,16 @@ public static class SyntheticPalette
         return Math.Abs(across) <= (c - along) / 2 + 1e-9;
     }
 
+    /// <summary>The shape's mask in its size x size box, row-major (<see cref="Covers"/> at every pixel).</summary>
+    public static bool[] Mask(SyntheticShape shape, SyntheticDirection direction, int size)
+    {
+        var mask = new bool[size * size];
+        for (int y = 0; y < size; y++)
+            for (int x = 0; x < size; x++)
+                mask[y * size + x] = Covers(shape, direction, size, x, y);
+        return mask;
+    }
+
     /// <summary>
     /// Reads a caption: its colour, and its motion word with the directions it allows (one for a direction word;
     /// both of the axis for "horizontally" or "vertically"; none when the caption names no motion).
@@ -101,20 +123,23 @@ public static class SyntheticPalette
     {
         var (color, direction) = ParsePrompt(prompt);
         if (direction is not null) return new SyntheticCaption(color, direction.Name, [direction.Name]);
-        var words = prompt.ToLowerInvariant().Split([' ', ',', '.', '\t', '\n'], StringSplitOptions.RemoveEmptyEntries);
-        foreach (var axis in new[] { "horizontally", "vertically" })
-            if (words.Contains(axis))
-                return new SyntheticCaption(color, axis, Directions.Where(d => AxisWord(d) == axis).Select(d => d.Name).ToList());
-        return new SyntheticCaption(color, null, []);
+        var words = Words(prompt);
+        var axis = Directions.GroupBy(AxisWord).FirstOrDefault(g => g.Key is not null && words.Contains(g.Key));
+        return axis is null
+            ? new SyntheticCaption(color, null, [])
+            : new SyntheticCaption(color, axis.Key, axis.Select(d => d.Name).ToList());
     }
 
     /// <summary>Finds the colour and direction words of a prompt (null when absent).</summary>
     public static (SyntheticColor? Color, SyntheticDirection? Direction) ParsePrompt(string prompt)
     {
-        var words = prompt.ToLowerInvariant().Split([' ', ',', '.', '\t', '\n'], StringSplitOptions.RemoveEmptyEntries);
+        var words = Words(prompt);
         var color = Colors.FirstOrDefault(c => words.Contains(c.Name));
         // Longest match first so "up-left" is not read as "up".
         var direction = Directions.OrderByDescending(d => d.Name.Length).FirstOrDefault(d => words.Contains(d.Name));
         return (color, direction);
     }
+
+    private static string[] Words(string prompt) =>
+        prompt.ToLowerInvariant().Split([' ', ',', '.', '\t', '\n'], StringSplitOptions.RemoveEmptyEntries);
 }

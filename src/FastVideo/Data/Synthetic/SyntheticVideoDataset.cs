@@ -90,7 +90,7 @@ public sealed record SyntheticClass(int Index, SyntheticColor Color, SyntheticDi
 
     public string Prompt => AxisDirections is null
         ? SyntheticPalette.Prompt(Color, Direction, Shape)
-        : $"a {Color.Name} {SyntheticPalette.Word(Shape)} moving {SyntheticPalette.AxisWord(Direction)}";
+        : SyntheticPalette.Caption(Color, SyntheticPalette.AxisWord(Direction)!, Shape);
 }
 
 /// <summary>One rendered clip: pixels [C, T, H, W] in [-1, 1], and how it was drawn.</summary>
@@ -154,10 +154,7 @@ public static class SyntheticVideoDataset
         var bg = ChannelValues(SyntheticPalette.Background, c);
         var fg = ChannelValues(cls.Color, c);
         int size = o.ShapeSize;
-        var covered = new bool[size * size]; // the shape's mask in its box, the same in every frame and channel
-        for (int yy = 0; yy < size; yy++)
-            for (int xx = 0; xx < size; xx++)
-                covered[yy * size + xx] = SyntheticPalette.Covers(o.Shape, d, size, xx, yy);
+        var covered = SyntheticPalette.Mask(o.Shape, d, size); // the same in every frame and channel
         for (int ch = 0; ch < c; ch++)
         {
             var plane = px.AsSpan(ch * t * h * w, t * h * w);
