@@ -13,8 +13,9 @@ public static class QuickstartCommand
                                     [--captions exact|axis]
           trains a small Wan teacher on a synthetic moving-shapes dataset, distills a 4-step student with DMD2,
           and writes report.html and summary.json into DIR (default runs/quickstart). --eval-seeds sets how many
-          seeds per prompt the comparison samples (default 2); the dataset flags are those of `dataset synth`
-          (defaults 4 colours, 4 directions, size 5, edge starts) and apply when DIR has no dataset yet.
+          seeds per prompt the comparison samples (default 24); the dataset flags are those of `dataset synth`
+          (defaults 4 colours, 4 directions, size 5, edge starts, axis captions) and apply when DIR has no
+          dataset yet.
         """;
 
     public static int Run(string[] args, TextWriter stdout)
