@@ -57,7 +57,7 @@ public static class TrainingPlan
             if (!rc.Trainable) act = 0;
             else if (family is "wan" or "wan_causal")
                 act = WanActivations(FastVideo.Models.Dits.WanTransformerConfig.FromJson(folder.ReadConfig(), folder.ConfigPath), config.Training, bytes,
-                    VaeConfig.FromModelFolder(folder, VaeConfig.WanDefault).SpatialCompressionRatio);
+                    VaeConfig.FromModelFolder(folder, families.Get(family).Defaults.Vae).SpatialCompressionRatio); // as the model loads it
             plans.Add(new RolePlan(role, family, rc.Trainable, total, trainable, weights, trainable * bytes, 2 * trainable * bytes, act));
         }
         return plans;
@@ -71,14 +71,12 @@ public static class TrainingPlan
     private static long? ActivationEstimate(ModelBase model, Configs.TrainingConfig training)
     {
         if (!model.Trainable || model is not WanModel wan) return model.Trainable ? null : 0;
-        var d = training.Data;
-        if (d.NumLatentT <= 0 || d.NumHeight <= 0 || d.NumWidth <= 0) return null;
         int bytes = WanModel.ParsePrecision(training.DitPrecision) == TorchSharp.torch.ScalarType.Float32 ? 4 : 2;
         return WanActivations(wan.WanTransformer.Config, training, bytes, wan.Vae.SpatialCompressionRatio);
     }
 
     /// <param name="spatialCompression">The VAE's pixels per latent (num_height/num_width are in pixels).</param>
-    internal static long? WanActivations(FastVideo.Models.Dits.WanTransformerConfig c, Configs.TrainingConfig training, int bytes, int spatialCompression)
+    private static long? WanActivations(FastVideo.Models.Dits.WanTransformerConfig c, Configs.TrainingConfig training, int bytes, int spatialCompression)
     {
         var d = training.Data;
         if (d.NumLatentT <= 0 || d.NumHeight <= 0 || d.NumWidth <= 0) return null;

@@ -38,8 +38,8 @@ public sealed record QuickstartOptions
 /// <summary>
 /// The quickstart: (1) synthesise the moving-shapes dataset, (2) train a small Wan teacher with flow matching,
 /// (3) distill a 4-step student from it with DMD2, (4) compare teacher (many steps), student (4 steps) and the
-/// undistilled teacher (4 Euler steps, and the student's 4-step sampler as a control) on the same prompts and seeds with the dataset's evaluator, and write
-/// report.html and summary.json. Its stages are examples/recipes/quickstart_teacher.yaml and quickstart_dmd2.yaml.
+/// undistilled teacher (4 Euler steps, and the student's 4-step sampler as a control) on the same prompts and seeds
+/// with the dataset's evaluator, and write report.html and summary.json. Its stages are examples/recipes/quickstart_teacher.yaml and quickstart_dmd2.yaml.
 /// </summary>
 public static class QuickstartRunner
 {
