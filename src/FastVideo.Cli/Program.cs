@@ -58,11 +58,37 @@ namespace FastVideo.Cli
                     _ => throw new UserError($"unknown command '{args[0]}'\n{Usage}"),
                 };
             }
-            catch (UserError e)
+            catch (Exception e)
             {
-                stderr.WriteLine($"error: {e.Message}");
-                return 2;
+                return Report(e, stderr);
             }
+        }
+
+        /// <summary>
+        /// One message per failure and an exit code per kind (<see cref="ExitCodes"/>); the stack trace only with
+        /// <c>FASTVIDEO_DEBUG=1</c>. File-system exceptions that escaped a wrapper still name their path in .NET's message.
+        /// </summary>
+        public static int Report(Exception e, TextWriter stderr)
+        {
+            if (e is System.Reflection.TargetInvocationException { InnerException: { } inner }) e = inner;
+            int code;
+            switch (e)
+            {
+                case UserError u:
+                    stderr.WriteLine($"error: {u.Message}");
+                    code = u.ExitCode;
+                    break;
+                case IOException or UnauthorizedAccessException:
+                    stderr.WriteLine($"error: file system: {e.Message}");
+                    code = ExitCodes.Storage;
+                    break;
+                default:
+                    stderr.WriteLine($"error: internal: {e.GetType().Name}: {e.Message} (set FASTVIDEO_DEBUG=1 for the stack trace)");
+                    code = ExitCodes.Internal;
+                    break;
+            }
+            if (Environment.GetEnvironmentVariable("FASTVIDEO_DEBUG") == "1") stderr.WriteLine(e);
+            return code;
         }
 
         private static bool _pluginsLoaded;

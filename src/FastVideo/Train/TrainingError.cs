@@ -15,6 +15,7 @@ public sealed class TrainingError : UserError
     public string LossKey { get; }
     public double Value { get; }
     public string? LastCheckpoint { get; }
+    public override int ExitCode => ExitCodes.TrainingStopped;
 
     private static string Format(double v) => double.IsNaN(v) ? "NaN" : double.IsPositiveInfinity(v) ? "+inf" : double.IsNegativeInfinity(v) ? "-inf" : v.ToString("R");
 }
