@@ -3,7 +3,8 @@ namespace FastVideo.Data;
 /// <summary>What <see cref="DatasetInspector.Inspect"/> found.</summary>
 public sealed record InspectionResult(int Files, int UnreadableFiles, long Rows, long BadRows, IReadOnlyList<string> Problems)
 {
-    public bool Ok => UnreadableFiles == 0 && BadRows == 0;
+    /// <summary>Every file readable, every row valid, and at least one row (training refuses an empty dataset).</summary>
+    public bool Ok => UnreadableFiles == 0 && BadRows == 0 && Rows > 0;
 }
 
 /// <summary>
@@ -113,13 +114,15 @@ public static class DatasetInspector
         if (File.Exists(Path.Combine(dir, ParquetVideoDataset.NegativePromptEmbedsFile)))
             output.WriteLine($"{ParquetVideoDataset.NegativePromptEmbedsFile}: present");
 
+        if (rows == 0 && unreadable == 0)
+            problems.Add("the dataset has no rows: training needs at least one");
         if (problems.Count == 0)
         {
             output.WriteLine($"checked {rows} rows: all valid");
         }
         else
         {
-            output.WriteLine($"PROBLEMS: {unreadable} unreadable files, {bad} bad rows");
+            output.WriteLine(rows == 0 && unreadable == 0 ? "PROBLEMS: no rows" : $"PROBLEMS: {unreadable} unreadable files, {bad} bad rows");
             foreach (var p in problems.Take(maxListed)) output.WriteLine($"  {p}");
             if (problems.Count > maxListed) output.WriteLine($"  ... and {problems.Count - maxListed} more");
         }

@@ -4,15 +4,22 @@ using System.Text;
 using FastVideo.Train.Callbacks;
 using FastVideo.Train.Checkpointing;
 using FastVideo.Train.Methods;
+using FastVideo.Train.RunFolders;
 using FastVideo.Train.Tracking;
 using static TorchSharp.torch;
 
 namespace FastVideo.Train;
 
 /// <summary>
-/// The training loop (spec 7.3): gradient accumulation, callback hooks in upstream order, one metric sync per step,
-/// checkpoint before validation, per-phase timings (<c>time/*</c>) and a console progress line. Knows no family and
-/// no method internals.
+/// The training loop (spec 7.3): gradient accumulation, callback hooks, one metric sync per step, per-phase timings
+/// (<c>time/*</c>) and a console progress line. Knows no family and no method internals.
+/// <para>Run folder: the output folder is held for the run (<see cref="RunFolder"/>): a second run on it is refused,
+/// and an earlier run in it is continued only by a resume (or moved aside with <c>overwrite</c>).</para>
+/// <para>Order at the end of a step: EMA and other step-end hooks, validation when due, the step's metrics line, then
+/// its checkpoint. Upstream saves before validating and logs before both; here the line (with the validation
+/// metrics) is written and synced before the checkpoint, so a checkpoint never exists without its step's line, and a
+/// resume (which cuts the metrics back to its step) shows every step exactly once. The checkpoint's own duration is
+/// therefore reported in the next step's line as <c>time/checkpoint</c>.</para>
 /// </summary>
 public sealed class Trainer : IDisposable
 {
@@ -21,10 +28,15 @@ public sealed class Trainer : IDisposable
     private readonly TextWriter _console;
     private List<ITracker>? _trackers;
     private readonly bool _ownsTrackers;
+    private readonly bool _overwrite;
+    private RunFolder? _folder;
 
+    /// <param name="overwrite">The output folder may hold an earlier run that is not resumed: move it aside
+    /// (to <c>&lt;folder&gt;.previous-&lt;time&gt;</c>) instead of refusing to start.</param>
     public Trainer(TrainingMethod method, IBatchSource data, IReadOnlyList<TrainCallback>? callbacks = null,
-        IReadOnlyList<ITracker>? trackers = null, TextWriter? console = null)
+        IReadOnlyList<ITracker>? trackers = null, TextWriter? console = null, bool overwrite = false)
     {
+        _overwrite = overwrite;
         _method = method;
         _data = data;
         _console = console ?? Console.Out;
@@ -38,7 +50,10 @@ public sealed class Trainer : IDisposable
             throw new UserError($"training.loop.max_train_steps: must be > 0, got {method.Training.Loop.MaxTrainSteps}");
         if (ck.TrainingStateCheckpointingSteps < 0)
             throw new UserError($"training.checkpoint.training_state_checkpointing_steps: must be >= 0, got {ck.TrainingStateCheckpointingSteps}");
-        Checkpoints = new CheckpointManager(ck.OutputDir, ck.TrainingStateCheckpointingSteps, ck.CheckpointsTotalLimit, method.Config);
+        Checkpoints = new CheckpointManager(ck.OutputDir, ck.TrainingStateCheckpointingSteps, ck.CheckpointsTotalLimit, method.Config)
+        {
+            Warn = _console.WriteLine,
+        };
     }
 
     public IReadOnlyList<TrainCallback> Callbacks { get; }
@@ -57,13 +72,16 @@ public sealed class Trainer : IDisposable
         if (!FastVideo.Native.ScalarGuard.IsActive)
             _console.WriteLine($"warning: TorchSharp Scalar guard off ({FastVideo.Native.ScalarGuard.InactiveReason}); " +
                                "long runs may stop on an intermittent 'toFloat' error (see build/scalar_guard.c)");
+        var resumeSpec = training.Checkpoint.ResumeFromCheckpoint;
+        _folder ??= RunFolder.Open(training.Checkpoint.OutputDir, resuming: !string.IsNullOrEmpty(resumeSpec), _overwrite, _console);
         _method.OnTrainStart();
         int start = 0;
         foreach (var cb in Callbacks) cb.OnTrainStart(_method, start);
-        var resume = CheckpointManager.ResolveResume(training.Checkpoint.ResumeFromCheckpoint, training.Checkpoint.OutputDir);
+        var resume = CheckpointManager.ResolveResume(resumeSpec, training.Checkpoint.OutputDir, _console.WriteLine);
         if (resume is not null)
         {
             start = Checkpoints.Load(resume, _method, Callbacks, _data);
+            Checkpoints.SetAsideLaterThan(start);
             _console.WriteLine($"resumed from {resume} at step {start}");
         }
         _trackers ??= Trackers.Create(_method.Config, training.Checkpoint.OutputDir, start);
@@ -73,11 +91,11 @@ public sealed class Trainer : IDisposable
 
         var session = Stopwatch.StartNew();
         int end = Math.Min(maxSteps, stopAfterStep ?? maxSteps);
+        var timer = new PhaseTimer();   // each line's timings cover the time since the previous line
         for (int step = start + 1; step <= end; step++)
         {
             using var scope = NewDisposeScope();
             var log = new StepLog();
-            var timer = new PhaseTimer();
             var sums = new Dictionary<string, Tensor>(StringComparer.Ordinal);
             var lossKeys = new List<string>();
 
@@ -119,8 +137,6 @@ public sealed class Trainer : IDisposable
             timer.Start();
             foreach (var cb in Callbacks) cb.OnTrainingStepEnd(_method, step, log);
             timer.Stop("callbacks");
-            if (Checkpoints.ShouldSave(step)) Checkpoints.Save(step, _method, Callbacks, _data);
-            timer.Stop("checkpoint");
             foreach (var cb in Callbacks) cb.OnValidationBegin(_method, step);
             foreach (var cb in Callbacks) cb.OnValidationEnd(_method, step);
             timer.Stop("validation");
@@ -129,13 +145,25 @@ public sealed class Trainer : IDisposable
             log.Add("step_time_sec", timer.Total);
             foreach (var t in _trackers) t.Log(step, log.Values);
             _console.WriteLine(Progress(step, start, maxSteps, lossKeys, log, session.Elapsed.TotalSeconds));
+
+            timer = new PhaseTimer();
+            if (Checkpoints.ShouldSave(step)) SaveCheckpoint(step);
+            timer.Stop("checkpoint");
         }
 
         if (end < maxSteps) return end;
         foreach (var cb in Callbacks) cb.OnTrainEnd(_method, maxSteps);
-        if (Checkpoints.SaveSteps > 0 && Checkpoints.LastSavedStep != maxSteps)
-            Checkpoints.Save(maxSteps, _method, Callbacks, _data);
+        if (Checkpoints.SaveSteps > 0 && Checkpoints.LastSavedStep != maxSteps) SaveCheckpoint(maxSteps);
         return maxSteps;
+    }
+
+    /// <summary>The metrics logged so far are made durable first: a checkpoint on disk implies its step's line.</summary>
+    private void SaveCheckpoint(int step)
+    {
+        foreach (var t in _trackers!) t.Sync();
+        var sw = Stopwatch.StartNew();
+        var path = Checkpoints.Save(step, _method, Callbacks, _data);
+        _console.WriteLine($"saved {path} ({sw.Elapsed.TotalSeconds:0.0} s)");
     }
 
     private static void Accumulate(Dictionary<string, Tensor> sums, string key, Tensor value)
@@ -167,13 +195,16 @@ public sealed class Trainer : IDisposable
     public void Dispose()
     {
         if (_ownsTrackers && _trackers is not null) foreach (var t in _trackers) t.Dispose();
+        _folder?.Dispose();   // releases the run folder last, after every file of the run is closed
+        _folder = null;
     }
 
     /// <summary>Wall-clock seconds per phase within one step (phases may repeat, e.g. per micro-batch).</summary>
     private sealed class PhaseTimer
     {
+        private readonly long _begin;
         private long _mark;
-        private readonly long _begin = Stopwatch.GetTimestamp();
+        public PhaseTimer() => _begin = _mark = Stopwatch.GetTimestamp();
         public SortedDictionary<string, double> Seconds { get; } = new(StringComparer.Ordinal)
         {
             ["data"] = 0, ["forward"] = 0, ["backward"] = 0, ["optimizer"] = 0, ["callbacks"] = 0, ["checkpoint"] = 0, ["validation"] = 0,

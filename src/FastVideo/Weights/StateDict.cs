@@ -137,15 +137,22 @@ public static class StateDict
             .Select(kv => $"{kv.Key}: model expects {Shape(kv.Value.shape)}, weights have {Shape(weights[kv.Key].shape)}")
             .ToList();
 
-        if (missing.Count + unexpected.Count + mismatched.Count > 0)
+        // copy_ would convert an integer tensor into a float parameter without a word: a dtype of another kind
+        // (integer or bool where a float is expected, or the reverse) means the file is not these weights.
+        var wrongKind = target.Where(kv => weights.TryGetValue(kv.Key, out var w) && Kind(kv.Value.dtype) != Kind(w.dtype))
+            .Select(kv => $"{kv.Key}: model expects {Kind(kv.Value.dtype)} ({kv.Value.dtype}), weights have {weights[kv.Key].dtype}")
+            .ToList();
+
+        if (missing.Count + unexpected.Count + mismatched.Count + wrongKind.Count > 0)
         {
             var sb = new StringBuilder();
             sb.Append($"The weights from '{source}' do not fit the model ({module.GetType().Name}, {target.Count} tensors; ")
               .Append($"the weights have {weights.Count}): {missing.Count} missing, {unexpected.Count} unexpected, ")
-              .Append($"{mismatched.Count} with a different shape. Nothing was loaded.");
+              .Append($"{mismatched.Count} with a different shape, {wrongKind.Count} with a dtype of another kind. Nothing was loaded.");
             if (missing.Count > 0) sb.Append($"\n  missing ({missing.Count}): {Cap(missing)}");
             if (unexpected.Count > 0) sb.Append($"\n  unexpected ({unexpected.Count}): {Cap(unexpected)}");
             if (mismatched.Count > 0) sb.Append($"\n  shape mismatch ({mismatched.Count}):\n    {Cap(mismatched, "\n    ")}");
+            if (wrongKind.Count > 0) sb.Append($"\n  dtype mismatch ({wrongKind.Count}):\n    {Cap(wrongKind, "\n    ")}");
             throw new UserError(sb.ToString());
         }
 
@@ -167,6 +174,9 @@ public static class StateDict
                 dtype is ScalarType dt && kv.Value.is_floating_point() && kv.Value.dtype != dt ? kv.Value.detach().to(dt) : kv.Value));
         SafeTensors.Save(path, state, metadata);
     }
+
+    static string Kind(ScalarType t) =>
+        torch.is_floating_point(t) ? "floating point" : torch.is_complex(t) ? "complex" : t == ScalarType.Bool ? "bool" : "integer";
 
     static string Shape(long[] shape) => "[" + string.Join(", ", shape) + "]";
 

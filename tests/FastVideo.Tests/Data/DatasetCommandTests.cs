@@ -121,4 +121,20 @@ public class DatasetCommandTests
         var reps = shapes.SelectMany(s => s.Select((_, i) => i == 0 ? 0 : 1)).ToArray();
         return rg.WriteAllPartsAsync<long>(leaf, vals, Enumerable.Repeat(leaf.MaxDefinitionLevel, vals.Length).ToArray(), reps, CancellationToken.None);
     }
+
+    [Fact]
+    public void Inspect_FailsOnADatasetWithNoRows()
+    {
+        using var dir = new TempDir();
+        var data = dir.Combine("empty");
+        Directory.CreateDirectory(data);
+        ParquetVideoWriter.Write(Path.Combine(data, "part-00000.parquet"), []);
+        var report = new StringWriter();
+        var result = DatasetInspector.Inspect(data, report);
+        Assert.Equal(0, result.Rows);
+        Assert.False(result.Ok);
+        Assert.Contains("PROBLEMS: no rows", report.ToString());
+        Assert.Contains("the dataset has no rows: training needs at least one", report.ToString());
+        Assert.NotEqual(0, DatasetCommand.Run(["inspect", data], new StringWriter()));
+    }
 }

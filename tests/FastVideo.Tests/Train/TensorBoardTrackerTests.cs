@@ -93,7 +93,7 @@ public class TensorBoardTrackerTests
     }
 
     [Fact]
-    public void ResumeWritesANewFileWhoseStepsReplaceTheInterruptedRuns()
+    public void ResumeCutsTheEarlierFilesBackToItsStepAndWritesANewFile()
     {
         var dir = TestPaths.TempDir("tb");
         string first;
@@ -111,7 +111,8 @@ public class TensorBoardTrackerTests
 
         Assert.NotEqual(first, second);
         Assert.True(string.CompareOrdinal(Path.GetFileName(first), Path.GetFileName(second)) < 0, "the resumed file must sort last");
-        Assert.Equal([1L, 2L, 3L, 4L], Reader.ReadEvents(first).Skip(2).Select(e => e.Step));   // the old file is untouched
+        // The interrupted run's steps after the resumed step are gone from its file: every step is in the events once.
+        Assert.Equal([1L, 2L], Reader.ReadEvents(first).Skip(2).Select(e => e.Step));
         var start = Reader.ReadEvents(second)[1];
         Assert.Equal((1, 3L), (start.SessionStatus, start.Step));
 

@@ -133,7 +133,7 @@ public class TrainerTests
         Assert.Null(CheckpointManager.ResolveResume("latest", TestPaths.TempDir("empty")));
         Assert.Null(CheckpointManager.ResolveResume("", dir));
         Assert.Contains("resume_from_checkpoint", Assert.Throws<UserError>(() => CheckpointManager.ResolveResume("/no/such/run", dir)).Message);
-        Assert.Contains("no complete checkpoint", Assert.Throws<UserError>(() => CheckpointManager.ResolveResume(TestPaths.TempDir("empty"), dir)).Message);
+        Assert.Contains("neither a checkpoint-<step> folder nor a run folder", Assert.Throws<UserError>(() => CheckpointManager.ResolveResume(TestPaths.TempDir("empty"), dir)).Message);
     }
 
     [Fact]
@@ -147,7 +147,12 @@ public class TrainerTests
         {
             if (path.Contains("checkpoint-4.tmp-") && path.EndsWith("training_state.safetensors")) throw new IOException("disk full (simulated)");
         };
-        Assert.Throws<IOException>(() => trainer.Run());
+        var e = Assert.Throws<StorageError>(() => trainer.Run());
+        Assert.Contains("checkpoint-4.tmp-", e.Message);                          // names the path being written
+        Assert.Contains("disk full (simulated)", e.Message);                     // and what failed
+        Assert.Contains($"'{CheckpointManager.PathFor(dir, 2)}' is intact", e.Message);
+        Assert.Equal(ExitCodes.Storage, e.ExitCode);
+        trainer.Dispose();   // releases the run folder
         Assert.Equal([2], CheckpointManager.List(dir).Select(c => c.Step));
         Assert.Empty(Directory.GetDirectories(dir, "*.tmp-*"));
 

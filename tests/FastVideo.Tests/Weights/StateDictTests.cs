@@ -197,6 +197,29 @@ public class StateDictTests
     }
 
     [Fact]
+    public void LoadInto_RefusesADtypeOfAnotherKind_NamingTheTensor_ButConvertsBetweenFloats()
+    {
+        var a = new TinyNet(1);
+        var weights = new Dictionary<string, Tensor>(a.state_dict())
+        {
+            ["ffn.0.weight"] = torch.ones(8, 4, dtype: ScalarType.Int32),          // an I32 tensor where F32 is expected
+            ["blocks.0.step_count"] = torch.tensor(new[] { 3.0f }),                // a float where an integer buffer is
+        };
+        var b = new TinyNet(2);
+        var before = b.Snapshot();
+        var e = Assert.Throws<UserError>(() => StateDict.LoadInto(b, weights, "w.safetensors"));
+        Assert.Contains("2 with a dtype of another kind", e.Message);
+        Assert.Contains("ffn.0.weight: model expects floating point (Float32), weights have Int32", e.Message);
+        Assert.Contains("blocks.0.step_count: model expects integer (Int64), weights have Float32", e.Message);
+        Assert.Equal(before, b.Snapshot());
+
+        // bf16 weights into fp32 parameters are the same kind: converted, as a real bf16 checkpoint needs.
+        var bf16 = a.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value.is_floating_point() ? kv.Value.to(ScalarType.BFloat16) : kv.Value);
+        StateDict.LoadInto(b, bf16, "bf16.safetensors");
+        Assert.Equal(ScalarType.Float32, b.state_dict()["ffn.0.weight"].dtype);
+    }
+
+    [Fact]
     public void LoadInto_CapsLongLists()
     {
         var a = new TinyNet(1);

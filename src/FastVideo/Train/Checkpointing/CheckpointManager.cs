@@ -2,6 +2,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
 using FastVideo.Configs;
+using FastVideo.IO;
 using FastVideo.Train.Callbacks;
 using FastVideo.Train.Methods;
 using FastVideo.Train.State;
@@ -18,8 +19,8 @@ namespace FastVideo.Train.Checkpointing;
 ///   recipe.yaml                  the resolved recipe
 ///   metadata.json                {"step", "roles", "format"}: written last, so its presence marks a whole checkpoint
 /// </code>
-/// A checkpoint is built in <c>checkpoint-&lt;step&gt;.tmp-*</c> and renamed into place, so a crash mid-write
-/// leaves the previous checkpoints untouched; only the newest <c>keep_last</c> are kept.
+/// A checkpoint is built in <c>checkpoint-&lt;step&gt;.tmp-*</c>, fsynced, and renamed into place, so a crash or a
+/// power loss mid-write leaves the previous checkpoints untouched; only the newest <c>keep_last</c> are kept.
 /// </summary>
 public sealed partial class CheckpointManager
 {
@@ -27,6 +28,7 @@ public sealed partial class CheckpointManager
     public const string WeightsFile = "diffusion_pytorch_model.safetensors";
     private const string StateTensors = "training_state.safetensors";
     private const string StateValues = "training_state.json";
+    public const string MetadataFile = "metadata.json";
 
     private readonly RunConfig _config;
 
@@ -45,6 +47,9 @@ public sealed partial class CheckpointManager
     /// <summary>Test hook: called with each file's path after it is written into the temporary folder.</summary>
     internal Action<string>? AfterFileWritten { get; set; }
 
+    /// <summary>Test hook: called with the checkpoint's folder right after it is renamed into place.</summary>
+    internal Action<string>? AfterPublished { get; set; }
+
     [GeneratedRegex(@"^checkpoint-(\d+)$")]
     private static partial Regex CheckpointName();
 
@@ -56,11 +61,11 @@ public sealed partial class CheckpointManager
 
     public string Save(int step, TrainingMethod method, IReadOnlyList<TrainCallback> callbacks, IBatchSource data)
     {
-        Directory.CreateDirectory(OutputDir);
         var final = PathFor(OutputDir, step);
         var tmp = $"{final}.tmp-{Guid.NewGuid():N}";
         try
         {
+            Directory.CreateDirectory(OutputDir);
             Directory.CreateDirectory(tmp);
             var roles = method.TrainableRoles.ToList();
             foreach (var model in roles)
@@ -79,7 +84,7 @@ public sealed partial class CheckpointManager
                 root.PutNode("data", data.GetState());
                 foreach (var (name, g) in method.Generators) root.Scope("rng").PutTensor(name, g.get_state());
                 Write(Path.Combine(tmp, StateTensors), p => SafeTensors.Save(p, state.Tensors));
-                Write(Path.Combine(tmp, StateValues), p => File.WriteAllText(p, state.Values.ToJsonString(new JsonSerializerOptions { WriteIndented = true })));
+                Write(Path.Combine(tmp, StateValues), p => File.WriteAllText(p, state.Values.ToJsonString(Indented)));
             }
             Write(Path.Combine(tmp, "recipe.yaml"), p => File.WriteAllText(p, RecipePrinter.ToYaml(_config.Raw)));
             var meta = new JsonObject
@@ -88,7 +93,9 @@ public sealed partial class CheckpointManager
                 ["step"] = step,
                 ["roles"] = new JsonArray(roles.Select(r => (JsonNode)r.Role).ToArray()),
             };
-            Write(Path.Combine(tmp, "metadata.json"), p => File.WriteAllText(p, meta.ToJsonString(new JsonSerializerOptions { WriteIndented = true })));
+            Write(Path.Combine(tmp, MetadataFile), p => File.WriteAllText(p, meta.ToJsonString(Indented)));
+            // Durable before it is published: every file and folder of the tree, then the rename, then the parent.
+            Durable.SyncTree(tmp);
 
             // Replace a same-step checkpoint from an earlier run: move it aside first, so one complete copy always exists.
             string? aside = null;
@@ -98,11 +105,19 @@ public sealed partial class CheckpointManager
                 Directory.Move(final, aside);
             }
             Directory.Move(tmp, final);
+            Durable.SyncDirectory(OutputDir);
+            AfterPublished?.Invoke(final);
             if (aside is not null) Directory.Delete(aside, recursive: true);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            try { if (Directory.Exists(tmp)) Directory.Delete(tmp, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+            throw new StorageError($"step {step}: writing the checkpoint '{tmp}' failed: {e.Message}. " +
+                (LastCheckpoint is null ? "No earlier checkpoint exists." : $"The last good checkpoint '{LastCheckpoint}' is intact."), e);
         }
         catch
         {
-            try { if (Directory.Exists(tmp)) Directory.Delete(tmp, recursive: true); } catch (IOException) { }
+            try { if (Directory.Exists(tmp)) Directory.Delete(tmp, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
             throw;
         }
         LastSavedStep = step;
@@ -111,47 +126,157 @@ public sealed partial class CheckpointManager
         return final;
     }
 
+    private static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
+
     private void Write(string path, Action<string> write)
     {
         write(path);
         AfterFileWritten?.Invoke(path);
     }
 
-    /// <summary>Deletes all but the newest <see cref="KeepLast"/> checkpoints (0 = keep all).</summary>
+    /// <summary>
+    /// Deletes all but the newest <see cref="KeepLast"/> checkpoints (0 = keep all), and unfinished checkpoint folders
+    /// that an earlier crash left. A failed delete is a warning: the run goes on, the next prune retries.
+    /// </summary>
     private void PruneOld()
     {
-        if (KeepLast <= 0) return;
-        foreach (var (_, dir) in List(OutputDir).OrderByDescending(c => c.Step).Skip(KeepLast))
-            Directory.Delete(dir, recursive: true);
+        var doomed = KeepLast <= 0 ? [] : List(OutputDir).OrderByDescending(c => c.Step).Skip(KeepLast).Select(c => c.Path);
+        foreach (var dir in doomed.Concat(StaleFolders(OutputDir)))
+        {
+            try { Directory.Delete(dir, recursive: true); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                Warn?.Invoke($"warning: could not delete the old checkpoint '{dir}': {e.Message}");
+            }
+        }
     }
 
-    /// <summary>Complete checkpoints (with metadata.json) directly under <paramref name="dir"/>.</summary>
+    /// <summary>Receives warnings (a skipped unreadable checkpoint, a failed prune); the trainer prints them.</summary>
+    public Action<string>? Warn { get; set; }
+
+    /// <summary>Folders of checkpoint writes that a crash interrupted (<c>checkpoint-N.tmp-*</c>, <c>checkpoint-N.old-*</c>).</summary>
+    public static IEnumerable<string> StaleFolders(string dir) =>
+        Directory.Exists(dir)
+            ? Directory.GetDirectories(dir).Where(d => StaleName().IsMatch(Path.GetFileName(d)))
+            : [];
+
+    [GeneratedRegex(@"^checkpoint-\d+\.(tmp|old)-[0-9a-f]{32}$")]
+    private static partial Regex StaleName();
+
+    /// <summary>Checkpoint folders (with a metadata.json, readable or not) directly under <paramref name="dir"/>, by step.</summary>
     public static IReadOnlyList<(int Step, string Path)> List(string dir)
     {
         if (!Directory.Exists(dir)) return [];
         return Directory.GetDirectories(dir)
             .Select(d => (Match: CheckpointName().Match(Path.GetFileName(d)), Dir: d))
-            .Where(x => x.Match.Success && File.Exists(Path.Combine(x.Dir, "metadata.json")))
-            .Select(x => (int.Parse(x.Match.Groups[1].Value), x.Dir))
+            .Where(x => x.Match.Success && File.Exists(Path.Combine(x.Dir, MetadataFile)))
+            .Select(x => (int.Parse(x.Match.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture), x.Dir))
             .OrderBy(x => x.Item1).ToList();
     }
 
     /// <summary>
-    /// Spec 8.2: "" → no resume; "latest" → the newest checkpoint under <paramref name="outputDir"/> (none → a fresh
-    /// start); a checkpoint folder; or a run folder (its newest checkpoint).
+    /// Why <paramref name="checkpoint"/> cannot be loaded, or null when it can: its metadata, training state and every
+    /// listed role's weights must parse (headers only; no tensor is read).
     /// </summary>
-    public static string? ResolveResume(string spec, string outputDir)
+    public static string? Problem(string checkpoint)
+    {
+        string file = MetadataFile;
+        try
+        {
+            var meta = JsonNode.Parse(File.ReadAllText(Path.Combine(checkpoint, file))) as JsonObject
+                       ?? throw new FormatException("not a JSON object");
+            if (meta["format"]?.GetValue<string>() != Format)
+                return $"{file}: unknown format '{meta["format"]}' (expected {Format})";
+            var step = meta["step"]?.GetValue<int>() ?? throw new FormatException("no \"step\"");
+            var name = Path.GetFileName(Path.TrimEndingDirectorySeparator(checkpoint));
+            if (CheckpointName().Match(name) is { Success: true } m && m.Groups[1].Value != step.ToString(System.Globalization.CultureInfo.InvariantCulture))
+                return $"{file}: step {step} does not match the folder name '{name}'";
+            var roles = meta["roles"]?.AsArray().Select(r => r!.GetValue<string>()).ToList() ?? throw new FormatException("no \"roles\"");
+            file = StateValues;
+            if (JsonNode.Parse(File.ReadAllText(Path.Combine(checkpoint, file))) is not JsonObject) throw new FormatException("not a JSON object");
+            file = StateTensors;
+            SafeTensors.ReadHeader(Path.Combine(checkpoint, file));
+            foreach (var role in roles)
+            {
+                file = Path.GetRelativePath(checkpoint, RoleWeightsPath(checkpoint, role));
+                SafeTensors.ReadHeader(RoleWeightsPath(checkpoint, role));
+            }
+            return null;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or JsonException or FormatException
+                                      or InvalidOperationException or UserError or ArgumentException)
+        {
+            return $"{file}: {e.Message}";
+        }
+    }
+
+    /// <summary>
+    /// Spec 8.2: "" → no resume; "latest" → the newest loadable checkpoint under <paramref name="outputDir"/> (none →
+    /// a fresh start); a checkpoint folder (it must be loadable); or a run folder (its newest loadable checkpoint).
+    /// Newer checkpoints that cannot be loaded are skipped with a warning naming them.
+    /// </summary>
+    public static string? ResolveResume(string spec, string outputDir, Action<string>? warn = null)
     {
         const string key = "training.checkpoint.resume_from_checkpoint";
         if (string.IsNullOrEmpty(spec)) return null;
         if (spec.Equals("latest", StringComparison.OrdinalIgnoreCase))
-            return List(outputDir).LastOrDefault().Path;
-        if (!Directory.Exists(spec)) throw new UserError($"{key}: '{spec}' does not exist");
-        if (CheckpointName().IsMatch(Path.GetFileName(Path.TrimEndingDirectorySeparator(spec))))
-            return File.Exists(Path.Combine(spec, "metadata.json")) ? spec
-                : throw new UserError($"{key}: '{spec}' is not a complete checkpoint (no metadata.json)");
-        return List(spec).LastOrDefault().Path
-            ?? throw new UserError($"{key}: '{spec}' holds no complete checkpoint-<step> folder");
+            return NewestLoadable(outputDir, warn);
+        return Resolve(spec, key, warn);
+    }
+
+    /// <summary>
+    /// A checkpoint folder as given (it must be loadable), or the newest loadable checkpoint of a run folder.
+    /// <paramref name="what"/> names the option in errors.
+    /// </summary>
+    public static string Resolve(string path, string what, Action<string>? warn = null)
+    {
+        var full = Path.TrimEndingDirectorySeparator(Path.GetFullPath(path));
+        if (File.Exists(full)) throw new UserError($"{what}: '{path}' is a file; expected a checkpoint-<step> folder or a run folder");
+        if (!Directory.Exists(full)) throw new UserError($"{what}: '{path}' does not exist");
+        if (CheckpointName().IsMatch(Path.GetFileName(full)))
+        {
+            if (!File.Exists(Path.Combine(full, MetadataFile)))
+                throw new UserError($"{what}: '{path}' is not a complete checkpoint (no {MetadataFile}; was the write interrupted?)");
+            return Problem(full) is { } problem
+                ? throw new StorageError($"{what}: the checkpoint '{path}' cannot be loaded: {problem}")
+                : full;
+        }
+        if (List(full).Count == 0)
+            throw new UserError($"{what}: '{path}' is neither a checkpoint-<step> folder nor a run folder holding one");
+        return NewestLoadable(full, warn)
+            ?? throw new StorageError($"{what}: no checkpoint in '{path}' can be loaded (each one was named above)");
+    }
+
+    private static string? NewestLoadable(string dir, Action<string>? warn)
+    {
+        foreach (var (_, path) in List(dir).Reverse())
+        {
+            if (Problem(path) is not { } problem) return path;
+            warn?.Invoke($"warning: skipping the checkpoint '{path}', it cannot be loaded ({problem}); trying the one before it");
+        }
+        return null;
+    }
+
+    /// <summary>
+    /// After resuming at <paramref name="step"/>, checkpoints of later steps in the output folder belong to the
+    /// interrupted run's abandoned future (or could not be loaded). They are renamed <c>checkpoint-N.superseded-*</c>,
+    /// not deleted, so the resumed run's own checkpoints are neither replaced by nor pruned in favour of them.
+    /// </summary>
+    public void SetAsideLaterThan(int step)
+    {
+        foreach (var (s, path) in List(OutputDir).Where(c => c.Step > step))
+        {
+            var aside = $"{path}.superseded-{DateTime.Now:yyyyMMdd-HHmmss}";
+            try
+            {
+                Directory.Move(path, aside);
+                Warn?.Invoke($"note: checkpoint-{s} is newer than the resumed step {step}; moved to '{aside}'");
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                throw new StorageError($"cannot move the checkpoint '{path}' (newer than the resumed step {step}) aside to '{aside}': {e.Message}", e);
+            }
+        }
     }
 
     /// <summary>
@@ -161,7 +286,16 @@ public sealed partial class CheckpointManager
     /// </summary>
     public int Load(string checkpoint, TrainingMethod method, IReadOnlyList<TrainCallback> callbacks, IBatchSource data)
     {
-        var meta = JsonNode.Parse(File.ReadAllText(Path.Combine(checkpoint, "metadata.json")))!;
+        try { return LoadCore(checkpoint, method, callbacks, data); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or JsonException or FormatException)
+        {
+            throw new StorageError($"cannot load the checkpoint '{checkpoint}': {e.Message}", e);
+        }
+    }
+
+    private int LoadCore(string checkpoint, TrainingMethod method, IReadOnlyList<TrainCallback> callbacks, IBatchSource data)
+    {
+        var meta = JsonNode.Parse(File.ReadAllText(Path.Combine(checkpoint, MetadataFile)))!;
         if (meta["format"]?.GetValue<string>() != Format)
             throw new UserError($"checkpoint '{checkpoint}': unknown format '{meta["format"]}' (expected {Format})");
         int step = meta["step"]!.GetValue<int>();

@@ -44,23 +44,11 @@ public static partial class CheckpointExporter
     /// <summary>Test hook: called with the temporary folder once it is complete, just before it is renamed into place.</summary>
     internal static Action<string>? BeforeRename { get; set; }
 
-    [GeneratedRegex(@"^checkpoint-(\d+)$")]
-    private static partial Regex CheckpointName();
-
-    /// <summary>A checkpoint folder as is (it must be complete), or the newest complete checkpoint of a run folder.</summary>
-    public static string ResolveCheckpoint(string path)
+    /// <summary>A checkpoint folder as is (it must be loadable), or the newest loadable checkpoint of a run folder.</summary>
+    public static string ResolveCheckpoint(string path, TextWriter? log = null)
     {
         if (string.IsNullOrWhiteSpace(path)) throw new UserError("export: no checkpoint given");
-        var full = Path.TrimEndingDirectorySeparator(Path.GetFullPath(path));
-        if (File.Exists(full)) throw new UserError($"export: '{path}' is a file; expected a checkpoint-<step> folder or a run folder");
-        if (!Directory.Exists(full)) throw new UserError($"export: checkpoint '{path}' does not exist");
-        if (CheckpointName().IsMatch(Path.GetFileName(full)))
-            return File.Exists(Path.Combine(full, "metadata.json")) ? full
-                : throw new UserError($"export: '{path}' is not a complete checkpoint (no metadata.json; was the write interrupted?)");
-        var list = CheckpointManager.List(full);
-        if (list.Count == 0)
-            throw new UserError($"export: '{path}' is neither a checkpoint-<step> folder nor a run folder holding one");
-        return list[^1].Path;
+        return CheckpointManager.Resolve(path, "export", log is null ? null : log.WriteLine);
     }
 
     public static ExportResult Export(ExportRequest request, IFamilyCatalog? families = null, TextWriter? log = null)
@@ -68,7 +56,7 @@ public static partial class CheckpointExporter
         if (string.IsNullOrWhiteSpace(request.Role)) throw new UserError("export: no role given");
         if (string.IsNullOrWhiteSpace(request.OutputDir)) throw new UserError("export: no output folder given");
 
-        var checkpoint = ResolveCheckpoint(request.Checkpoint);
+        var checkpoint = ResolveCheckpoint(request.Checkpoint, log);
         var (step, savedRoles) = ReadMetadata(checkpoint);
         var config = ReadRecipe(checkpoint, families ?? ModelFamilyRegistry.Default);
         var role = request.Role;

@@ -73,7 +73,12 @@ public static class QuickstartRunner
     {
         var wall = Stopwatch.StartNew();
         var root = Path.GetFullPath(o.OutDir);
+        if (File.Exists(root)) throw new StorageError($"quickstart --out: '{o.OutDir}' is a file; expected a folder");
         Directory.CreateDirectory(root);
+        // One quickstart per folder at a time; its stages re-run into their own sub-folders.
+        using var folderLock = RunFolders.RunLock.Acquire(root, "quickstart --out");
+        if (File.Exists(Path.Combine(root, "summary.json")))
+            console.WriteLine($"{root} holds an earlier quickstart: its stages are run again and replace it");
         string data = Path.Combine(root, "data"), teacherInit = Path.Combine(root, "teacher_init"), teacherModel = Path.Combine(root, "teacher_model");
         string teacherRun = Path.Combine(root, "teacher"), studentRun = Path.Combine(root, "student"), studentModel = Path.Combine(root, "student_model");
         var families = ModelFamilyRegistry.Default;

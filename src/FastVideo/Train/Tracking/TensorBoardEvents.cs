@@ -90,6 +90,71 @@ public static class TensorBoardEvents
         return e.ToArray();
     }
 
+    /// <summary>
+    /// The records of an event file in order, up to the first one that is cut short or fails its CRCs (what a crash
+    /// mid-write leaves at the end); <paramref name="complete"/> tells whether the whole file was read.
+    /// </summary>
+    public static List<byte[]> ReadRecords(string path, out bool complete)
+    {
+        var records = new List<byte[]>();
+        var bytes = File.ReadAllBytes(path);
+        int at = 0;
+        complete = false;
+        while (true)
+        {
+            if (at == bytes.Length) { complete = true; break; }
+            if (bytes.Length - at < 12) break;
+            var header = bytes.AsSpan(at, 8);
+            if (BinaryPrimitives.ReadUInt32LittleEndian(bytes.AsSpan(at + 8, 4)) != MaskedCrc32C(header)) break;
+            ulong length = BinaryPrimitives.ReadUInt64LittleEndian(header);
+            if (length > (ulong)(bytes.Length - at - 16)) break;
+            var data = bytes.AsSpan(at + 12, (int)length);
+            if (BinaryPrimitives.ReadUInt32LittleEndian(bytes.AsSpan(at + 12 + (int)length, 4)) != MaskedCrc32C(data)) break;
+            records.Add(data.ToArray());
+            at += 16 + (int)length;
+        }
+        return records;
+    }
+
+    /// <summary>An event's <c>step</c> (0 when absent, as protobuf defaults it); null if the bytes are not an event.</summary>
+    public static long? StepOf(ReadOnlySpan<byte> evt)
+    {
+        int at = 0;
+        long step = 0;
+        while (at < evt.Length)
+        {
+            if (!ReadVarint(evt, ref at, out var tag)) return null;
+            int field = (int)(tag >> 3), wire = (int)(tag & 7);
+            switch (wire)
+            {
+                case 0:
+                    if (!ReadVarint(evt, ref at, out var v)) return null;
+                    if (field == EventStep) step = (long)v;
+                    break;
+                case 1: at += 8; break;
+                case 5: at += 4; break;
+                case 2:
+                    if (!ReadVarint(evt, ref at, out var len) || len > (ulong)(evt.Length - at)) return null;
+                    at += (int)len;
+                    break;
+                default: return null;
+            }
+        }
+        return at == evt.Length ? step : null;
+    }
+
+    private static bool ReadVarint(ReadOnlySpan<byte> b, ref int at, out ulong value)
+    {
+        value = 0;
+        for (int shift = 0; shift < 64 && at < b.Length; shift += 7)
+        {
+            byte x = b[at++];
+            value |= (ulong)(x & 0x7F) << shift;
+            if (x < 0x80) return true;
+        }
+        return false;
+    }
+
     /// <summary>The handful of protobuf wire encodings the events above need.</summary>
     private sealed class ProtoWriter
     {

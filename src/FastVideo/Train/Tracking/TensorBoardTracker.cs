@@ -14,21 +14,46 @@ public sealed class TensorBoardTracker : ITracker
 {
     public const string SubDir = "tensorboard";
     public const string FilePrefix = "events.out.tfevents.";
-    private readonly FileStream _stream;
+    private readonly FileStream _stream = null!;
 
     public TensorBoardTracker(string dir, int startStep = 0)
     {
         Directory = Path.Combine(dir, SubDir);
-        System.IO.Directory.CreateDirectory(Directory);
-        FilePath = Path.Combine(Directory, $"{FilePrefix}{FileSeconds(Directory).ToString(CultureInfo.InvariantCulture)}.{HostName()}");
-        // CreateNew: never append to (or clobber) another run's file; Read sharing lets TensorBoard follow it live.
-        _stream = new FileStream(FilePath, FileMode.CreateNew, FileAccess.Write, FileShare.Read);
-        double now = WallTime();
-        TensorBoardEvents.WriteRecord(_stream, TensorBoardEvents.FileVersion(now));
-        TensorBoardEvents.WriteRecord(_stream, TensorBoardEvents.SessionStart(now, startStep + 1L));
-        _stream.Flush();
+        FilePath = "";
+        try
+        {
+            System.IO.Directory.CreateDirectory(Directory);
+            CutBack(Directory, startStep);
+            FilePath = Path.Combine(Directory, $"{FilePrefix}{FileSeconds(Directory).ToString(CultureInfo.InvariantCulture)}.{HostName()}");
+            // CreateNew: never append to (or clobber) another run's file; Read sharing lets TensorBoard follow it live.
+            _stream = new FileStream(FilePath, FileMode.CreateNew, FileAccess.Write, FileShare.Read);
+            double now = WallTime();
+            TensorBoardEvents.WriteRecord(_stream, TensorBoardEvents.FileVersion(now));
+            TensorBoardEvents.WriteRecord(_stream, TensorBoardEvents.SessionStart(now, startStep + 1L));
+            _stream.Flush();
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            _stream?.Dispose();
+            throw new StorageError($"cannot prepare the TensorBoard events in '{Directory}': {e.Message}", e);
+        }
     }
 
+    /// <summary>
+    /// A run starting at step N removes the events of later steps from the folder's files (an interrupted run's
+    /// future), and the cut-short record a crash may have left, so each step is in the events exactly once. The
+    /// <see cref="TensorBoardEvents.SessionStart"/> marker stays as well, for readers of older copies.
+    /// </summary>
+    private static void CutBack(string dir, int startStep)
+    {
+        foreach (var path in System.IO.Directory.GetFiles(dir, FilePrefix + "*"))
+        {
+            var records = TensorBoardEvents.ReadRecords(path, out bool complete);
+            var kept = records.Where(r => TensorBoardEvents.StepOf(r) is long s && s <= startStep).ToList();
+            if (complete && kept.Count == records.Count) continue;
+            FastVideo.IO.Durable.Write(path, stream => { foreach (var r in kept) TensorBoardEvents.WriteRecord(stream, r); });
+        }
+    }
     /// <summary>The <c>tensorboard</c> folder (what to point <c>tensorboard --logdir</c> at).</summary>
     public string Directory { get; }
 
@@ -37,11 +62,28 @@ public sealed class TensorBoardTracker : ITracker
 
     public void Log(int step, IReadOnlyDictionary<string, double> metrics)
     {
-        TensorBoardEvents.WriteRecord(_stream, TensorBoardEvents.Scalars(WallTime(), step, metrics));
-        _stream.Flush();   // to the OS: survives a crash of this process
+        try
+        {
+            TensorBoardEvents.WriteRecord(_stream, TensorBoardEvents.Scalars(WallTime(), step, metrics));
+            _stream.Flush();   // to the OS: survives a crash of this process
+        }
+        catch (IOException e)
+        {
+            throw new StorageError($"step {step}: cannot append to the TensorBoard file '{FilePath}': {e.Message}", e);
+        }
     }
 
-    public void Dispose() => _stream.Dispose();
+    public void Sync()
+    {
+        try { _stream.Flush(flushToDisk: true); }
+        catch (IOException e) { throw new StorageError($"cannot sync the TensorBoard file '{FilePath}': {e.Message}", e); }
+    }
+
+    public void Dispose()
+    {
+        try { _stream.Dispose(); }
+        catch (IOException) { }   // a full disk already reported by Log
+    }
 
     private static double WallTime() => (DateTimeOffset.UtcNow - DateTimeOffset.UnixEpoch).TotalSeconds;
 

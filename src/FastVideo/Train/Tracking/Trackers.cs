@@ -3,6 +3,7 @@ using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using FastVideo.Configs;
+using FastVideo.IO;
 
 namespace FastVideo.Train.Tracking;
 
@@ -10,28 +11,43 @@ namespace FastVideo.Train.Tracking;
 public interface ITracker : IDisposable
 {
     void Log(int step, IReadOnlyDictionary<string, double> metrics);
+
+    /// <summary>Makes what was logged so far durable (called before a checkpoint is written).</summary>
+    void Sync() { }
 }
 
 /// <summary>
 /// <c>&lt;dir&gt;/metrics.jsonl</c>: one JSON object per step (<c>{"step": n, "key": value, ...}</c>), flushed
-/// each line, with the resolved recipe written beside it as <c>recipe.yaml</c>. On resume from step N the lines of
-/// later steps (from the interrupted run) are dropped so the file reads as one run.
+/// each line, with the resolved recipe written beside it as <c>recipe.yaml</c>. A run that starts at step N (a
+/// resume, or 0) first cuts the file back to the lines of steps 1..N, so every step appears exactly once.
 /// </summary>
 public sealed class JsonlTracker : ITracker
 {
     public const string FileName = "metrics.jsonl";
+    private readonly FileStream _stream;
     private readonly StreamWriter _writer;
 
     public JsonlTracker(string dir, RunConfig config, int startStep = 0)
     {
-        Directory.CreateDirectory(dir);
-        File.WriteAllText(Path.Combine(dir, "recipe.yaml"), RecipePrinter.ToYaml(config.Raw));
         FilePath = Path.Combine(dir, FileName);
-        var kept = File.Exists(FilePath) && startStep > 0
-            ? File.ReadAllLines(FilePath).Where(l => StepOf(l) is int s && s <= startStep).ToList()
-            : [];
-        File.WriteAllLines(FilePath, kept);
-        _writer = new StreamWriter(FilePath, append: true, new UTF8Encoding(false));
+        try
+        {
+            Directory.CreateDirectory(dir);
+            Durable.WriteAllText(Path.Combine(dir, "recipe.yaml"), RecipePrinter.ToYaml(config.Raw));
+            if (File.Exists(FilePath))
+            {
+                var lines = File.ReadAllLines(FilePath);
+                var kept = lines.Where(l => StepOf(l) is int s && s <= startStep).ToList();
+                if (kept.Count != lines.Length)
+                    Durable.WriteAllText(FilePath, string.Concat(kept.Select(l => l + "\n")));
+            }
+            _stream = new FileStream(FilePath, FileMode.Append, FileAccess.Write, FileShare.Read);
+            _writer = new StreamWriter(_stream, new UTF8Encoding(false));
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new StorageError($"cannot prepare the metrics file '{FilePath}': {e.Message}", e);
+        }
     }
 
     public string FilePath { get; }
@@ -39,8 +55,11 @@ public sealed class JsonlTracker : ITracker
     private static int? StepOf(string line)
     {
         try { return JsonNode.Parse(line)?["step"]?.GetValue<int>(); }
-        catch (JsonException) { return null; }   // a line cut short by a crash
+        catch (Exception e) when (e is JsonException or InvalidOperationException or FormatException) { return null; }   // a line cut short by a crash
     }
+
+    /// <summary>The step of the file's last whole line, or null.</summary>
+    public static int? LastStep(string path) => File.ReadLines(path).Select(StepOf).LastOrDefault(s => s is not null);
 
     public void Log(int step, IReadOnlyDictionary<string, double> metrics)
     {
@@ -48,11 +67,28 @@ public sealed class JsonlTracker : ITracker
         // JSON has no NaN/inf: write them as strings so the line stays parseable.
         foreach (var (k, v) in metrics)
             o[k] = double.IsFinite(v) ? JsonValue.Create(v) : JsonValue.Create(v.ToString(CultureInfo.InvariantCulture));
-        _writer.WriteLine(o.ToJsonString());
-        _writer.Flush();
+        try
+        {
+            _writer.WriteLine(o.ToJsonString());
+            _writer.Flush();
+        }
+        catch (IOException e)
+        {
+            throw new StorageError($"step {step}: cannot append to the metrics file '{FilePath}': {e.Message}", e);
+        }
     }
 
-    public void Dispose() => _writer.Dispose();
+    public void Sync()
+    {
+        try { _writer.Flush(); _stream.Flush(flushToDisk: true); }
+        catch (IOException e) { throw new StorageError($"cannot sync the metrics file '{FilePath}': {e.Message}", e); }
+    }
+
+    public void Dispose()
+    {
+        try { _writer.Dispose(); }
+        catch (IOException) { }   // a full disk already reported by Log; closing must not hide that error
+    }
 }
 
 /// <summary>Keeps every step's metrics in memory (tests, reports).</summary>
