@@ -282,10 +282,10 @@ public class RunFolderTests
         AssertSameWeights(CheckpointManager.PathFor(reference, 4), CheckpointManager.PathFor(dir, 4));
     }
 
-    [Fact]
-    public void CliReportsRunFolderAndStorageFailuresAsOneLineWithTheirExitCodes()
+    /// <summary>A finetune recipe on the synthetic parquet data, as `fastvideo train` reads it.</summary>
+    private static (string Recipe, string Output) CliRecipe(string prefix, int maxSteps, int saveSteps)
     {
-        var root = TestPaths.TempDir("cli");
+        var root = TestPaths.TempDir(prefix);
         var (data, model) = TrainFixture.SyntheticDataAndModel(root);
         var output = Path.Combine(root, "run");
         var recipe = Path.Combine(root, "recipe.yaml");
@@ -296,10 +296,52 @@ public class RunFolderTests
             training:
               data: {data_path: "{{data}}", train_batch_size: 1, seed: 7}
               optimizer: {learning_rate: 1.0e-3}
-              loop: {max_train_steps: 2}
-              checkpoint: {output_dir: "{{output}}", training_state_checkpointing_steps: 2}
+              loop: {max_train_steps: {{maxSteps}}}
+              checkpoint: {output_dir: "{{output}}", training_state_checkpointing_steps: {{saveSteps}}}
             pipeline: {text_len: 6}
             """);
+        return (recipe, output);
+    }
+
+    [Fact]
+    public void KilledWithSigkillAtSeveralMomentsAndResumed_EveryStepOnceAndBitForBit()
+    {
+        var (recipe, output) = CliRecipe("sigkill", maxSteps: 8, saveSteps: 2);
+        var reference = output + "-reference";
+        var rc = FastVideo.Cli.Cli.Run(["train", recipe, "--set", $"training.checkpoint.output_dir={reference}"], TextWriter.Null, TextWriter.Null);
+        Assert.Equal(0, rc);
+
+        // The built CLI beside the tests, killed (SIGKILL) as soon as it prints the line that marks each moment:
+        // right after a step's line (mid-checkpoint or just before it), right after a checkpoint is published.
+        var cli = Path.Combine(AppContext.BaseDirectory, "FastVideo.Cli");
+        string[] moments = ["step 2/8", "saved", "step 5/8", "step 6/8"];
+        int kills = 0;
+        foreach (var moment in moments)
+        {
+            var psi = new ProcessStartInfo(cli, ["train", recipe, "--set", "training.checkpoint.resume_from_checkpoint=latest"])
+                { RedirectStandardOutput = true, RedirectStandardError = true };
+            using var p = Process.Start(psi)!;
+            string? line;
+            while ((line = p.StandardOutput.ReadLine()) is not null)
+                if (line.StartsWith(moment, StringComparison.Ordinal)) { p.Kill(); kills++; break; }
+            p.WaitForExit();
+        }
+        Assert.True(kills >= 3, $"only {kills} of the runs were killed");
+        Assert.Equal(0, FastVideo.Cli.Cli.Run(["train", recipe, "--set", "training.checkpoint.resume_from_checkpoint=latest"], TextWriter.Null, TextWriter.Null));
+
+        Assert.Equal([1, 2, 3, 4, 5, 6, 7, 8], MetricSteps(output));
+        var tb = TensorBoardEventReader.View(Path.Combine(output, TensorBoardTracker.SubDir))["total_loss"];
+        Assert.Equal(Enumerable.Range(1, 8).Select(i => (long)i), tb.Keys);
+        AssertSameWeights(CheckpointManager.PathFor(reference, 8), CheckpointManager.PathFor(output, 8));
+        // The losses of the killed-and-resumed run are the reference's, step by step.
+        Assert.Equal(File.ReadAllLines(Path.Combine(reference, JsonlTracker.FileName)).Select(l => JsonNode.Parse(l)!["total_loss"]!.GetValue<double>()),
+            File.ReadAllLines(Path.Combine(output, JsonlTracker.FileName)).Select(l => JsonNode.Parse(l)!["total_loss"]!.GetValue<double>()));
+    }
+
+    [Fact]
+    public void CliReportsRunFolderAndStorageFailuresAsOneLineWithTheirExitCodes()
+    {
+        var (recipe, output) = CliRecipe("cli", maxSteps: 2, saveSteps: 2);
         (int Code, string Err) Cli(params string[] args)
         {
             var stdout = new StringWriter();
