@@ -32,18 +32,39 @@ public static class ScalarGuard
         var path = nativeDir is null ? null : Path.Combine(nativeDir, GuardFile);
         if (path is null || !File.Exists(path)) { InactiveReason = $"{GuardFile} not found beside TorchSharp's native wrapper (no C compiler at build time?)"; return; }
         if (!NativeLibrary.TryLoad(path, out var handle)) { InactiveReason = $"could not load {path}"; return; }
-        try
-        {
-            NativeLibrary.SetDllImportResolver(typeof(torch).Assembly,
-                (name, _, _) => name == "LibTorchSharp" ? handle : IntPtr.Zero);
-        }
-        catch (InvalidOperationException)
-        {
-            InactiveReason = "another DllImport resolver is already set for TorchSharp";
-            return;
-        }
+        if (!Bind(typeof(torch).Assembly, handle, out var reason)) { InactiveReason = reason; return; }
         _handle = handle;
     }
+
+    /// <summary>
+    /// Points the assembly's "LibTorchSharp" imports at the guard. .NET gives each assembly one resolver slot; if
+    /// another component took it first, the guard goes in front of that resolver (found through the runtime's
+    /// private resolver table, the only way to read the slot) instead of replacing it, and every other library
+    /// name still goes to it.
+    /// </summary>
+    internal static bool Bind(Assembly assembly, IntPtr guard, out string? reason)
+    {
+        reason = null;
+        try
+        {
+            NativeLibrary.SetDllImportResolver(assembly, (name, _, _) => name == "LibTorchSharp" ? guard : IntPtr.Zero);
+            return true;
+        }
+        catch (InvalidOperationException) { }
+        var table = typeof(NativeLibrary).GetField("s_nativeDllResolveMap", BindingFlags.NonPublic | BindingFlags.Static)?.GetValue(null)
+            as System.Runtime.CompilerServices.ConditionalWeakTable<Assembly, DllImportResolver>;
+        if (table is null || !table.TryGetValue(assembly, out var earlier))
+        {
+            reason = "another DllImport resolver is already set for TorchSharp and cannot be chained";
+            return false;
+        }
+        table.AddOrUpdate(assembly, Chain(guard, earlier));
+        return true;
+    }
+
+    /// <summary>The guard for TorchSharp's wrapper, <paramref name="earlier"/> for everything else.</summary>
+    internal static DllImportResolver Chain(IntPtr guard, DllImportResolver earlier) =>
+        (name, assembly, path) => name == "LibTorchSharp" ? guard : earlier(name, assembly, path);
 
     /// <summary>Scalars parked so far, freed so far, and still waiting out the grace period.</summary>
     public static (long Parked, long Freed, long Waiting) Stats()

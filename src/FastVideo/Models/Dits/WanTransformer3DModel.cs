@@ -203,14 +203,14 @@ public sealed class WanTransformerBlock : nn.Module
         var mod = (scale_shift_table.to_type(ScalarType.Float32) + timestepProj.to_type(ScalarType.Float32)).chunk(6, 1); // 6 x [B,1,D]
         var (shiftA, scaleA, gateA, shiftF, scaleF, gateF) = (mod[0], mod[1], mod[2], mod[3], mod[4], mod[5]);
 
-        var y = (Fp32LayerNorm.Apply(x, _eps) * (scaleA + ScalarConstants.One) + shiftA).to_type(x.dtype);
+        var y = (Fp32LayerNorm.Apply(x, _eps) * (scaleA + 1.0) + shiftA).to_type(x.dtype);
         var a = attn1.Forward(y, rope: rope);
         x = (x.to_type(ScalarType.Float32) + a * gateA).to_type(x.dtype);
 
         y = norm2 is null ? x : norm2.forward(x).to_type(x.dtype);
         x = x + attn2.Forward(y, context);
 
-        y = (Fp32LayerNorm.Apply(x, _eps) * (scaleF + ScalarConstants.One) + shiftF).to_type(x.dtype);
+        y = (Fp32LayerNorm.Apply(x, _eps) * (scaleF + 1.0) + shiftF).to_type(x.dtype);
         var f = ffn.forward(y);
         x = (x.to_type(ScalarType.Float32) + f.to_type(ScalarType.Float32) * gateF).to_type(x.dtype);
         return x.MoveToOuterDisposeScope();
@@ -304,7 +304,7 @@ public sealed partial class WanTransformer3DModel : nn.Module
         foreach (var block in blocks) x = block.Forward(x, context, tproj, rope);
 
         var mod = (scale_shift_table.to_type(ScalarType.Float32) + temb.to_type(ScalarType.Float32).unsqueeze(1)).chunk(2, 1);
-        x = (Fp32LayerNorm.Apply(x, Config.Eps) * (mod[1] + ScalarConstants.One) + mod[0]).to_type(dtype);
+        x = (Fp32LayerNorm.Apply(x, Config.Eps) * (mod[1] + 1.0) + mod[0]).to_type(dtype);
         x = proj_out.forward(x); // [B,S,pt*ph*pw*C]
 
         // [B,F',H',W',pt,ph,pw,C] -> [B,C,F',pt,H',ph,W',pw] -> [B,C,T,H,W]

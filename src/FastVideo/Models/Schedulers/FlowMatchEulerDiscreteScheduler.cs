@@ -146,7 +146,7 @@ public sealed class FlowMatchEulerDiscreteScheduler
         Array.Fill(shape, 1L);
         shape[0] = n;
         sigma = sigma.reshape(shape);
-        var result = (ScalarConstants.One - sigma) * x0.to_type(ScalarType.Float32) + sigma * noise.to_type(ScalarType.Float32);
+        var result = (1.0 - sigma) * x0.to_type(ScalarType.Float32) + sigma * noise.to_type(ScalarType.Float32);
         return result.to_type(noise.dtype).MoveToOuterDisposeScope();
     }
 

@@ -52,12 +52,10 @@ public sealed class EmaCallback : TrainCallback
         if (iteration < StartIter) return;
         if (!Started) { CopyFromLive(method); Started = true; }
         using var noGrad = no_grad();
-        // Explicit Scalars, disposed after the loop: implicit temporaries could be finalized mid-call (see AdamW).
-        using Scalar decay = Decay.ToScalar(), rest = (1 - Decay).ToScalar();
         foreach (var (name, p) in Trainable(method))
         {
             using var scope = NewDisposeScope();
-            _shadow[name].mul_(decay).add_(p.detach().to(ScalarType.Float32, CPU), alpha: rest);
+            _shadow[name].mul_(Decay).add_(p.detach().to(ScalarType.Float32, CPU), alpha: 1 - Decay);
         }
         log.Add("ema/decay", Decay);
     }

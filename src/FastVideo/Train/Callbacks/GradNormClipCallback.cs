@@ -40,8 +40,7 @@ public sealed class GradNormClipCallback : TrainCallback
         var grads = parameters.Select(p => p.grad).Where(g => g is not null).Select(g => g!).ToList();
         if (grads.Count == 0) return null;
         var total = stack(grads.Select(g => g.to(ScalarType.Float32).norm()).ToArray()).norm();
-        using Scalar max = maxNorm.ToScalar(), tiny = 1e-6.ToScalar(), one = 1.0.ToScalar(); // see AdamW on implicit Scalars
-        var coef = (max / (total + tiny)).clamp_max(one);
+        var coef = (maxNorm / (total + 1e-6)).clamp_max(1.0);
         foreach (var g in grads) g.mul_(coef.to(g.dtype));
         return total;
     }

@@ -53,15 +53,11 @@ public sealed class AdamW
             s.Step++;
             double bc1 = 1 - Math.Pow(Beta1, s.Step);
             double bc2Sqrt = Math.Sqrt(1 - Math.Pow(Beta2, s.Step));
-            // Explicit, disposed Scalars: an implicit double -> Scalar temporary can be finalized by the GC while the
-            // native op still reads it (TorchSharp keeps no reference alive), which corrupts the value or crashes.
-            using Scalar decay = (1 - Lr * WeightDecay).ToScalar(), b2 = Beta2.ToScalar(),
-                w2 = (1 - Beta2).ToScalar(), bc2 = bc2Sqrt.ToScalar(), eps = Eps.ToScalar(), step = (-Lr / bc1).ToScalar();
-            p.mul_(decay);
-            s.ExpAvg.lerp_(grad, 1 - Beta1); // a double becomes a weight tensor, which the step scope keeps alive
-            s.ExpAvgSq.mul_(b2).addcmul_(grad, grad, w2);
-            var denom = s.ExpAvgSq.sqrt().div_(bc2).add_(eps);
-            p.addcdiv_(s.ExpAvg, denom, step);
+            p.mul_(1 - Lr * WeightDecay);
+            s.ExpAvg.lerp_(grad, 1 - Beta1);
+            s.ExpAvgSq.mul_(Beta2).addcmul_(grad, grad, 1 - Beta2);
+            var denom = s.ExpAvgSq.sqrt().div_(bc2Sqrt).add_(Eps);
+            p.addcdiv_(s.ExpAvg, denom, -Lr / bc1);
         }
     }
 

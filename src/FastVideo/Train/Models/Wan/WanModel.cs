@@ -194,7 +194,7 @@ public class WanModel : ModelBase
         var u = TimestepSampling.Density(TimestepSampling.ParseScheme(tm.WeightingScheme), b, generator, tm.LogitMean, tm.LogitStd, tm.ModeScale);
         var timesteps = TimestepSampling.GridTimesteps(_scheduler, u).to(Device);
         var sigmas = TimestepSampling.GetSigmas(_scheduler, timesteps, 5, dtype);
-        var noisy = (ScalarConstants.One - sigmas) * latents + sigmas * noise;
+        var noisy = (1.0 - sigmas) * latents + sigmas * noise;
 
         TextConditioning? uncond = null;
         if (negative is not null)
