@@ -300,4 +300,16 @@ public class RecipeErrorTests
         var e = Assert.Throws<RecipeError>(() => RecipeLoader.Load(path, [], TestFamilies.Instance));
         Assert.Equal($"{path}: recipe file not found", e.Message);
     }
+
+    [Theory]
+    [InlineData("training:\n  model: {enable_gradient_checkpointing_type: full}\n", "training.model.enable_gradient_checkpointing_type", "activation checkpointing")]
+    [InlineData("training:\n  vsa: {sparsity: 0.9}\n", "training.vsa.sparsity", "video sparse attention (VSA)")]
+    public void OptionsThatAreNotImplementedAreRefusedNotIgnored(string section, string key, string what)
+    {
+        var yaml = Minimal + "\n" + section;
+        var e = Fail(yaml);
+        Assert.Equal(key, e.KeyPath);
+        Assert.Contains($"{what} is not implemented in FastVideoSharp yet", e.Message);
+        Assert.StartsWith("recipe.yaml:", e.Message);
+    }
 }

@@ -51,7 +51,6 @@ public class WanModel : ModelBase
         _scheduler = new FlowMatchEulerDiscreteScheduler(shift);
         TimestepShift = shift;
         Vae = LoadVaeConfig(context, Folder);
-        GradientCheckpointing = options.EnableGradientCheckpointingType ?? context.Training.Model.EnableGradientCheckpointingType;
     }
 
     public DiffusersModelFolder Folder { get; }
@@ -64,8 +63,6 @@ public class WanModel : ModelBase
     public double TimestepShift { get; private set; }
     public int MinTimestep { get; } = 0;
     public int MaxTimestep => NumTrainTimesteps;
-    /// <summary>Requested activation checkpointing type; recorded but not applied yet (not implemented).</summary>
-    public string? GradientCheckpointing { get; }
 
     public static ScalarType ParsePrecision(string p) => p switch
     {
