@@ -77,9 +77,11 @@ public static class GenerateCommand
         Tensor? negative = null;
         if (guidance != 1.0)
         {
-            var negPath = a.Get("negative-prompt-embeds") ?? folder.FindFile(WanModel.NegativePromptEmbedsFile)
-                ?? throw new UserError($"--guidance-scale {guidance} needs --negative-prompt-embeds (no negative_prompt_embeds.safetensors in the model folder)");
-            negative = ReadTensor(negPath, "negative_prompt_embeds", 3).to(device);
+            var negPath = a.Get("negative-prompt-embeds") ?? folder.FindFile(NegativePromptEmbeds.FileName)
+                ?? throw new UserError($"--guidance-scale {guidance} needs --negative-prompt-embeds (no {NegativePromptEmbeds.FileName} in the model folder)");
+            var (negEmbeds, negMask) = NegativePromptEmbeds.Load(negPath, a.Has("negative-prompt-embeds") ? "--negative-prompt-embeds" : "--model");
+            negMask.Dispose();
+            negative = negEmbeds.to(device);
             if (negative.shape[0] == 1 && b > 1) negative = negative.expand(b, -1, -1);
             if (negative.shape[0] != b || negative.shape[2] != cfg.TextDim)
                 throw new UserError($"{negPath}: negative_prompt_embeds must be [1 or {b},L,{cfg.TextDim}], got [{string.Join(",", negative.shape)}]");

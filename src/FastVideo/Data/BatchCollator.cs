@@ -135,7 +135,7 @@ public sealed class BatchCollator
 
         var info = rows.Select(r => (IReadOnlyDictionary<string, object?>)r.ToInfo()).ToList();
         var captions = rows.Select(r => r.Caption).ToList();
-        return new RawBatch(latent, text, mask, info, captions, sampleIndices.ToArray(), dropped);
+        return new RawBatch(latent, Conditioning.FromText(text, mask), info, captions, sampleIndices.ToArray(), dropped);
     }
 
     private static string Name(VideoRow r, int i) => r.Source.Length > 0 ? r.Source : $"batch row {i} (id '{r.Id}')";

@@ -27,7 +27,7 @@ public sealed class ParquetVideoDataset : IDisposable
 {
     /// <summary>File a dataset folder may carry with the empty caption's embedding (<c>negative_prompt_embeds</c>
     /// [1, L, D]); the synthetic dataset writes one.</summary>
-    public const string NegativePromptEmbedsFile = "negative_prompt_embeds.safetensors";
+    public const string NegativePromptEmbedsFile = Weights.NegativePromptEmbeds.FileName;
 
     private sealed record SourceBlock(DataSource Source, int[] FileIds, long[] FileStarts, long Rows, long Start, long Length);
 

@@ -4,8 +4,9 @@ using static TorchSharp.torch;
 namespace FastVideo.Data;
 
 /// <summary>
-/// One collated batch, the dict upstream's collator builds (reference spec 2.4): <c>vae_latent</c>,
-/// <c>text_embedding</c>, <c>text_attention_mask</c>, <c>info_list</c>, <c>caption_text</c>. Owns its tensors.
+/// One collated batch, the dict upstream's collator builds (reference spec 2.4): <c>vae_latent</c>, the
+/// conditioning (<c>text_embedding</c> and <c>text_attention_mask</c> as the <see cref="Conditioning.Text"/> channel),
+/// <c>info_list</c>, <c>caption_text</c>. Owns its tensors.
 /// </summary>
 public sealed class RawBatch : IDisposable
 {
@@ -13,13 +14,12 @@ public sealed class RawBatch : IDisposable
     public RawBatch() { }
 
     [SetsRequiredMembers]
-    public RawBatch(Tensor vaeLatent, Tensor textEmbedding, Tensor textAttentionMask,
+    public RawBatch(Tensor vaeLatent, Conditioning conditioning,
         IReadOnlyList<IReadOnlyDictionary<string, object?>> infoList, IReadOnlyList<string> captions,
         IReadOnlyList<long> sampleIndices, IReadOnlyList<bool> textDropped)
     {
         VaeLatent = vaeLatent;
-        TextEmbedding = textEmbedding;
-        TextAttentionMask = textAttentionMask;
+        Conditioning = conditioning;
         InfoList = infoList;
         Captions = captions;
         SampleIndices = sampleIndices;
@@ -28,10 +28,11 @@ public sealed class RawBatch : IDisposable
 
     /// <summary>float32 [B, C, T, H, W], un-normalised VAE latents as stored (null for text-only batches).</summary>
     public Tensor? VaeLatent { get; init; }
-    /// <summary>float32 [B, text_len, D], padded with zero rows or cut to text_len.</summary>
-    public required Tensor TextEmbedding { get; init; }
-    /// <summary>float32 [B, text_len]: 1 for real tokens, 0 for padding.</summary>
-    public required Tensor TextAttentionMask { get; init; }
+    /// <summary>
+    /// The conditioning channels the data has. FastVideo's T2V parquet fills <see cref="Conditioning.Text"/>: float32
+    /// [B, text_len, D], padded with zero rows or cut to text_len, with the mask [B, text_len] (1 real, 0 padding).
+    /// </summary>
+    public required Conditioning Conditioning { get; init; }
     /// <summary>Per sample: every metadata column plus "prompt" (the caption).</summary>
     public IReadOnlyList<IReadOnlyDictionary<string, object?>> InfoList { get; init; } = [];
     /// <summary>Per sample caption (the original one, also when its text was dropped for CFG).</summary>
@@ -41,12 +42,11 @@ public sealed class RawBatch : IDisposable
     /// <summary>Per sample: whether CFG dropout replaced its text with the unconditional embedding.</summary>
     public IReadOnlyList<bool> TextDropped { get; init; } = [];
 
-    public int BatchSize => (int)TextEmbedding.shape[0];
+    public int BatchSize => (int)Conditioning.BatchSize;
 
     public void Dispose()
     {
         VaeLatent?.Dispose();
-        TextEmbedding.Dispose();
-        TextAttentionMask.Dispose();
+        Conditioning.Dispose();
     }
 }

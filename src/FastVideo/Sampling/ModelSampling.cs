@@ -29,7 +29,7 @@ public static class ModelSampling
         Generator generator, double guidanceScale = 1.0, CfgUncondPolicy? cfgUncond = null, Device? noiseDevice = null,
         SamplingProgress? progress = null)
     {
-        var dtype = conditioning.ConditionalDict.EncoderHiddenStates.dtype;
+        var dtype = conditioning.Latents.dtype;
         X0Model x0 = (x, t) =>
         {
             using var scope = NewDisposeScope();
@@ -52,7 +52,7 @@ public static class ModelSampling
     public static Tensor Euler(ModelBase model, TrainingBatch conditioning, Tensor initialNoise, SamplingOptions options,
         CfgUncondPolicy? cfgUncond = null, SamplingProgress? progress = null)
     {
-        var dtype = conditioning.ConditionalDict.EncoderHiddenStates.dtype;
+        var dtype = conditioning.Latents.dtype;
         // The sampler hands the delegate whichever text tensor it was given for the branch. The model resolves its
         // own unconditional text (negative prompt, keep or zero per cfgUncond), so the negative argument is only a
         // marker that identifies the unconditional call.
@@ -66,7 +66,7 @@ public static class ModelSampling
             return v.permute(0, 2, 1, 3, 4).MoveToOuterDisposeScope();        // BTCHW -> BCTHW
         };
         using var x0 = initialNoise.permute(0, 2, 1, 3, 4);
-        using var result = FlowMatchSampler.Sample(velocity, x0, conditioning.ConditionalDict.EncoderHiddenStates, uncondMarker, options, progress);
+        using var result = FlowMatchSampler.Sample(velocity, x0, conditioning.Latents, uncondMarker, options, progress);
         return result.permute(0, 2, 1, 3, 4).contiguous();
     }
 }

@@ -31,8 +31,11 @@ public sealed class DataLoaderBatchSource : IBatchSource, IDisposable
         var negPath = ParquetVideoDataset.FindNegativePromptEmbeds(data.DataPath);
         if (negPath is not null && data.TrainingCfgRate > 0)
         {
-            var t = SafeTensors.Load(negPath);
-            uncond = t.TryGetValue("negative_prompt_embeds", out var e) ? e : null;
+            var (embeds, mask) = NegativePromptEmbeds.Load(negPath, "training.data.data_path");
+            mask.Dispose();
+            if (embeds.shape[0] != 1)
+                throw new UserError($"training.data.data_path: '{negPath}' holds {embeds.shape[0]} empty-caption embeddings; CFG dropout needs one [1, L, D]");
+            uncond = embeds;
         }
         return new DataLoaderBatchSource(DataLoader.FromConfig(data, textLen, uncond));
     }

@@ -99,8 +99,8 @@ public class BinaryColumnChunkTests
             using var a = fast.ReadBatch(idx, collator);
             using var b = slow.ReadBatch(idx, collator);
             Assert.Equal(a.VaeLatent.data<float>().ToArray(), b.VaeLatent.data<float>().ToArray());
-            Assert.Equal(a.TextEmbedding.data<float>().ToArray(), b.TextEmbedding.data<float>().ToArray());
-            Assert.Equal(a.TextAttentionMask.data<float>().ToArray(), b.TextAttentionMask.data<float>().ToArray());
+            Assert.Equal(a.TextEmbedding().data<float>().ToArray(), b.TextEmbedding().data<float>().ToArray());
+            Assert.Equal(a.TextAttentionMask().data<float>().ToArray(), b.TextAttentionMask().data<float>().ToArray());
         }
     }
 }

@@ -31,7 +31,7 @@ public class LoaderTests
     {
         using var b = loader.Next();
         return new Seen(b.SampleIndices.ToArray(), b.VaeLatent.flatten().data<float>().ToArray(),
-            b.TextEmbedding.flatten().data<float>().ToArray(), b.TextAttentionMask.flatten().data<float>().ToArray(),
+            b.TextEmbedding().flatten().data<float>().ToArray(), b.TextAttentionMask().flatten().data<float>().ToArray(),
             b.TextDropped.ToArray());
     }
 
@@ -167,10 +167,10 @@ public class LoaderTests
         using (var b = collator.Collate(rows, [droppedIndex, keptIndex]))
         {
             Assert.Equal(new[] { true, false }, b.TextDropped);
-            Assert.All(b.TextEmbedding[0].flatten().data<float>().ToArray(), v => Assert.Equal(0f, v));
-            Assert.Equal(new[] { 1f, 1f, 1f, 1f }, b.TextAttentionMask[0].data<float>().ToArray());
-            Assert.Equal(rows[1].Text.ToFloatArray(), b.TextEmbedding[1][..2].flatten().data<float>().ToArray());
-            Assert.Equal(new[] { 1f, 1f, 0f, 0f }, b.TextAttentionMask[1].data<float>().ToArray());
+            Assert.All(b.TextEmbedding()[0].flatten().data<float>().ToArray(), v => Assert.Equal(0f, v));
+            Assert.Equal(new[] { 1f, 1f, 1f, 1f }, b.TextAttentionMask()[0].data<float>().ToArray());
+            Assert.Equal(rows[1].Text.ToFloatArray(), b.TextEmbedding()[1][..2].flatten().data<float>().ToArray());
+            Assert.Equal(new[] { 1f, 1f, 0f, 0f }, b.TextAttentionMask()[1].data<float>().ToArray());
             Assert.Equal("caption 1", b.Captions[0]); // the caption itself is kept
         }
 
@@ -179,8 +179,8 @@ public class LoaderTests
         var withNeg = new BatchCollator(textLen: 4, cfgRate: 0.3, seed: 11, unconditionalText: uncond);
         using (var b = withNeg.Collate(rows, [droppedIndex, keptIndex]))
         {
-            Assert.Equal(new float[] { 9, 8, 7, 6, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }, b.TextEmbedding[0].flatten().data<float>().ToArray());
-            Assert.Equal(new[] { 1f, 0f, 0f, 0f }, b.TextAttentionMask[0].data<float>().ToArray());
+            Assert.Equal(new float[] { 9, 8, 7, 6, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }, b.TextEmbedding()[0].flatten().data<float>().ToArray());
+            Assert.Equal(new[] { 1f, 0f, 0f, 0f }, b.TextAttentionMask()[0].data<float>().ToArray());
         }
     }
 
@@ -209,7 +209,7 @@ public class LoaderTests
         using var loader = DataLoader.FromConfig(data, textLen: 6);
         using var batch = loader.Next();
         Assert.Equal(new long[] { 4, 2, 2, 3, 3 }, batch.VaeLatent.shape);
-        Assert.Equal(new long[] { 4, 6, 4 }, batch.TextEmbedding.shape);
+        Assert.Equal(new long[] { 4, 6, 4 }, batch.TextEmbedding().shape);
         Assert.True(loader.LastWaitSeconds >= 0);
         Assert.Equal(loader.LastWaitSeconds, loader.TotalWaitSeconds);
         Assert.Equal(1, loader.BatchesServed);

@@ -58,17 +58,17 @@ public class ParquetFixtureTests
         var collator = new BatchCollator(textLen: 4);
         using var batch = ds.ReadBatch([0, 1, 2, 3], collator);
         Assert.Equal(new long[] { 4, 2, 2, 3, 4 }, batch.VaeLatent.shape);
-        Assert.Equal(new long[] { 4, 4, 8 }, batch.TextEmbedding.shape);
+        Assert.Equal(new long[] { 4, 4, 8 }, batch.TextEmbedding().shape);
         for (int i = 0; i < 4; i++)
         {
             Assert.Equal(Floats(expected[i].GetProperty("vae_latent")), batch.VaeLatent[i].flatten().data<float>().ToArray());
             var text = Floats(expected[i].GetProperty("text_embedding"));
             int l = (int)Longs(expected[i].GetProperty("text_embedding_shape"))[0];
-            var got = batch.TextEmbedding[i].flatten().data<float>().ToArray();
+            var got = batch.TextEmbedding()[i].flatten().data<float>().ToArray();
             int keep = Math.Min(l, 4);
             Assert.Equal(text.Take(keep * 8), got.Take(keep * 8));     // cut to text_len 4 (row 1 has 5 rows)
             Assert.All(got.Skip(keep * 8), v => Assert.Equal(0f, v));   // zero padding
-            var mask = batch.TextAttentionMask[i].data<float>().ToArray();
+            var mask = batch.TextAttentionMask()[i].data<float>().ToArray();
             Assert.Equal(Enumerable.Range(0, 4).Select(k => k < keep ? 1f : 0f), mask);
         }
         Assert.Equal(new long[] { 0, 1, 2, 3 }, batch.SampleIndices);

@@ -133,8 +133,8 @@ public class FewStepSamplerTests
 
         // The reference: FlowMatchSampler on BCTHW with the transformer and explicit conditional/negative text.
         VelocityModel raw = (x, t, text) => wan.WanTransformer.Forward(x, t, text);
-        var expect = FlowMatchSampler.Sample(raw, noise.permute(0, 2, 1, 3, 4), batch.ConditionalDict.EncoderHiddenStates,
-            batch.UnconditionalDict!.EncoderHiddenStates, options).permute(0, 2, 1, 3, 4);
+        var expect = FlowMatchSampler.Sample(raw, noise.permute(0, 2, 1, 3, 4), batch.Conditional.TextEmbedding(),
+            batch.Unconditional!.TextEmbedding(), options).permute(0, 2, 1, 3, 4);
         Assert.Equal(new long[] { 2, 2, 4, 8, 8 }, viaModel.shape);
         Assert.True(viaModel.allclose(expect, 1e-6, 1e-6));
     }

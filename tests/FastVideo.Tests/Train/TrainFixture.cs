@@ -20,7 +20,7 @@ internal sealed class RandomBatchSource : IBatchSource
         var latent = randn([1, 4, 2, 8, 8], generator: g);
         if (Position == _poisonAt) latent[0, 0, 0, 0, 0] = tensor(float.NaN);
         Position++;
-        return new RawBatch { VaeLatent = latent, TextEmbedding = randn([1, 7, 24], generator: g), TextAttentionMask = ones(1, 7) };
+        return new RawBatch { VaeLatent = latent, Conditioning = Conditioning.FromText(randn([1, 7, 24], generator: g), ones(1, 7)) };
     }
 
     public JsonNode? GetState() => new JsonObject { ["position"] = Position };

@@ -38,8 +38,7 @@ public class WanModelTests
         return new RawBatch
         {
             VaeLatent = randn([b, 4, t, 8, 8], generator: g),
-            TextEmbedding = randn([b, 7, 24], generator: g),
-            TextAttentionMask = ones(b, 7),
+            Conditioning = Conditioning.FromText(randn([b, 7, 24], generator: g), ones(b, 7)),
         };
     }
 
@@ -119,7 +118,7 @@ public class WanModelTests
         var xt = tb.NoisyModelInput.permute(0, 2, 1, 3, 4);
         var t = tensor(new[] { 750f });
         var v = model.PredictNoise(xt, t, tb, conditional: true);
-        var direct = model.WanTransformer.Forward(tb.NoisyModelInput, full([2], 750f), tb.EncoderHiddenStates).permute(0, 2, 1, 3, 4);
+        var direct = model.WanTransformer.Forward(tb.NoisyModelInput, full([2], 750f), tb.Conditional.TextEmbedding()).permute(0, 2, 1, 3, 4);
         Assert.True(v.allclose(direct, 1e-6, 1e-6));
         var sigma = model.NoiseScheduler.TrainSigmas[Array.IndexOf(model.NoiseScheduler.TrainTimesteps, 750f) is var i and >= 0 ? i : 500];
         var x0 = model.PredictX0(xt, t, tb, conditional: true);
@@ -144,7 +143,7 @@ public class WanModelTests
         var keep = noNeg.PredictNoise(xt, t, tb, false, CfgUncondPolicy.Parse(new Dictionary<string, object?> { ["text"] = "keep" }));
         Assert.True(keep.allclose(cond));
         var zero = noNeg.PredictNoise(xt, t, tb, false, CfgUncondPolicy.Parse(new Dictionary<string, object?> { ["text"] = "zero" }));
-        var zeroDirect = noNeg.WanTransformer.Forward(tb.NoisyModelInput, full([2], 500f), zeros_like(tb.EncoderHiddenStates)).permute(0, 2, 1, 3, 4);
+        var zeroDirect = noNeg.WanTransformer.Forward(tb.NoisyModelInput, full([2], 500f), zeros_like(tb.Conditional.TextEmbedding())).permute(0, 2, 1, 3, 4);
         Assert.True(zero.allclose(zeroDirect, 1e-6, 1e-6));
         var drop = Assert.Throws<UserError>(() => noNeg.PredictNoise(xt, t, tb, false, CfgUncondPolicy.Parse(new Dictionary<string, object?> { ["text"] = "drop" })));
         Assert.Contains("drop", drop.Message);
@@ -158,8 +157,8 @@ public class WanModelTests
         using var withNeg = Build(new RoleConfig { InitFrom = ModelDir, Trainable = false, NegativePromptEmbeds = NegativeFile(5) });
         using var gen2 = new Generator(9, device("cpu"));
         using var tb2 = withNeg.PrepareBatch(raw, gen2);
-        Assert.Equal(new long[] { 2, 7, 24 }, tb2.UnconditionalDict!.EncoderHiddenStates.shape);
-        Assert.Equal(0f, tb2.UnconditionalDict.EncoderHiddenStates[0, 6].abs().sum().item<float>());
+        Assert.Equal(new long[] { 2, 7, 24 }, tb2.Unconditional!.TextEmbedding().shape);
+        Assert.Equal(0f, tb2.Unconditional.TextEmbedding()[0, 6].abs().sum().item<float>());
         var unc = withNeg.PredictNoise(xt, t, tb2, false);
         Assert.False(unc.allclose(cond, 1e-3, 1e-3));
     }

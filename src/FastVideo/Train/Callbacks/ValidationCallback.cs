@@ -184,7 +184,7 @@ public sealed class ValidationCallback : TrainCallback
                         // One CPU generator per (seed, step count): the same noise at every validation.
                         using var g = new Generator((ulong)seed, CPU);
                         long[] shape = [setup.Count, setup.LatentShape[1], setup.LatentShape[0], setup.LatentShape[2], setup.LatentShape[3]];
-                        var noise = ModelSampling.Noise(shape, g, batch.ConditionalDict.EncoderHiddenStates.dtype, model.Device);
+                        var noise = ModelSampling.Noise(shape, g, batch.Latents.dtype, model.Device);
                         var x0 = fewStep
                             ? ModelSampling.FewStep(model, batch, noise, SamplingTimesteps!.Select(t => (double)t).ToList(), g, GuidanceScale)
                             : ModelSampling.Euler(model, batch, noise,
@@ -223,24 +223,22 @@ public sealed class ValidationCallback : TrainCallback
         using var raw = new RawBatch
         {
             VaeLatent = zeros([setup.Count, .. setup.LatentShape]),
-            TextEmbedding = setup.TextEmbeds.clone(),
-            TextAttentionMask = setup.TextMask.clone(),
+            Conditioning = Data.Conditioning.FromText(setup.TextEmbeds.clone(), setup.TextMask.clone()),
         };
         using var throwaway = new Generator(0, model.Device);
         var batch = model.PrepareBatch(raw, throwaway, LatentsSource.Data);
-        if (batch.UnconditionalDict is not null || setup.NegativeEmbeds is null) return batch;
+        if (batch.Unconditional is not null || setup.NegativeEmbeds is null) return batch;
         // The model has no negative prompt of its own: use the data folder's empty-caption embedding.
-        var dtype = batch.ConditionalDict.EncoderHiddenStates.dtype;
+        var dtype = batch.Latents.dtype;
         long p = setup.Count;
-        var uncond = new TextConditioning(
+        var uncond = Data.Conditioning.FromText(
             setup.NegativeEmbeds.to(model.Device).to_type(dtype).expand(p, -1, -1).contiguous(),
             setup.NegativeMask!.to(model.Device).to_type(dtype).expand(p, -1).contiguous());
         return new TrainingBatch
         {
             Latents = batch.Latents, RawLatentShape = batch.RawLatentShape, NoisyModelInput = batch.NoisyModelInput,
             Noise = batch.Noise, Timesteps = batch.Timesteps, Sigmas = batch.Sigmas,
-            EncoderHiddenStates = batch.EncoderHiddenStates, EncoderAttentionMask = batch.EncoderAttentionMask,
-            ConditionalDict = batch.ConditionalDict, UnconditionalDict = uncond,
+            Conditional = batch.Conditional, Unconditional = uncond,
         };
     }
 

@@ -103,17 +103,10 @@ internal sealed class ValidationSetup : IDisposable
             var negPath = ParquetVideoDataset.FindNegativePromptEmbeds(data.DataPath);
             if (negPath is not null)
             {
-                var t = SafeTensors.Load(negPath);
-                try
-                {
-                    if (t.TryGetValue("negative_prompt_embeds", out var e))
-                    {
-                        using var row = e.dim() == 3 ? e[0] : e.alias();
-                        using var cpu = row.to(ScalarType.Float32).cpu().contiguous();
-                        (negEmbeds, negMask) = Collate(collator, [cpu.data<float>().ToArray()], [cpu.shape]);
-                    }
-                }
-                finally { foreach (var x in t.Values) x.Dispose(); }
+                var (e, m) = NegativePromptEmbeds.Load(negPath, "training.data.data_path");
+                using (e) using (m)
+                using (var row = e[0].contiguous())
+                    (negEmbeds, negMask) = Collate(collator, [row.data<float>().ToArray()], [row.shape]);
             }
         }
 
@@ -142,7 +135,8 @@ internal sealed class ValidationSetup : IDisposable
             Text = TensorBytes.FromFloats(r, shapes[i]),
         }).ToList();
         using var batch = collator.Collate(videoRows, Enumerable.Range(0, rows.Count).Select(i => (long)i).ToList());
-        return (batch.TextEmbedding.clone().DetachFromDisposeScope(), batch.TextAttentionMask.clone().DetachFromDisposeScope());
+        var text = batch.Conditioning[Conditioning.Text];
+        return (text.Values.clone().DetachFromDisposeScope(), text.Mask!.clone().DetachFromDisposeScope());
     }
 
     /// <summary>[C, T, H, W]: from training.data (num_latent_t, num_height / ratio, num_width / ratio) when set and the

@@ -186,7 +186,8 @@ public static class QuickstartRunner
     {
         var t = WanTransformer3DModel.FromPretrained(dir);
         var vae = VaeConfig.Load(Path.Combine(dir, "vae", "config.json"));
-        var neg = SafeTensors.Load(Path.Combine(dir, "negative_prompt_embeds.safetensors"))["negative_prompt_embeds"];
+        var (neg, negMask) = NegativePromptEmbeds.Load(Path.Combine(dir, NegativePromptEmbeds.FileName), "quickstart model");
+        negMask.Dispose();
         return new WanModelHandle(t, new FastVideo.Models.Schedulers.FlowMatchEulerDiscreteScheduler(shift), vae, neg);
     }
 

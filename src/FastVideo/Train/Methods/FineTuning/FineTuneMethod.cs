@@ -50,7 +50,7 @@ public sealed class FineTuneMethod : TrainingMethod
             : nn.functional.mse_loss(v.to(ScalarType.Float32), (eps - x0).to(ScalarType.Float32));
 
         var losses = new Dictionary<string, Tensor> { ["total_loss"] = loss, ["finetune_loss"] = loss };
-        var outputs = new Dictionary<string, object?> { [BackwardContextKey] = (tb.Timesteps, tb.AttnMetadata) };
+        var outputs = new Dictionary<string, object?> { [BackwardContextKey] = tb.Timesteps };
         return new StepResult(losses, outputs, new Dictionary<string, Tensor>());
     }
 }

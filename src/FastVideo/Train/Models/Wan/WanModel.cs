@@ -25,12 +25,9 @@ public class WanModel : ModelBase
         Defaults: new FamilyDefaults(FlowShift: 3.0, TextLen: 512, Vae: VaeConfig.WanDefault),
         Create: ctx => new WanModel(ctx));
 
-    /// <summary>Precomputed negative-prompt embeddings a model folder may ship (text encoders come later).</summary>
-    public const string NegativePromptEmbedsFile = "negative_prompt_embeds.safetensors";
-
     private readonly WanTransformer3DModel _transformer;
     private readonly FlowMatchEulerDiscreteScheduler _scheduler;
-    private TextConditioning? _negative;
+    private Conditioning? _negative;
     private bool _negativeLoaded;
 
     public WanModel(ModelBuildContext context) : base(context)
@@ -125,37 +122,21 @@ public class WanModel : ModelBase
     /// negative_prompt_embeds file, else negative_prompt_embeds.safetensors in the model folder. Absent = none;
     /// that is an error only when an unconditional branch actually needs it.
     /// </summary>
-    public TextConditioning? EnsureNegativeConditioning()
+    public Conditioning? EnsureNegativeConditioning()
     {
         if (_negativeLoaded) return _negative;
         _negativeLoaded = true;
         string? path = Context.Options.NegativePromptEmbeds;
-        if (!string.IsNullOrEmpty(path))
+        string what = $"roles.{Role}.negative_prompt_embeds";
+        if (string.IsNullOrEmpty(path))
         {
-            if (!File.Exists(path)) throw new UserError($"roles.{Role}.negative_prompt_embeds: '{path}' does not exist");
-        }
-        else
-        {
-            path = Folder.FindFile(NegativePromptEmbedsFile);
+            path = Folder.FindFile(NegativePromptEmbeds.FileName);
+            what = $"roles.{Role}.init_from";
             if (path is null) return null;
         }
-        _negative = LoadNegative(path, _transformer.ParamDtype, Device);
+        using var loaded = NegativePromptEmbeds.LoadConditioning(path, what);
+        _negative = loaded.Map(t => t.to(_transformer.ParamDtype).to(Device)).DetachFromDisposeScope();
         return _negative;
-    }
-
-    internal static TextConditioning LoadNegative(string path, ScalarType dtype, Device device)
-    {
-        var tensors = SafeTensors.Load(path);
-        try
-        {
-            if (!tensors.TryGetValue("negative_prompt_embeds", out var e))
-                throw new UserError($"{path}: expected a tensor 'negative_prompt_embeds' [1,L,D]; found {string.Join(", ", tensors.Keys)}");
-            if (e.dim() == 2) e = e.unsqueeze(0);
-            if (e.dim() != 3 || e.shape[0] != 1) throw new UserError($"{path}: negative_prompt_embeds must be [1,L,D], got [{string.Join(",", e.shape)}]");
-            Tensor mask = tensors.TryGetValue("negative_prompt_attention_mask", out var m) ? m.reshape(1, -1) : ones(1, e.shape[1]);
-            return new TextConditioning(e.to(dtype).to(device), mask.to(dtype).to(device));
-        }
-        finally { foreach (var t in tensors.Values) t.Dispose(); }
     }
 
     public override TrainingBatch PrepareBatch(RawBatch raw, Generator generator, LatentsSource latentsSource = LatentsSource.Data)
@@ -164,9 +145,10 @@ public class WanModel : ModelBase
         using var scope = NewDisposeScope();
         var dtype = _transformer.ParamDtype;
         var data = Context.Training.Data;
-        var ehs = raw.TextEmbedding.to(Device).to_type(dtype);
-        var mask = raw.TextAttentionMask.to(Device).to_type(dtype);
-        long b = ehs.shape[0];
+        var text = raw.Conditioning[Conditioning.Text];
+        var conditional = Conditioning.FromText(text.Values.to(Device).to_type(dtype),
+            (text.Mask ?? ones(text.Values.shape[0], text.Values.shape[1])).to(Device).to_type(dtype));
+        long b = raw.BatchSize, textLength = text.Values.shape[1];
 
         Tensor latents; // BCTHW
         if (latentsSource == LatentsSource.Zeros)
@@ -193,12 +175,8 @@ public class WanModel : ModelBase
         var sigmas = TimestepSampling.GetSigmas(_scheduler, timesteps, 5, dtype);
         var noisy = (1.0 - sigmas) * latents + sigmas * noise;
 
-        TextConditioning? uncond = null;
-        if (negative is not null)
-        {
-            var (ne, nm) = FitText(negative, ehs.shape[1]);
-            uncond = new TextConditioning(ne.expand(b, -1, -1).contiguous().MoveToOuterDisposeScope(), nm.expand(b, -1).contiguous().MoveToOuterDisposeScope());
-        }
+        // The negative side is padded like the batch's text and expanded to the batch.
+        var uncond = negative?.Map(t => FitLength(t, textLength)).ExpandTo(b, $"the negative prompt of role '{Role}'");
         return new TrainingBatch
         {
             Latents = latents.permute(0, 2, 1, 3, 4).contiguous().MoveToOuterDisposeScope(), // BCTHW -> BTCHW
@@ -207,23 +185,20 @@ public class WanModel : ModelBase
             Noise = noise.MoveToOuterDisposeScope(),
             Timesteps = timesteps.MoveToOuterDisposeScope(),
             Sigmas = sigmas.MoveToOuterDisposeScope(),
-            EncoderHiddenStates = ehs.MoveToOuterDisposeScope(),
-            EncoderAttentionMask = mask.MoveToOuterDisposeScope(),
-            Infos = raw.InfoList,
-            ConditionalDict = new TextConditioning(ehs.alias().MoveToOuterDisposeScope(), mask.alias().MoveToOuterDisposeScope()),
-            UnconditionalDict = uncond,
+            Conditional = conditional.MoveToOuterDisposeScope(),
+            Unconditional = uncond?.MoveToOuterDisposeScope(),
         };
     }
 
-    /// <summary>Zero-pads or crops negative embeddings to the batch's text length, as upstream pads both to text_len.</summary>
-    private static (Tensor Embeds, Tensor Mask) FitText(TextConditioning neg, long length)
+    /// <summary>Zero-pads or crops dim 1 (tokens) to the batch's text length, as upstream pads both sides to text_len.</summary>
+    private static Tensor FitLength(Tensor t, long length)
     {
-        var e = neg.EncoderHiddenStates;
-        var m = neg.EncoderAttentionMask;
-        long l = e.shape[1];
-        if (l == length) return (e.alias(), m.alias());
-        if (l > length) return (e.narrow(1, 0, length), m.narrow(1, 0, length));
-        return (nn.functional.pad(e, [0, 0, 0, length - l]), nn.functional.pad(m, [0, length - l]));
+        long l = t.shape[1];
+        if (l == length) return t.alias();
+        if (l > length) return t.narrow(1, 0, length);
+        var pad = new long[2 * (t.dim() - 1)];   // pairs from the last dim back: only dim 1 grows
+        pad[^1] = length - l;
+        return nn.functional.pad(t, pad);
     }
 
     public override Tensor AddNoise(Tensor cleanLatents, Tensor noise, Tensor timestep)
@@ -239,29 +214,29 @@ public class WanModel : ModelBase
         CfgUncondPolicy? cfgUncond = null, AttnKind attnKind = AttnKind.Dense)
     {
         using var scope = NewDisposeScope();
-        var text = conditional ? batch.ConditionalDict : UncondText(batch, cfgUncond ?? CfgUncondPolicy.Default);
+        var text = conditional ? batch.Conditional : UncondText(batch, cfgUncond ?? CfgUncondPolicy.Default);
         long b = noisyLatents.shape[0];
         // The bidirectional Wan DiT takes one timestep per sample.
         var t = timestep.numel() == 1 ? timestep.reshape(1).expand(b) : timestep;
         if (t.numel() != b) throw new ArgumentException($"wan: timestep must have 1 or B={b} values, got {t.numel()} (per-frame timesteps need the wan_causal family)");
         var x = noisyLatents.permute(0, 2, 1, 3, 4); // BTCHW -> BCTHW
-        var v = _transformer.Forward(x, t.to(Device), text.EncoderHiddenStates);
+        var v = _transformer.Forward(x, t.to(Device), text[Conditioning.Text].Values);
         return v.permute(0, 2, 1, 3, 4).MoveToOuterDisposeScope(); // BCTHW -> BTCHW
     }
 
     /// <summary>The unconditional text of a CFG pair under the recipe's cfg_uncond policy.</summary>
-    protected TextConditioning UncondText(TrainingBatch batch, CfgUncondPolicy policy)
+    protected Conditioning UncondText(TrainingBatch batch, CfgUncondPolicy policy)
     {
         foreach (var (channel, value) in policy.OtherChannels)
             if (value != "keep" && !policy.IgnoreMissing)
                 throw new UserError($"method.cfg_uncond.{channel}: the {Context.Family.Name} family has no '{channel}' conditioning (set on_missing: ignore to skip it)");
         return policy.Text switch
         {
-            UncondTextPolicy.NegativePrompt => batch.UnconditionalDict ?? throw new UserError(
+            UncondTextPolicy.NegativePrompt => batch.Unconditional ?? throw new UserError(
                 $"role '{Role}' needs negative-prompt conditioning but has none: set roles.{Role}.negative_prompt_embeds to a safetensors file " +
                 $"with 'negative_prompt_embeds' [1,L,D], put negative_prompt_embeds.safetensors in the model folder, or set method.cfg_uncond.text to keep or zero"),
-            UncondTextPolicy.Keep => batch.ConditionalDict,
-            UncondTextPolicy.Zero => new TextConditioning(zeros_like(batch.ConditionalDict.EncoderHiddenStates), zeros_like(batch.ConditionalDict.EncoderAttentionMask)),
+            UncondTextPolicy.Keep => batch.Conditional,
+            UncondTextPolicy.Zero => batch.Conditional.Map(t => zeros_like(t)),
             UncondTextPolicy.Drop => throw new UserError($"method.cfg_uncond.text: 'drop' is not supported by the {Context.Family.Name} family (use negative_prompt, keep or zero)"),
             _ => throw new InvalidOperationException(),
         };
