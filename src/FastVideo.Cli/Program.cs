@@ -21,6 +21,7 @@ namespace FastVideo.Cli
               quickstart [--out DIR]: the CPU quickstart (teacher, DMD2 student, report)
               config     show RECIPE [--set key=value ...]: print the resolved recipe
               families   list the model families and their role options
+              methods    list the training methods and callbacks with their options and defaults
               dataset    synth --out DIR [...] | inspect DIR
               demo       build a tiny random Wan model and sample from it (no downloads)
 
@@ -48,6 +49,7 @@ namespace FastVideo.Cli
                 {
                     "generate" => GenerateCommand.Run(rest, stdout, stderr),
                     "families" => FamiliesCommand.Run(rest, families, stdout),
+                    "methods" => MethodsCommand.Run(rest, FastVideo.Train.Methods.MethodRegistry.Default, FastVideo.Train.Callbacks.CallbackRegistry.Default, stdout),
                     "config" => ConfigCommand.Run(rest, families, stdout),
                     "dataset" => DatasetCommand.Run(rest, stdout),
                     "export" => ExportCommand.Run(rest, stdout),

@@ -5,13 +5,15 @@ using System.Reflection;
 namespace FastVideo.Configs;
 
 /// <summary>
-/// Binds raw nodes into the typed recipe records by reflection over their <c>init</c> properties. Keys absent from
-/// the recipe keep the record's default; a present key keeps its value as written (an explicit 0/false/"" is not
-/// replaced by the default, unlike upstream).
+/// Binds raw nodes into the typed recipe records by reflection over their <c>init</c> properties: <c>training:</c>,
+/// the roles' family records, the method's and the callbacks' option records. Keys absent from the recipe keep the
+/// record's default; a present key keeps its value as written (an explicit 0/false/"" is not replaced by the default,
+/// unlike upstream). A C# <c>required</c> property that the recipe leaves out (or sets to null) is not an error at
+/// once: it is collected, so <see cref="ThrowIfMissing"/> reports every missing value of the recipe in one message.
 /// </summary>
 internal sealed class RecipeBinder(string sourceName)
 {
-    private readonly NullabilityInfoContext _nullability = new();
+    private readonly List<RecipeError> _missing = [];
 
     /// <summary>An error located at <paramref name="at"/>: its file line, or <c>--set</c> if an override wrote it.
     /// With no node (an absent top-level section) only the file is named.</summary>
@@ -29,29 +31,52 @@ internal sealed class RecipeBinder(string sourceName)
             : $"unknown key (valid keys: {string.Join(", ", valid)})");
     }
 
+    /// <summary>Records a required value the recipe does not give; <paramref name="at"/> is the key or its map.</summary>
+    public void Missing(RawNode? at, string path, string? hint = null) =>
+        _missing.Add(Error(at, path, hint is null ? "required value is missing" : $"required value is missing ({hint})"));
+
+    /// <summary>Throws one error naming every missing required value collected so far (none: returns).</summary>
+    public void ThrowIfMissing()
+    {
+        if (_missing.Count > 0) throw RecipeError.Combine(_missing, sourceName, "required values are missing");
+    }
+
     public static string Join(string path, string key) => path.Length == 0 ? key : $"{path}.{key}";
 
     public static bool IsNull(RawNode? node) => node is null or RawScalar { Value: null };
 
-    /// <summary>Binds a map into a new <paramref name="type"/> record; an absent or null node gives the defaults.</summary>
+    /// <summary>Binds a map into a new <paramref name="type"/> record; an absent or null node gives the defaults
+    /// (and records the required properties as missing).</summary>
     public object BindRecord(Type type, RawNode? node, string path)
     {
-        var instance = Activator.CreateInstance(type)
-                       ?? throw new InvalidOperationException($"cannot create {type.Name}");
-        if (IsNull(node)) return instance;
-        if (node is not RawMap map)
-            throw Error(node, path, $"expected a map, got {node!.Describe()}");
-
+        var instance = RecordShape.CreateDefault(type);
         var properties = RecordShape.Of(type);
-        foreach (var (key, value) in map.Entries)
+        if (!IsNull(node) && node is not RawMap)
+            throw Error(node, path, $"expected a map, got {node!.Describe()}");
+        var map = node as RawMap;
+
+        var given = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var (key, value) in map?.Entries ?? [])
         {
             var keyPath = Join(path, key.Text);
             var property = properties.FirstOrDefault(p => p.Key == key.Text).Property;
             if (property is null)
                 throw UnknownKey(key, keyPath, properties.Select(p => p.Key));
+            if (RecordShape.IsRequired(property) && IsNull(value))
+                continue; // "key: null" on a required option reads as "not given"
             property.SetValue(instance, BindProperty(property, value, keyPath));
+            given.Add(key.Text);
         }
+        foreach (var (key, property) in properties)
+            if (RecordShape.IsRequired(property) && !given.Contains(key))
+                Missing(map?.Get(key) ?? node, Join(path, key), RequiredHint(property.PropertyType));
         return instance;
+    }
+
+    private static string? RequiredHint(Type type)
+    {
+        type = Nullable.GetUnderlyingType(type) ?? type;
+        return type.IsEnum ? $"one of: {string.Join(", ", RecordShape.EnumChoices(type))}" : null;
     }
 
     private object? BindProperty(PropertyInfo property, RawNode node, string path)
@@ -62,8 +87,19 @@ internal sealed class RecipeBinder(string sourceName)
         if (property.PropertyType == typeof(IReadOnlyList<DataSource>))
             return BindDataPath(node, path);
 
-        bool nullable = _nullability.Create(property).WriteState == NullabilityState.Nullable;
-        return Bind(property.PropertyType, nullable, node, path);
+        var type = property.PropertyType;
+        bool nullable = RecordShape.IsNullable(property);
+        if (node is RawScalar { Value: string text } && type.IsGenericType && type.GetGenericTypeDefinition() == typeof(IReadOnlyList<>))
+        {
+            // The two opt-in scalar forms of a list: "1000,757" for numbers, "a prompt" for strings.
+            if (property.IsDefined(typeof(CommaSeparatedAttribute)))
+                node = new RawList(text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
+                    .Select(item => (RawNode)new RawScalar(RawYaml.ResolvePlain(item), item, node.Line, node.FromOverride)).ToList(),
+                    node.Line, node.FromOverride);
+            else if (property.IsDefined(typeof(SingleStringAsListAttribute)))
+                node = new RawList([node], node.Line, node.FromOverride);
+        }
+        return Bind(type, nullable, node, path);
     }
 
     private object? Bind(Type type, bool nullable, RawNode node, string path)
@@ -110,6 +146,17 @@ internal sealed class RecipeBinder(string sourceName)
             if (node is RawScalar { Value: bool b }) return b;
             throw Error(node, path, $"expected true or false, got {node.Describe()}");
         }
+        if (type.IsEnum)
+        {
+            var names = RecordShape.EnumNames(type);
+            if (node is RawScalar { Value: string text }
+                && names.FirstOrDefault(n => string.Equals(n.Name, text.Trim(), StringComparison.OrdinalIgnoreCase)) is { Value: { } value })
+                return value;
+            var choices = RecordShape.EnumChoices(type);
+            var suggestion = node is RawScalar s ? Names.Suggest(s.Text, names.Select(n => n.Name)) : null;
+            var hint = suggestion is null ? "" : $"; did you mean '{suggestion}'?";
+            throw Error(node, path, $"invalid value {node.Describe()}{hint} (expected one of: {string.Join(", ", choices)})");
+        }
         if (type == typeof(IReadOnlyDictionary<string, object?>))
             return FreeMap(node, path);
         if (type.IsGenericType && type.GetGenericTypeDefinition() == typeof(IReadOnlyList<>))
@@ -142,14 +189,38 @@ internal sealed class RecipeBinder(string sourceName)
         : type == typeof(bool) ? "true or false"
         : type == typeof(string) ? "a string"
         : type.IsGenericType && type.GetGenericTypeDefinition() == typeof(IReadOnlyList<>) ? "a list"
+        : type.IsEnum ? $"one of {string.Join(", ", RecordShape.EnumChoices(type))}"
         : "a map";
 
-    /// <summary>A free-form map (method options, callback options, moba_config) as plain .NET values.</summary>
+    /// <summary>A free-form map (moba_config, a method's cfg_uncond, any IReadOnlyDictionary option) as plain .NET values.</summary>
     public IReadOnlyDictionary<string, object?> FreeMap(RawNode? node, string path)
     {
         if (IsNull(node)) return new Dictionary<string, object?>();
         if (node is not RawMap map) throw Error(node, path, $"expected a map, got {node!.Describe()}");
         return (Dictionary<string, object?>)ToPlain(map)!;
+    }
+
+    /// <summary>A plain value (what <see cref="ToPlain"/> gives, or code-built: int, float, arrays, dictionaries)
+    /// as a raw node with no line, so code-built options go through the same binder as YAML.</summary>
+    public static RawNode FromPlain(object? value) => value switch
+    {
+        null => new RawScalar(null, "null", null, false),
+        string s => new RawScalar(s, s, null, false),
+        bool b => new RawScalar(b, b ? "true" : "false", null, false),
+        int or long or short or byte => new RawScalar(System.Convert.ToInt64(value, CultureInfo.InvariantCulture),
+            System.Convert.ToString(value, CultureInfo.InvariantCulture)!, null, false),
+        float or double => new RawScalar(System.Convert.ToDouble(value, CultureInfo.InvariantCulture),
+            System.Convert.ToDouble(value, CultureInfo.InvariantCulture).ToString("R", CultureInfo.InvariantCulture), null, false),
+        IEnumerable<KeyValuePair<string, object?>> map => PlainMap(map),
+        IEnumerable list => new RawList(list.Cast<object?>().Select(FromPlain).ToList(), null, false),
+        _ => throw new ArgumentException($"cannot bind a {value.GetType()} as a recipe value"),
+    };
+
+    private static RawMap PlainMap(IEnumerable<KeyValuePair<string, object?>> entries)
+    {
+        var map = new RawMap(null, false);
+        foreach (var (key, value) in entries) map.Entries.Add((new RawScalar(key, key, null, false), FromPlain(value)));
+        return map;
     }
 
     /// <summary>Raw node -> Dictionary&lt;string, object?&gt; (recipe order), List&lt;object?&gt;, bool, long,

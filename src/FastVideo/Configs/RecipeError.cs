@@ -17,6 +17,24 @@ public sealed class RecipeError : UserError
         Detail = detail;
     }
 
+    /// <summary>
+    /// One error for several mistakes of one kind (e.g. every missing required value): a single mistake is returned
+    /// as it is; several give <c>Source: N what:</c> followed by one indented line per mistake, each with its own
+    /// location. <see cref="Errors"/> holds them.
+    /// </summary>
+    public static RecipeError Combine(IReadOnlyList<RecipeError> errors, string source, string what)
+    {
+        if (errors.Count == 0) throw new ArgumentException("no errors to combine", nameof(errors));
+        if (errors.Count == 1) return errors[0];
+        var detail = $"{errors.Count} {what}:" + string.Concat(errors.Select(e => $"\n  {e.Message}"));
+        return new RecipeError(source, null, "", detail) { _errors = errors.ToList() };
+    }
+
+    private IReadOnlyList<RecipeError>? _errors;
+
+    /// <summary>The single mistakes this error reports (just itself unless it was made by <see cref="Combine"/>).</summary>
+    public IReadOnlyList<RecipeError> Errors => _errors ?? [this];
+
     /// <summary>Dotted path of the offending key, e.g. <c>training.optimizer.learning_rate</c>; empty when the error
     /// is not about one key (a YAML syntax error, a malformed override).</summary>
     public string KeyPath { get; }

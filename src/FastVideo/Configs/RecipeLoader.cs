@@ -20,8 +20,15 @@ public static class RecipeLoader
 
     public static IReadOnlyList<string> GradientCheckpointingTypes { get; } = ["full", "ops", "block_skip"];
 
-    /// <summary>Reads and loads the recipe file at <paramref name="path"/>; errors name the path as given.</summary>
-    public static RunConfig Load(string path, IReadOnlyList<string> overrides, IFamilyCatalog families)
+    /// <summary>A key under <c>method:</c> and <c>callbacks.&lt;name&gt;</c> that is not an option: upstream's class
+    /// path (reference spec 1.5). Accepted and ignored; the method is <c>recipe.method</c>, a callback its name.</summary>
+    public const string TargetKey = "_target_";
+
+    /// <summary>Reads and loads the recipe file at <paramref name="path"/>; errors name the path as given.
+    /// <paramref name="methods"/> and <paramref name="callbacks"/> default to the built-in registries
+    /// (<c>MethodRegistry.Default</c>, <c>CallbackRegistry.Default</c>), where user methods and callbacks register.</summary>
+    public static RunConfig Load(string path, IReadOnlyList<string> overrides, IFamilyCatalog families,
+        IMethodCatalog? methods = null, ICallbackCatalog? callbacks = null)
     {
         string text;
         try
@@ -36,12 +43,15 @@ public static class RecipeLoader
         {
             throw new RecipeError(path, null, "", $"cannot read the recipe file: {e.Message}");
         }
-        return LoadText(text, path, overrides, families);
+        return LoadText(text, path, overrides, families, methods, callbacks);
     }
 
     /// <summary>Loads recipe YAML given as text; <paramref name="sourceName"/> is used in error messages.</summary>
-    public static RunConfig LoadText(string yaml, string sourceName, IReadOnlyList<string> overrides, IFamilyCatalog families)
+    public static RunConfig LoadText(string yaml, string sourceName, IReadOnlyList<string> overrides, IFamilyCatalog families,
+        IMethodCatalog? methods = null, ICallbackCatalog? callbacks = null)
     {
+        methods ??= Train.Methods.MethodRegistry.Default;
+        callbacks ??= Train.Callbacks.CallbackRegistry.Default;
         var root = RawYaml.ParseDocument(yaml, sourceName);
         RecipeOverrides.Apply(root, overrides);
         var binder = new RecipeBinder(sourceName);
@@ -51,29 +61,71 @@ public static class RecipeLoader
                 throw binder.UnknownKey(key, key.Text, Sections);
 
         var recipe = (RecipeSection)binder.BindRecord(typeof(RecipeSection), root.Get("recipe"), "recipe");
-        CheckRecipeSection(recipe, root, binder, families);
+        CheckRecipeSection(recipe, root, binder, families, methods);
 
         var config = new RunConfig
         {
             Recipe = recipe,
             Roles = BindRoles(root, recipe, binder, families),
-            Method = binder.FreeMap(root.Get("method"), "method"),
+            Method = BindMethod(root.Get("method"), recipe.Method, binder, methods),
             Training = (TrainingConfig)binder.BindRecord(typeof(TrainingConfig), root.Get("training"), "training"),
-            Callbacks = BindCallbacks(root.Get("callbacks"), binder),
+            Callbacks = BindCallbacks(root.Get("callbacks"), binder, callbacks),
             Pipeline = (PipelineConfig)binder.BindRecord(typeof(PipelineConfig), root.Get("pipeline"), "pipeline"),
         };
+        // Every missing required value (roles' init_from, method and callback options) in one message.
+        binder.ThrowIfMissing();
+        CheckOptions(config.Method, "method", root, binder);
+        foreach (var (name, options) in config.Callbacks)
+            CheckOptions(options, $"callbacks.{name}", root, binder);
         Validate(config, root, binder);
         // Raw is rebuilt from the typed config so it carries every default and each role's resolved family.
         return config with { Raw = RecipeTree.ToPlain(config) };
     }
 
-    private static void CheckRecipeSection(RecipeSection recipe, RawMap root, RecipeBinder binder, IFamilyCatalog families)
+    /// <summary>
+    /// Binds a code-built options map (e.g. <c>{"decay": 0.99}</c>) into <typeparamref name="T"/> with the same rules
+    /// and errors as a recipe's <c>method:</c> / <c>callbacks.&lt;name&gt;</c>: unknown keys, wrong types, missing
+    /// required values, the record's own checks. <paramref name="path"/> prefixes the key paths in errors.
+    /// </summary>
+    public static T BindOptions<T>(IReadOnlyDictionary<string, object?>? values, string path) where T : class =>
+        (T)BindOptions(typeof(T), values, path);
+
+    /// <inheritdoc cref="BindOptions{T}"/>
+    public static object BindOptions(Type optionsType, IReadOnlyDictionary<string, object?>? values, string path)
+    {
+        const string source = "options";
+        var binder = new RecipeBinder(source);
+        var node = values is null ? null : RecipeBinder.FromPlain(values);
+        var options = binder.BindRecord(optionsType, WithoutTarget(node), path);
+        binder.ThrowIfMissing();
+        if (options is ICheckedOptions checkedOptions && checkedOptions.Check().FirstOrDefault() is { } problem)
+            throw new RecipeError(source, null, Key(path, problem.Key), problem.Detail);
+        return options;
+    }
+
+    private static void CheckRecipeSection(RecipeSection recipe, RawMap root, RecipeBinder binder, IFamilyCatalog families,
+        IMethodCatalog methods)
     {
         // Null (or absent) is allowed: a dry use may not name a method; an empty name is a mistake.
-        if (recipe.Method is { } method && string.IsNullOrWhiteSpace(method))
-            throw binder.Error(Locate(root, "recipe.method"), "recipe.method", "expected a method name, got an empty string");
+        if (recipe.Method is { } method)
+        {
+            var at = Locate(root, "recipe.method");
+            if (string.IsNullOrWhiteSpace(method))
+                throw binder.Error(at, "recipe.method", "expected a method name, got an empty string");
+            if (!methods.Names.Contains(method))
+                throw binder.Error(at, "recipe.method", Unknown("method", method, methods.Names));
+        }
         if (recipe.Family is { } family)
             CheckFamily(family, Locate(root, "recipe.family"), "recipe.family", binder, families);
+    }
+
+    private static string Unknown(string what, string name, IReadOnlyCollection<string> known)
+    {
+        var list = string.Join(", ", known);
+        var suggestion = Names.Suggest(name, known);
+        return suggestion is null
+            ? $"unknown {what} '{name}' (known: {list})"
+            : $"unknown {what} '{name}'; did you mean '{suggestion}'? (known: {list})";
     }
 
     private static void CheckFamily(string family, RawNode? at, string path, RecipeBinder binder, IFamilyCatalog families)
@@ -81,11 +133,7 @@ public static class RecipeLoader
         if (string.IsNullOrWhiteSpace(family))
             throw binder.Error(at, path, "expected a family name, got an empty string");
         if (families.FamilyNames.Contains(family)) return;
-        var known = string.Join(", ", families.FamilyNames);
-        var suggestion = Names.Suggest(family, families.FamilyNames);
-        throw binder.Error(at, path, suggestion is null
-            ? $"unknown family '{family}' (known: {known})"
-            : $"unknown family '{family}'; did you mean '{suggestion}'? (known: {known})");
+        throw binder.Error(at, path, Unknown("family", family, families.FamilyNames));
     }
 
     private static IReadOnlyDictionary<string, RoleConfig> BindRoles(RawMap root, RecipeSection recipe, RecipeBinder binder,
@@ -116,8 +164,9 @@ public static class RecipeLoader
                 throw new InvalidOperationException($"family '{family}' role type {type} does not derive from RoleConfig");
 
             var role = (RoleConfig)binder.BindRecord(type, roleMap, path);
-            if (string.IsNullOrWhiteSpace(role.InitFrom))
-                throw binder.Error(roleMap.Get("init_from") ?? roleMap, $"{path}.init_from", "required value is missing");
+            // An absent init_from is recorded by the binder (required); an empty one is missing too.
+            if (role.InitFrom is { } given && string.IsNullOrWhiteSpace(given))
+                binder.Missing(roleMap.Get("init_from"), $"{path}.init_from");
             // `with` keeps the family's subclass (record copy is virtual).
             roles[key.Text] = role with { Family = family };
         }
@@ -141,17 +190,63 @@ public static class RecipeLoader
         throw binder.Error(roleMap, familyPath, "required value is missing (set it on the role or set recipe.family)");
     }
 
-    private static IReadOnlyList<KeyValuePair<string, IReadOnlyDictionary<string, object?>>> BindCallbacks(RawNode? node,
-        RecipeBinder binder)
+    /// <summary><c>method:</c> into the options type of <c>recipe.method</c> (checked to exist), or into plain
+    /// <see cref="MethodOptions"/> when the recipe names no method.</summary>
+    private static MethodOptions BindMethod(RawNode? node, string? method, RecipeBinder binder, IMethodCatalog methods)
+    {
+        node = WithoutTarget(node);
+        var type = method is null ? typeof(MethodOptions) : methods.OptionsType(method);
+        if (!typeof(MethodOptions).IsAssignableFrom(type))
+            throw new InvalidOperationException($"method '{method}' options type {type} does not derive from MethodOptions");
+        if (method is null && node is RawMap map)
+        {
+            // Without a method only the common options are known: say so instead of "unknown key".
+            var common = RecordShape.Of(typeof(MethodOptions)).Select(p => p.Key).ToList();
+            foreach (var (key, _) in map.Entries)
+                if (!common.Contains(key.Text))
+                    throw binder.Error(key, $"method.{key.Text}",
+                        $"recipe.method is not set, so no method declares this option (set recipe.method: {string.Join(", ", methods.Names)})");
+        }
+        return (MethodOptions)binder.BindRecord(type, node, "method");
+    }
+
+    private static IReadOnlyList<KeyValuePair<string, object>> BindCallbacks(RawNode? node, RecipeBinder binder,
+        ICallbackCatalog callbacks)
     {
         if (RecipeBinder.IsNull(node)) return [];
         if (node is not RawMap map)
             throw binder.Error(node, "callbacks", $"expected a map of callback name -> options, got {node!.Describe()}");
-        // A callback with no options ("ema:") is enabled with an empty options map.
-        return map.Entries
-            .Select(e => KeyValuePair.Create(e.Key.Text, binder.FreeMap(e.Value, $"callbacks.{e.Key.Text}")))
-            .ToList();
+        var result = new List<KeyValuePair<string, object>>();
+        foreach (var (key, value) in map.Entries)
+        {
+            var path = $"callbacks.{key.Text}";
+            if (!callbacks.Names.Contains(key.Text))
+                throw binder.Error(key, path, Unknown("callback", key.Text, callbacks.Names));
+            // A callback with no options ("ema:") is enabled with its defaults.
+            result.Add(KeyValuePair.Create(key.Text, binder.BindRecord(callbacks.OptionsType(key.Text), WithoutTarget(value), path)));
+        }
+        return result;
     }
+
+    /// <summary>The map without <see cref="TargetKey"/>; anything else is returned as it is.</summary>
+    private static RawNode? WithoutTarget(RawNode? node)
+    {
+        if (node is not RawMap map || map.Get(TargetKey) is null) return node;
+        var copy = new RawMap(map.Line, map.FromOverride);
+        copy.Entries.AddRange(map.Entries.Where(e => e.Key.Text != TargetKey));
+        return copy;
+    }
+
+    /// <summary>Runs an options record's own checks; the first problem is reported at its key's line.</summary>
+    private static void CheckOptions(object options, string path, RawMap root, RecipeBinder binder)
+    {
+        if (options is not ICheckedOptions checkedOptions) return;
+        if (checkedOptions.Check().FirstOrDefault() is not { } problem) return;
+        var keyPath = Key(path, problem.Key);
+        throw binder.Error(Locate(root, keyPath), keyPath, problem.Detail);
+    }
+
+    private static string Key(string path, string key) => key.Length == 0 ? path : key[0] == '[' ? path + key : $"{path}.{key}";
 
     /// <summary>Sanity checks that belong at the edge: values no part of the program could make sense of.</summary>
     private static void Validate(RunConfig config, RawMap root, RecipeBinder binder)
@@ -209,15 +304,24 @@ public static class RecipeLoader
 
     private static string Num(double d) => d.ToString("R", CultureInfo.InvariantCulture);
 
-    /// <summary>The node at a dotted path, or its deepest existing ancestor (for the error line).</summary>
+    /// <summary>The node at a dotted path (list items as <c>key[i]</c>), or its deepest existing ancestor (for the
+    /// error line).</summary>
     private static RawNode? Locate(RawMap root, string path)
     {
         RawNode? found = null;
         RawNode? current = root;
         foreach (var segment in path.Split('.'))
         {
-            if (current is not RawMap map || map.Get(segment) is not { } next) break;
+            var bracket = segment.IndexOf('[');
+            var name = bracket < 0 ? segment : segment[..bracket];
+            if (current is not RawMap map || map.Get(name) is not { } next) break;
             found = current = next;
+            if (bracket < 0) continue;
+            foreach (var index in segment[(bracket + 1)..].TrimEnd(']').Split("]["))
+            {
+                if (current is not RawList list || !int.TryParse(index, out var i) || i < 0 || i >= list.Items.Count) return found;
+                found = current = list.Items[i];
+            }
         }
         return found;
     }

@@ -13,9 +13,9 @@ internal static class RecipeTree
     {
         ["recipe"] = Record(config.Recipe),
         ["roles"] = config.Roles.ToDictionary(r => r.Key, r => (object?)Record(r.Value)),
-        ["method"] = Free(config.Method, "method"),
+        ["method"] = Record(config.Method),
         ["training"] = Record(config.Training),
-        ["callbacks"] = config.Callbacks.ToDictionary(c => c.Key, c => (object?)Free(c.Value, $"callbacks.{c.Key}")),
+        ["callbacks"] = config.Callbacks.ToDictionary(c => c.Key, c => (object?)Record(c.Value)),
         ["pipeline"] = Record(config.Pipeline),
     };
 
@@ -33,6 +33,7 @@ internal static class RecipeTree
         string or bool or long or double => value,
         int i => (long)i,
         float f => (double)f,
+        Enum e => Names.ToSnakeCase(e.ToString()),
         // data_path is always written as its most general form, folder -> weight.
         IReadOnlyList<DataSource> sources => sources.ToDictionary(s => s.Path, s => (object?)(long)s.Weight),
         IReadOnlyDictionary<string, object?> map => Free(map, path),

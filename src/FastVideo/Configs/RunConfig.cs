@@ -10,14 +10,35 @@ public sealed record RunConfig
     public RecipeSection Recipe { get; init; } = new();
     /// <summary>Role name -> that role's options, typed by the role's family (see <see cref="IFamilyCatalog"/>).</summary>
     public IReadOnlyDictionary<string, RoleConfig> Roles { get; init; } = new Dictionary<string, RoleConfig>();
-    /// <summary>Free map handed to the method, which validates it itself.</summary>
-    public IReadOnlyDictionary<string, object?> Method { get; init; } = new Dictionary<string, object?>();
+    /// <summary>
+    /// <c>method:</c>, bound into the options record that <c>recipe.method</c> declares (plain
+    /// <see cref="Configs.MethodOptions"/> when the recipe names no method). Read it typed with
+    /// <see cref="MethodOptions{T}"/>.
+    /// </summary>
+    public MethodOptions Method { get; init; } = new();
     public TrainingConfig Training { get; init; } = new();
-    /// <summary>Callback name -> its free options map, in recipe order (dispatch order).</summary>
-    public IReadOnlyList<KeyValuePair<string, IReadOnlyDictionary<string, object?>>> Callbacks { get; init; } = [];
+    /// <summary>Callback name -> its options record (the type the callback declares), in recipe order (dispatch order).</summary>
+    public IReadOnlyList<KeyValuePair<string, object>> Callbacks { get; init; } = [];
     public PipelineConfig Pipeline { get; init; } = new();
     /// <summary>The recipe as a plain tree after overrides, with every default filled in (saved with checkpoints).</summary>
     public IReadOnlyDictionary<string, object?> Raw { get; init; } = new Dictionary<string, object?>();
+
+    /// <summary>The method's options as the record type it declares.</summary>
+    /// <exception cref="InvalidOperationException">The config holds another options type (a code-built config that
+    /// did not set <see cref="Method"/> for its method).</exception>
+    public T MethodOptions<T>() where T : MethodOptions =>
+        Method as T ?? throw new InvalidOperationException(
+            $"method '{Recipe.Method}' needs {typeof(T).Name} in RunConfig.Method, but it holds {Method.GetType().Name}");
+
+    /// <summary>The options of callback <paramref name="name"/>, or null when the recipe does not enable it.</summary>
+    public T? CallbackOptions<T>(string name) where T : class =>
+        Callbacks.FirstOrDefault(c => c.Key == name).Value switch
+        {
+            null => null,
+            T options => options,
+            var other => throw new InvalidOperationException(
+                $"callback '{name}' needs {typeof(T).Name} in RunConfig.Callbacks, but it holds {other.GetType().Name}"),
+        };
 }
 
 public sealed record RecipeSection
@@ -37,7 +58,8 @@ public record RoleConfig
     /// <summary>Falls back to <c>recipe.family</c> when absent.</summary>
     public string? Family { get; init; }
     /// <summary>Required: a Diffusers pipeline folder, a transformer folder, or a Hugging Face model id in the local cache.</summary>
-    public string InitFrom { get; init; } = "";
+    [System.ComponentModel.Description("a Diffusers pipeline folder, a transformer folder, or a Hugging Face model id in the local cache")]
+    public required string InitFrom { get; init; }
     public bool Trainable { get; init; } = true;
     /// <summary>Shift of this role's own noise scheduler; null = the family default (Wan 3.0, Hunyuan 7.0).</summary>
     public double? FlowShift { get; init; }

@@ -21,14 +21,21 @@ public static class FewStepSampler
     /// <summary>Checks a timestep list: non-empty, strictly descending, each in (0, <paramref name="maxTimestep"/>].</summary>
     public static void Validate(IReadOnlyList<double> timesteps, double maxTimestep = 1000, string what = "timesteps")
     {
-        if (timesteps.Count == 0) throw new UserError($"{what}: need at least one timestep");
+        if (Problem(timesteps, maxTimestep) is { } p) throw new UserError($"{what}{p.Index}: {p.Detail}");
+    }
+
+    /// <summary>The first problem of <paramref name="timesteps"/>: <c>Index</c> is "" or "[i]" (the offending item).</summary>
+    public static (string Index, string Detail)? Problem(IReadOnlyList<double> timesteps, double maxTimestep = 1000)
+    {
+        if (timesteps.Count == 0) return ("", "need at least one timestep");
         for (int i = 0; i < timesteps.Count; i++)
         {
             if (!(timesteps[i] > 0 && timesteps[i] <= maxTimestep))
-                throw new UserError($"{what}[{i}]: {timesteps[i]} is outside (0, {maxTimestep}]");
+                return ($"[{i}]", $"{timesteps[i]} is outside (0, {maxTimestep}]");
             if (i > 0 && !(timesteps[i] < timesteps[i - 1]))
-                throw new UserError($"{what}: must be strictly descending, got [{string.Join(", ", timesteps)}]");
+                return ("", $"must be strictly descending, got [{string.Join(", ", timesteps)}]");
         }
+        return null;
     }
 
     /// <param name="model">x0 prediction (conditional, or already guided).</param>

@@ -20,11 +20,16 @@ public class ConfigCommandTests
                 TestFamilies.Instance, output);
             Assert.Equal(0, code);
             var text = output.ToString();
-            Assert.StartsWith("recipe:\n  family: wan\n  method: finetune\nroles:\n", text);
+            Assert.StartsWith("recipe:\n  family: wan\n  method: dmd2\nroles:\n", text);
             Assert.Contains("\n    max_train_steps: 9\n", text);
             Assert.Contains("\npipeline:\n  flow_shift: 4.5\n", text);
             Assert.Contains("\n    min_lr_ratio: 0.5\n", text); // a filled-in default
             Assert.Contains("\n    project_name: fastvideo\n", text);
+            // The method's and the callbacks' options, defaults filled in like training:'s.
+            Assert.Contains("\nmethod:\n  lr_step_rules: null\n  rollout_mode: simulate\n  generator_update_interval: 1\n", text);
+            Assert.Contains("\n  real_score_guidance_scale: 1.0\n", text);
+            Assert.Contains("\n  cfg_uncond: null\ntraining:\n", text);
+            Assert.Contains("\ncallbacks:\n  grad_clip:\n    max_grad_norm: 1.0\n    log_grad_norms: true\n  ema:\n    decay: 0.999\n    start_iter: 0\npipeline:\n", text);
             Assert.Equal(RecipePrinter.ToYaml(Load(Example, "training.loop.max_train_steps=9", "pipeline.flow_shift=4.5")), text);
         }
         finally

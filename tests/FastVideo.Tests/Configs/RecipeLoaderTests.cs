@@ -1,4 +1,6 @@
 using FastVideo.Configs;
+using FastVideo.Train.Callbacks;
+using FastVideo.Train.Methods.DistributionMatching;
 using Xunit;
 using static FastVideo.Tests.Configs.RecipeTestSupport;
 
@@ -12,7 +14,7 @@ public class RecipeLoaderTests
         var c = Load(Example);
 
         Assert.Equal("wan", c.Recipe.Family);
-        Assert.Equal("finetune", c.Recipe.Method);
+        Assert.Equal("dmd2", c.Recipe.Method);
 
         Assert.Equal(["student", "teacher"], c.Roles.Keys);
         var student = c.Roles["student"];
@@ -37,6 +39,23 @@ public class RecipeLoaderTests
         Assert.Equal("fp32", t.DitPrecision);
 
         Assert.Equal(3.0, c.Pipeline.FlowShift);
+
+        var m = c.MethodOptions<DMD2Options>();
+        Assert.Equal(RolloutMode.Simulate, m.RolloutMode);
+        Assert.Equal([1000, 750, 500, 250], m.DmdDenoisingSteps);
+        Assert.Equal(1e-5, m.FakeScoreLearningRate);
+        Assert.Equal([0.0, 0.999], m.FakeScoreBetas);
+        Assert.Equal("constant", m.FakeScoreLrScheduler);
+        Assert.Equal(1, m.GeneratorUpdateInterval);   // defaults of the options the recipe leaves out
+        Assert.Equal(1.0, m.RealScoreGuidanceScale);
+        Assert.False(m.WarpDenoisingStep);
+        Assert.Null(m.CfgUncond);
+        Assert.Null(m.LrStepRules);
+
+        Assert.Equal(["grad_clip", "ema"], c.Callbacks.Select(kv => kv.Key));
+        Assert.Equal(new GradClipOptions { MaxGradNorm = 1.0 }, c.CallbackOptions<GradClipOptions>("grad_clip"));
+        Assert.Equal(new EmaOptions { Decay = 0.999 }, c.CallbackOptions<EmaOptions>("ema"));
+        Assert.Null(c.CallbackOptions<ValidationOptions>("validation"));
     }
 
     [Fact]
@@ -63,7 +82,7 @@ public class RecipeLoaderTests
         Assert.Equal("cpu", t.Device);
         Assert.True(c.Roles["student"].Trainable);
         Assert.Null(c.Pipeline.FlowShift);
-        Assert.Empty(c.Method);
+        Assert.Equal(new MethodOptions(), c.Method); // no method named: only the common options
         Assert.Empty(c.Callbacks);
     }
 
@@ -97,7 +116,7 @@ public class RecipeLoaderTests
         var c = Load(Minimal + "\ntraining:\npipeline:\nmethod:\ncallbacks:\n");
         Assert.Equal(1, c.Training.Data.TrainBatchSize);
         Assert.Null(c.Pipeline.FlowShift);
-        Assert.Empty(c.Method);
+        Assert.Equal(new MethodOptions(), c.Method);
         Assert.Empty(c.Callbacks);
     }
 
@@ -165,41 +184,56 @@ public class RecipeLoaderTests
     }
 
     [Fact]
-    public void MethodAndCallbacksAreFreeMapsOfPlainValues()
+    public void MethodAndCallbacksBindIntoTheRecordsTheyDeclare()
     {
         var yaml = Example.Replace("pipeline:", """
               validation:
-              custom: {every: 5, names: [a, b], nested: {on: true, rate: 0.5, none: null}}
+                prompts: a red square moving left, slowly   # one string is one prompt
+                seeds: [1, 2]
             pipeline:
-            """);
+            """).Replace("rollout_mode: simulate", "rollout_mode: data_latent\n  cfg_uncond: {text: zero}\n  _target_: fastvideo.train.methods.DMD2Method");
         var c = Load(yaml);
 
-        Assert.Equal("simulate", c.Method["rollout_mode"]);
-        Assert.Equal(new List<object?> { 1000L, 750L, 500L, 250L }, c.Method["dmd_denoising_steps"]);
+        var m = Method<DMD2Options>(c);
+        Assert.Equal(RolloutMode.DataLatent, m.RolloutMode);
+        Assert.Equal(new Dictionary<string, object?> { ["text"] = "zero" }, m.CfgUncond); // a free map option keeps plain values
 
-        Assert.Equal(["grad_clip", "ema", "validation", "custom"], c.Callbacks.Select(kv => kv.Key));
-        Assert.Equal(1.0, c.Callbacks[0].Value["max_grad_norm"]);
-        Assert.Equal(0.999, c.Callbacks[1].Value["decay"]);
-        Assert.Empty(c.Callbacks[2].Value); // "validation:" with nothing = enabled with no options
-        var custom = c.Callbacks[3].Value;
-        Assert.Equal(5L, custom["every"]);
-        Assert.Equal(new List<object?> { "a", "b" }, custom["names"]);
-        var nested = Assert.IsType<Dictionary<string, object?>>(custom["nested"]);
-        Assert.Equal(true, nested["on"]);
-        Assert.Equal(0.5, nested["rate"]);
-        Assert.True(nested.ContainsKey("none"));
-        Assert.Null(nested["none"]);
+        Assert.Equal(["grad_clip", "ema", "validation"], c.Callbacks.Select(kv => kv.Key));
+        var validation = Assert.IsType<ValidationOptions>(c.Callbacks[2].Value);
+        Assert.Equal(["a red square moving left, slowly"], validation.Prompts);
+        Assert.Equal([1, 2], validation.Seeds);
+        Assert.Equal(100, validation.EverySteps);   // a default
+        Assert.Null(validation.SamplingSteps);
+    }
+
+    [Fact]
+    public void EnumOptionsAcceptTheirAliasesAndAnyCase()
+    {
+        Assert.Equal(RolloutMode.Simulate, Method<DMD2Options>(Load(Example, "method.rollout_mode=sim")).RolloutMode);
+        Assert.Equal(RolloutMode.DataLatent, Method<DMD2Options>(Load(Example, "method.rollout_mode=vae_latent")).RolloutMode);
+        Assert.Equal(RolloutMode.DataLatent, Method<DMD2Options>(Load(Example, "method.rollout_mode=Data_Latent")).RolloutMode);
+    }
+
+    [Fact]
+    public void TargetKeysAreAcceptedUnderMethodAndCallbacks()
+    {
+        var yaml = Example.Replace("grad_clip: {max_grad_norm: 1.0}",
+            "grad_clip: {_target_: fastvideo.train.callbacks.grad_clip.GradNormClipCallback, max_grad_norm: 2.0}");
+        var c = Load(yaml, "method._target_=fastvideo.train.methods.distribution_matching.dmd2.DMD2Method");
+        Assert.Equal(2.0, c.CallbackOptions<GradClipOptions>("grad_clip")!.MaxGradNorm);
+        Assert.DoesNotContain("_target_", RecipePrinter.ToYaml(c)); // not an option: not printed
     }
 
     [Fact]
     public void QuotedScalarsStayStringsInFreeMaps()
     {
-        var c = Load(Minimal + "\nmethod: {a: \"1\", b: 'true', c: 1e-5, d: 0x10, e: ~}\n");
-        Assert.Equal("1", c.Method["a"]);
-        Assert.Equal("true", c.Method["b"]);
-        Assert.Equal(1e-5, c.Method["c"]);
-        Assert.Equal(16L, c.Method["d"]);
-        Assert.Null(c.Method["e"]);
+        var c = Load(Probe.Replace("{steps: 2}", "{steps: 2, extra: {a: \"1\", b: 'true', c: 1e-5, d: 0x10, e: ~}}"));
+        var extra = Method<ProbeOptions>(c).Extra;
+        Assert.Equal("1", extra["a"]);
+        Assert.Equal("true", extra["b"]);
+        Assert.Equal(1e-5, extra["c"]);
+        Assert.Equal(16L, extra["d"]);
+        Assert.Null(extra["e"]);
     }
 
     [Fact]

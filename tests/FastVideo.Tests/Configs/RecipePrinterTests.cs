@@ -1,4 +1,6 @@
 using FastVideo.Configs;
+using FastVideo.Train.Callbacks;
+using FastVideo.Train.Methods.DistributionMatching;
 using Xunit;
 using static FastVideo.Tests.Configs.RecipeTestSupport;
 
@@ -37,7 +39,7 @@ public class RecipePrinterTests
     {
         var original = Load(Example, "training.optimizer.learning_rate=3e-6", "callbacks.validation=null");
         var printed = RecipePrinter.ToYaml(original);
-        var reloaded = RecipeLoader.LoadText(printed, "checkpoint.yaml", [], TestFamilies.Instance);
+        var reloaded = RecipeLoader.LoadText(printed, "checkpoint.yaml", [], TestFamilies.Instance, TestMethods.Instance);
 
         Assert.Equal(printed, RecipePrinter.ToYaml(reloaded));
         AssertTreesEqual(original.Raw, reloaded.Raw);
@@ -49,14 +51,58 @@ public class RecipePrinterTests
         Assert.Equal(original.Roles["student"], reloaded.Roles["student"]);
         Assert.Equal(original.Pipeline, reloaded.Pipeline);
         Assert.Equal(original.Recipe, reloaded.Recipe);
+        var (m, r) = (Method<DMD2Options>(original), Method<DMD2Options>(reloaded));
+        Assert.Equal(m with { DmdDenoisingSteps = [], FakeScoreBetas = [] }, r with { DmdDenoisingSteps = [], FakeScoreBetas = [] });
+        Assert.Equal(m.DmdDenoisingSteps, r.DmdDenoisingSteps);
+        Assert.Equal(m.FakeScoreBetas, r.FakeScoreBetas);
+        Assert.Equal(original.Callbacks, reloaded.Callbacks); // list-free option records compare by value
+    }
+
+    [Fact]
+    public void PrintsTheMethodAndCallbackOptionsWithTheirDefaults()
+    {
+        var yaml = RecipePrinter.ToYaml(Load(Example, "callbacks.validation.every_steps=5"));
+        Assert.Contains("""
+
+            method:
+              lr_step_rules: null
+              rollout_mode: simulate
+              generator_update_interval: 1
+              dmd_denoising_steps: [1000, 750, 500, 250]
+              warp_denoising_step: false
+              real_score_guidance_scale: 1.0
+              fake_score_learning_rate: 1.0e-05
+              fake_score_betas: [0.0, 0.999]
+              fake_score_lr_scheduler: constant
+              cfg_uncond: null
+            training:
+
+            """, yaml);
+        Assert.Contains("""
+
+            callbacks:
+              grad_clip:
+                max_grad_norm: 1.0
+                log_grad_norms: true
+              ema:
+                decay: 0.999
+                start_iter: 0
+              validation:
+                every_steps: 5
+                at_start: true
+                prompts: null
+            """, yaml);
+        Assert.Contains("\n    sampling_steps: null\n    sampling_timesteps: null\n    guidance_scale: 1.0\n", yaml);
+        Assert.Contains("\n    role: student\npipeline:\n", yaml);
     }
 
     [Fact]
     public void RoundTripOfTrickyValues()
     {
-        var yaml = Minimal + """
+        var yaml = Probe.Replace("method: {steps: 2}", "") + """
 
             method:
+             extra:
               yes_string: "yes"
               off_string: "Off"
               digit_first: "1_000"
@@ -84,13 +130,14 @@ public class RecipePrinterTests
             """;
         var original = Load(yaml);
         var printed = RecipePrinter.ToYaml(original);
-        var reloaded = RecipeLoader.LoadText(printed, "printed.yaml", [], TestFamilies.Instance);
+        var reloaded = RecipeLoader.LoadText(printed, "printed.yaml", [], TestFamilies.Instance, TestMethods.Instance);
         AssertTreesEqual(original.Raw, reloaded.Raw);
         Assert.Equal(printed, RecipePrinter.ToYaml(reloaded));
-        Assert.IsType<double>(reloaded.Method["integral_float"]);
-        Assert.Equal("yes", reloaded.Method["yes_string"]);
-        Assert.Contains("\n  yes_string: \"yes\"\n  off_string: \"Off\"\n  digit_first: \"1_000\"\n  version: \"0.9.1\"\n", printed);
-        Assert.Equal("say \"hi\"\n", reloaded.Method["quote"]);
+        var extra = Method<ProbeOptions>(reloaded).Extra;
+        Assert.IsType<double>(extra["integral_float"]);
+        Assert.Equal("yes", extra["yes_string"]);
+        Assert.Contains("\n    yes_string: \"yes\"\n    off_string: \"Off\"\n    digit_first: \"1_000\"\n    version: \"0.9.1\"\n", printed);
+        Assert.Equal("say \"hi\"\n", extra["quote"]);
         Assert.Equal(new[] { new DataSource("data/with space", 2), new DataSource("data/b", 1) }, reloaded.Training.Data.DataPath);
         Assert.Equal("2024", reloaded.Training.Tracker.RunName);
     }
@@ -100,15 +147,19 @@ public class RecipePrinterTests
     {
         var config = new RunConfig
         {
+            Recipe = new RecipeSection { Method = "probe" },
             Roles = new Dictionary<string, RoleConfig> { ["student"] = new() { Family = "wan", InitFrom = "m" } },
-            Method = new Dictionary<string, object?> { ["steps"] = new[] { 1, 2 }, ["scale"] = 1.5f },
-            Callbacks = [new("ema", new Dictionary<string, object?> { ["decay"] = 0.9 })],
+            Method = new ProbeOptions { Steps = 3, Extra = new Dictionary<string, object?> { ["steps"] = new[] { 1, 2 }, ["scale"] = 1.5f } },
+            Callbacks = [new("ema", new EmaOptions { Decay = 0.9 })],
         };
         var yaml = RecipePrinter.ToYaml(config);
-        Assert.Contains("\n  steps: [1, 2]\n", yaml);
-        Assert.Contains("\n  scale: 1.5\n", yaml);
-        Assert.Contains("\ncallbacks:\n  ema:\n    decay: 0.9\n", yaml);
-        Assert.Equal("m", RecipeLoader.LoadText(yaml, "x", [], TestFamilies.Instance).Roles["student"].InitFrom);
+        Assert.Contains("\n  steps: 3\n", yaml);
+        Assert.Contains("\n    steps: [1, 2]\n", yaml);
+        Assert.Contains("\n    scale: 1.5\n", yaml);
+        Assert.Contains("\ncallbacks:\n  ema:\n    decay: 0.9\n    start_iter: 0\n", yaml);
+        var reloaded = RecipeLoader.LoadText(yaml, "x", [], TestFamilies.Instance, TestMethods.Instance);
+        Assert.Equal("m", reloaded.Roles["student"].InitFrom);
+        Assert.Equal(3, Method<ProbeOptions>(reloaded).Steps);
     }
 
     private static void AssertTreesEqual(object? expected, object? actual, string path = "")

@@ -1,4 +1,6 @@
 using FastVideo.Configs;
+using FastVideo.Train.Methods.DistributionMatching;
+using FastVideo.Train.Methods.FineTuning;
 
 namespace FastVideo.Tests.Configs;
 
@@ -21,4 +23,32 @@ public sealed class TestFamilies : IFamilyCatalog
         "wan_causal" => typeof(WanCausalRoleConfigForTest),
         _ => throw new ArgumentException($"unknown family {family}"),
     };
+}
+
+/// <summary>A method's options for the recipe tests: typed values plus a free map for checking raw value casting.</summary>
+public sealed record ProbeOptions : MethodOptions
+{
+    public long Steps { get; init; } = 1;
+    public double Lr { get; init; }
+    public bool Flag { get; init; }
+    public string? Note { get; init; }
+    /// <summary>A free map: its values keep the types the YAML (or --set) gave them.</summary>
+    public IReadOnlyDictionary<string, object?> Extra { get; init; } = new Dictionary<string, object?>();
+}
+
+/// <summary>The built-in methods (dmd2, finetune) plus "probe" (<see cref="ProbeOptions"/>), as the recipe tests see them.</summary>
+public sealed class TestMethods : IMethodCatalog
+{
+    public static readonly TestMethods Instance = new();
+
+    private readonly Dictionary<string, Type> _types = new()
+    {
+        ["dmd2"] = typeof(DMD2Options),
+        ["finetune"] = typeof(FineTuneOptions),
+        ["probe"] = typeof(ProbeOptions),
+    };
+
+    public IReadOnlyCollection<string> Names => _types.Keys.Order().ToArray();
+
+    public Type OptionsType(string method) => _types[method];
 }

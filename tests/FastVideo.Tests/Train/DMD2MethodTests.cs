@@ -27,7 +27,8 @@ public class DMD2MethodTests
     internal static RunConfig Config(string dir, int maxSteps = 3, int accum = 1, int saveSteps = 0, Dictionary<string, object?>? method = null,
         string initFrom = "", bool teacherTrainable = false)
     {
-        var baseCfg = TrainFixture.Config(dir, maxSteps: maxSteps, accum: accum, saveSteps: saveSteps, method: method ?? MethodOptions(),
+        var options = RecipeLoader.BindOptions<DMD2Options>(method ?? MethodOptions(), "method");
+        var baseCfg = TrainFixture.Config(dir, maxSteps: maxSteps, accum: accum, saveSteps: saveSteps, method: options,
             callbacks: [TrainFixture.Callback("grad_clip", ("max_grad_norm", 1.0))]);
         var model = initFrom == "" ? TestPaths.Fixture("wan_tiny") : initFrom;
         return baseCfg with
@@ -53,13 +54,13 @@ public class DMD2MethodTests
         noCritic = noCritic with { Roles = noCritic.Roles.Where(r => r.Key != "critic").ToDictionary() };
         Assert.Contains("roles.critic", Assert.Throws<UserError>(() => TrainingBuilder.Build(noCritic)).Message);
         var opts = MethodOptions(); opts.Remove("rollout_mode");
-        Assert.Contains("method.rollout_mode", Assert.Throws<UserError>(() => TrainingBuilder.Build(Config(dir, initFrom: missing, method: opts))).Message);
+        Assert.Contains("method.rollout_mode", Assert.Throws<RecipeError>(() => TrainingBuilder.Build(Config(dir, initFrom: missing, method: opts))).Message);
         opts = MethodOptions(); opts.Remove("fake_score_learning_rate");
-        Assert.Contains("method.fake_score_learning_rate", Assert.Throws<UserError>(() => TrainingBuilder.Build(Config(dir, initFrom: missing, method: opts))).Message);
+        Assert.Contains("method.fake_score_learning_rate", Assert.Throws<RecipeError>(() => TrainingBuilder.Build(Config(dir, initFrom: missing, method: opts))).Message);
         opts = MethodOptions(); opts["dmd_denoising_steps"] = new List<object?> { 1000L, 1200L };
-        Assert.Contains("method.dmd_denoising_steps", Assert.Throws<UserError>(() => TrainingBuilder.Build(Config(dir, initFrom: missing, method: opts))).Message);
+        Assert.Contains("method.dmd_denoising_steps", Assert.Throws<RecipeError>(() => TrainingBuilder.Build(Config(dir, initFrom: missing, method: opts))).Message);
         opts = MethodOptions(); opts["rollout_mod"] = "simulate";
-        Assert.Contains("method.rollout_mod", Assert.Throws<UserError>(() => TrainingBuilder.Build(Config(dir, initFrom: missing, method: opts))).Message);
+        Assert.Contains("method.rollout_mod: unknown key; did you mean 'rollout_mode'?", Assert.Throws<RecipeError>(() => TrainingBuilder.Build(Config(dir, initFrom: missing, method: opts))).Message);
     }
 
     [Fact]

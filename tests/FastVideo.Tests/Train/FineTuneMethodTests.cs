@@ -92,11 +92,12 @@ public class FineTuneMethodTests
     public void UnknownMethodOptionsAndMissingStepRulesAreNamed()
     {
         var dir = TestPaths.TempDir("ft");
-        var typo = TrainFixture.Config(dir, method: new Dictionary<string, object?> { ["precondition"] = true });
-        Assert.Contains("method.precondition", Assert.Throws<UserError>(() => TrainingBuilder.Build(typo)).Message);
+        var typo = Assert.Throws<FastVideo.Configs.RecipeError>(() =>
+            FastVideo.Configs.RecipeLoader.BindOptions<FineTuneOptions>(new Dictionary<string, object?> { ["precondition"] = true }, "method"));
+        Assert.Contains("method.precondition: unknown key", typo.Message);
         var pw = TrainFixture.Config(dir, scheduler: "piecewise_constant");
         Assert.Contains("method.lr_step_rules", Assert.Throws<UserError>(() => TrainingBuilder.Build(pw)).Message);
-        var ok = TrainFixture.Config(dir, scheduler: "piecewise_constant", method: new Dictionary<string, object?> { ["lr_step_rules"] = "1:2,0.1" });
+        var ok = TrainFixture.Config(dir, scheduler: "piecewise_constant", method: new FineTuneOptions { LrStepRules = "1:2,0.1" });
         using var m = TrainingBuilder.Build(ok);
         Assert.Equal(1e-3, m.Optimizers["student"].Optimizer.Lr, 12);
     }

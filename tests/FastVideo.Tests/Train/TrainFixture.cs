@@ -50,8 +50,8 @@ internal static class TrainFixture
 
     public static RunConfig Config(string outputDir, int maxSteps = 3, int accum = 1, int saveSteps = 0, int keepLast = 0,
         string resume = "", string scheduler = "constant", int warmup = 0, bool precondition = false,
-        IEnumerable<KeyValuePair<string, IReadOnlyDictionary<string, object?>>>? callbacks = null,
-        bool studentTrainable = true, string initFrom = "", IReadOnlyDictionary<string, object?>? method = null)
+        IEnumerable<KeyValuePair<string, object>>? callbacks = null,
+        bool studentTrainable = true, string initFrom = "", MethodOptions? method = null)
     {
         var run = WanModelTests.Run();
         return run with
@@ -60,7 +60,7 @@ internal static class TrainFixture
             {
                 ["student"] = new RoleConfig { InitFrom = initFrom == "" ? TestPaths.Fixture("wan_tiny") : initFrom, Trainable = studentTrainable },
             },
-            Method = method ?? new Dictionary<string, object?>(),
+            Method = method ?? new FastVideo.Train.Methods.FineTuning.FineTuneOptions(),
             Training = run.Training with
             {
                 Data = run.Training.Data with { Seed = 1234, TrainBatchSize = 1 },
@@ -77,6 +77,9 @@ internal static class TrainFixture
         };
     }
 
-    public static KeyValuePair<string, IReadOnlyDictionary<string, object?>> Callback(string name, params (string Key, object? Value)[] options) =>
-        new(name, options.ToDictionary(o => o.Key, o => o.Value));
+    /// <summary>A callback entry whose options are bound from plain values by the recipe binder (as from YAML), so
+    /// option mistakes throw the recipe's errors here.</summary>
+    public static KeyValuePair<string, object> Callback(string name, params (string Key, object? Value)[] options) =>
+        new(name, RecipeLoader.BindOptions(FastVideo.Train.Callbacks.CallbackRegistry.Default.Get(name).OptionsType,
+            options.ToDictionary(o => o.Key, o => o.Value), $"callbacks.{name}"));
 }

@@ -78,11 +78,11 @@ public class TrainerTests
     public void CallbackOptionsAreValidatedWithTheirKeyPath()
     {
         var dir = TestPaths.TempDir("tr");
-        RunConfig With(params KeyValuePair<string, IReadOnlyDictionary<string, object?>>[] cbs) => TrainFixture.Config(dir, callbacks: cbs);
+        RunConfig With(params KeyValuePair<string, object>[] cbs) => TrainFixture.Config(dir, callbacks: cbs);
         Assert.Contains("callbacks.swa", Assert.Throws<UserError>(() => CallbackRegistry.Default.Build(With(TrainFixture.Callback("swa")))).Message);
-        Assert.Contains("callbacks.ema.decay", Assert.Throws<UserError>(() => CallbackRegistry.Default.Build(With(TrainFixture.Callback("ema", ("decay", 1.5))))).Message);
-        Assert.Contains("callbacks.ema.decay", Assert.Throws<UserError>(() => CallbackRegistry.Default.Build(With(TrainFixture.Callback("ema", ("decay", "high"))))).Message);
-        Assert.Contains("callbacks.grad_clip.max_norm", Assert.Throws<UserError>(() => CallbackRegistry.Default.Build(With(TrainFixture.Callback("grad_clip", ("max_norm", 1.0))))).Message);
+        Assert.Contains("callbacks.ema.decay", Assert.Throws<RecipeError>(() => CallbackRegistry.Default.Build(With(TrainFixture.Callback("ema", ("decay", 1.5))))).Message);
+        Assert.Contains("callbacks.ema.decay", Assert.Throws<RecipeError>(() => CallbackRegistry.Default.Build(With(TrainFixture.Callback("ema", ("decay", "high"))))).Message);
+        Assert.Contains("callbacks.grad_clip.max_norm", Assert.Throws<RecipeError>(() => CallbackRegistry.Default.Build(With(TrainFixture.Callback("grad_clip", ("max_norm", 1.0))))).Message);
         var built = CallbackRegistry.Default.Build(With(TrainFixture.Callback("ema", ("decay", 0.9), ("start_iter", 2L)), TrainFixture.Callback("grad_clip")));
         Assert.Equal(["ema", "grad_clip"], built.Select(c => c.Name));
         Assert.Equal(2, ((EmaCallback)built[0]).StartIter);

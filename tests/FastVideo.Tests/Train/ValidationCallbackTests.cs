@@ -27,7 +27,7 @@ public class ValidationCallbackTests
         return (data, model);
     }
 
-    private static RunConfig SyntheticConfig(string output, int maxSteps, params KeyValuePair<string, IReadOnlyDictionary<string, object?>>[] callbacks)
+    private static RunConfig SyntheticConfig(string output, int maxSteps, params KeyValuePair<string, object>[] callbacks)
     {
         var (data, model) = Synthetic();
         var cfg = TrainFixture.Config(output, maxSteps: maxSteps, initFrom: model, callbacks: callbacks);
@@ -234,12 +234,12 @@ public class ValidationCallbackTests
         var dir = TestPaths.TempDir("valopt");
         RunConfig With(params (string, object?)[] options) => TrainFixture.Config(dir, callbacks: [TrainFixture.Callback("validation", options)]);
         void Fails(string key, params (string, object?)[] options) =>
-            Assert.Contains($"callbacks.validation.{key}", Assert.Throws<UserError>(() => CallbackRegistry.Default.Build(With(options))).Message);
+            Assert.Contains($"callbacks.validation.{key}", Assert.Throws<RecipeError>(() => CallbackRegistry.Default.Build(With(options))).Message);
 
         Fails("every_steps", ("every_steps", -1L));
         Fails("every_steps", ("every_steps", "often"));
         Fails("prompts", ("prompts", L("a")), ("dataset_file", "x.json"));
-        Fails("prompts[1]", ("prompts", L("a", 3L)));
+        Fails("prompts[1]", ("prompts", L("a", L("b"))));   // (a number is taken as written, as run_name: 2024 is)
         Fails("num_prompts", ("num_prompts", 0L));
         Fails("seeds", ("seeds", L(1L, 1L)));
         Fails("sampling_steps[0]", ("sampling_steps", L(0L)));

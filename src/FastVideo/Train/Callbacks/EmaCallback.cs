@@ -1,9 +1,27 @@
+using System.ComponentModel;
+using FastVideo.Configs;
 using FastVideo.Train.Methods;
 using FastVideo.Train.State;
 using TorchSharp;
 using static TorchSharp.torch;
 
 namespace FastVideo.Train.Callbacks;
+
+/// <summary>The options of the <c>ema</c> callback.</summary>
+public sealed record EmaOptions : ICheckedOptions
+{
+    [Description("shadow = decay * shadow + (1 - decay) * weight after each step, in [0, 1]")]
+    public double Decay { get; init; } = 0.9999;
+
+    [Description("the first step that updates the average (the shadows copy the weights then)")]
+    public int StartIter { get; init; }
+
+    public IEnumerable<OptionProblem> Check()
+    {
+        if (!(Decay is >= 0 and <= 1)) yield return new("decay", $"must be in [0, 1], got {Decay}");
+        if (StartIter < 0) yield return new("start_iter", $"must be >= 0, got {StartIter}");
+    }
+}
 
 /// <summary>
 /// Exponential moving average of the student's trainable weights (spec 7.4): fp32 CPU shadows, updated at the end
@@ -15,16 +33,11 @@ public sealed class EmaCallback : TrainCallback
     private readonly Dictionary<string, Tensor> _shadow = new(StringComparer.Ordinal);
     private TrainingMethod? _method;
 
-    public EmaCallback(Options o)
-    {
-        Decay = o.Double("decay", 0.9999);
-        StartIter = o.Int("start_iter", 0);
-        if (Decay is < 0 or > 1) throw new UserError($"{o.Path}.decay: must be in [0, 1], got {Decay}");
-        if (StartIter < 0) throw new UserError($"{o.Path}.start_iter: must be >= 0, got {StartIter}");
-    }
+    public EmaCallback(EmaOptions options) => Options = options;
 
-    public double Decay { get; }
-    public int StartIter { get; }
+    public EmaOptions Options { get; }
+    public double Decay => Options.Decay;
+    public int StartIter => Options.StartIter;
     public bool Started { get; private set; }
     public IReadOnlyDictionary<string, Tensor> Shadow => _shadow;
 

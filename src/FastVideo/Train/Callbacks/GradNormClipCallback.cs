@@ -1,8 +1,25 @@
+using System.ComponentModel;
+using FastVideo.Configs;
 using TorchSharp;
 using FastVideo.Train.Methods;
 using static TorchSharp.torch;
 
 namespace FastVideo.Train.Callbacks;
+
+/// <summary>The options of the <c>grad_clip</c> callback.</summary>
+public sealed record GradClipOptions : ICheckedOptions
+{
+    [Description("clip each target's gradients to this global L2 norm; 0 = no clipping")]
+    public double MaxGradNorm { get; init; } = 1.0;
+
+    [Description("log each target's pre-clip norm as grad_norm/<target>")]
+    public bool LogGradNorms { get; init; } = true;
+
+    public IEnumerable<OptionProblem> Check()
+    {
+        if (!(MaxGradNorm >= 0)) yield return new("max_grad_norm", $"must be >= 0 (0 disables clipping), got {MaxGradNorm}");
+    }
+}
 
 /// <summary>
 /// Clips each grad-clip target's gradients to a global L2 norm (spec 7.1/7.4) before the optimizer step and logs
@@ -10,15 +27,11 @@ namespace FastVideo.Train.Callbacks;
 /// </summary>
 public sealed class GradNormClipCallback : TrainCallback
 {
-    public GradNormClipCallback(Options o)
-    {
-        MaxGradNorm = o.Double("max_grad_norm", 1.0);
-        LogGradNorms = o.Bool("log_grad_norms", true);
-        if (MaxGradNorm < 0) throw new UserError($"{o.Path}.max_grad_norm: must be >= 0 (0 disables clipping), got {MaxGradNorm}");
-    }
+    public GradNormClipCallback(GradClipOptions options) => Options = options;
 
-    public double MaxGradNorm { get; }
-    public bool LogGradNorms { get; }
+    public GradClipOptions Options { get; }
+    public double MaxGradNorm => Options.MaxGradNorm;
+    public bool LogGradNorms => Options.LogGradNorms;
 
     public override void OnBeforeOptimizerStep(TrainingMethod method, int iteration, StepLog log)
     {

@@ -23,40 +23,81 @@ public abstract class TrainCallback
     public virtual void LoadState(StateScope s) { }
 }
 
-/// <summary>Callback name -> factory from its option map. Unknown names are user errors naming <c>callbacks.&lt;name&gt;</c>.</summary>
-public sealed class CallbackRegistry
+/// <summary>
+/// A callback by name (its <c>callbacks.&lt;name&gt;</c> key). <see cref="OptionsType"/> is the record its options bind
+/// into (the recipe loader binds it once, with line-numbered errors); <see cref="Create"/> builds the callback from
+/// it. Declare one with <see cref="Of{TOptions}"/>.
+/// </summary>
+public sealed record CallbackDescriptor(string Name, string Description, Type OptionsType, Func<object, TrainCallback> Create)
 {
-    private readonly Dictionary<string, Func<Options, TrainCallback>> _factories = new(StringComparer.Ordinal);
+    public static CallbackDescriptor Of<TOptions>(string name, string description, Func<TOptions, TrainCallback> create)
+        where TOptions : class =>
+        new(name, description, typeof(TOptions), options => create(options as TOptions ?? throw new InvalidOperationException(
+            $"callback '{name}' needs {typeof(TOptions).Name} options, got {options.GetType().Name}")));
+}
+
+/// <summary>Callback name -> descriptor. <see cref="Default"/> holds the built-in callbacks; users may register more.</summary>
+public sealed class CallbackRegistry : ICallbackCatalog
+{
+    private readonly Dictionary<string, CallbackDescriptor> _callbacks = new(StringComparer.Ordinal);
 
     public static CallbackRegistry Default { get; } = CreateBuiltIn();
 
     public static CallbackRegistry CreateBuiltIn()
     {
         var r = new CallbackRegistry();
-        r.Register("grad_clip", o => new GradNormClipCallback(o));
-        r.Register("ema", o => new EmaCallback(o));
-        r.Register("validation", o => new ValidationCallback(o));
+        r.Register(CallbackDescriptor.Of<GradClipOptions>("grad_clip",
+            "clips each role's gradients to a global L2 norm before the optimizer step; logs grad_norm/<role>",
+            o => new GradNormClipCallback(o)));
+        r.Register(CallbackDescriptor.Of<EmaOptions>("ema",
+            "exponential moving average of the student's weights (fp32, CPU); validation and export --ema use it",
+            o => new EmaCallback(o)));
+        r.Register(CallbackDescriptor.Of<ValidationOptions>("validation",
+            "samples fixed prompts and seeds every every_steps steps: latents, GIFs and the synthetic evaluator's metrics",
+            o => new ValidationCallback(o)));
         return r;
     }
 
-    public void Register(string name, Func<Options, TrainCallback> factory)
+    public void Register(CallbackDescriptor callback)
     {
-        if (!_factories.TryAdd(name, factory)) throw new ArgumentException($"callback '{name}' is already registered");
+        if (string.IsNullOrWhiteSpace(callback.Name)) throw new ArgumentException("callback name must not be empty");
+        if (!RecordShapeCheck(callback.OptionsType))
+            throw new ArgumentException($"callback '{callback.Name}': OptionsType must be a record with a parameterless constructor");
+        if (!_callbacks.TryAdd(callback.Name, callback)) throw new ArgumentException($"callback '{callback.Name}' is already registered");
     }
 
-    public IReadOnlyCollection<string> Names => _factories.Keys.Order(StringComparer.Ordinal).ToArray();
+    private static bool RecordShapeCheck(Type t) => t.IsClass && !t.IsAbstract && t.GetConstructor(Type.EmptyTypes) is not null;
 
-    /// <summary>Builds the recipe's callbacks in recipe order (their dispatch order).</summary>
+    public IReadOnlyCollection<string> Names => _callbacks.Keys.Order(StringComparer.Ordinal).ToArray();
+
+    public IReadOnlyList<CallbackDescriptor> Callbacks => Names.Select(n => _callbacks[n]).ToArray();
+
+    public CallbackDescriptor Get(string name) => _callbacks.TryGetValue(name, out var c)
+        ? c
+        : throw new UserError($"callbacks.{name}: unknown callback (known: {string.Join(", ", Names)})");
+
+    public Type OptionsType(string callback) => Get(callback).OptionsType;
+
+    /// <summary>Every callback with its options, defaults and descriptions (printed by <c>fastvideo methods</c>).</summary>
+    public string Describe()
+    {
+        var sb = new System.Text.StringBuilder();
+        foreach (var c in Callbacks)
+        {
+            sb.Append($"{c.Name}: {c.Description}\n");
+            sb.Append($"  options (callbacks.{c.Name}.*):\n");
+            sb.Append(OptionListing.Format(c.OptionsType, "    "));
+        }
+        return sb.ToString();
+    }
+
+    /// <summary>Builds the recipe's callbacks in recipe order (their dispatch order) from their bound options.</summary>
     public IReadOnlyList<TrainCallback> Build(RunConfig config)
     {
         var list = new List<TrainCallback>();
-        foreach (var (name, map) in config.Callbacks)
+        foreach (var (name, options) in config.Callbacks)
         {
-            if (!_factories.TryGetValue(name, out var factory))
-                throw new UserError($"callbacks.{name}: unknown callback (known: {string.Join(", ", Names)})");
-            var options = new Options(map, $"callbacks.{name}");
-            var cb = factory(options);
-            options.RejectUnknown();
+            var cb = Get(name).Create(options);
             cb.Name = name;
             list.Add(cb);
         }

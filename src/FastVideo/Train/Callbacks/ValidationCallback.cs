@@ -1,7 +1,9 @@
+using System.ComponentModel;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using FastVideo.Configs;
 using FastVideo.Data;
 using FastVideo.Data.Synthetic;
 using FastVideo.Sampling;
@@ -12,6 +14,83 @@ using TorchSharp;
 using static TorchSharp.torch;
 
 namespace FastVideo.Train.Callbacks;
+
+/// <summary>The options of the <c>validation</c> callback.</summary>
+public sealed record ValidationOptions : ICheckedOptions
+{
+    /// <summary>Euler step counts sampled when neither sampling_steps nor sampling_timesteps is given.</summary>
+    public static IReadOnlyList<int> DefaultSamplingSteps { get; } = [40];
+
+    [Description("validate every N steps (and at the start of a fresh run); 0 = never")]
+    public int EverySteps { get; init; } = 100;
+
+    [Description("also validate at step 0 of a fresh run")]
+    public bool AtStart { get; init; } = true;
+
+    [SingleStringAsList]
+    [Description("the prompts (a string is one prompt); null = dataset_file, or the synthetic dataset's classes")]
+    public IReadOnlyList<string>? Prompts { get; init; }
+
+    [Description("a JSON file {\"data\": [{\"caption\": ...}, ...]} with the prompts (upstream's validation dataset format)")]
+    public string? DatasetFile { get; init; }
+
+    [Description("a safetensors file with prompt_embeds [N, L, D] (and optionally prompt_attention_mask [N, L]); needed unless the data is the synthetic dataset")]
+    public string? PromptEmbedsFile { get; init; }
+
+    [Description("sample only the first N prompts; null = all")]
+    public int? NumPrompts { get; init; }
+
+    [CommaSeparated]
+    [Description("distinct sampling seeds; null = [training.data.seed]")]
+    public IReadOnlyList<int>? Seeds { get; init; }
+
+    [CommaSeparated]
+    [Description("Euler step counts to sample with, each >= 1 and distinct; null = [40]")]
+    public IReadOnlyList<int>? SamplingSteps { get; init; }
+
+    [CommaSeparated]
+    [Description("few-step (DMD) sampling at these timesteps, descending in (0, 1000], instead of Euler")]
+    public IReadOnlyList<int>? SamplingTimesteps { get; init; }
+
+    [Description("classifier-free guidance scale (>= 0; 1 = no unconditional pass)")]
+    public double GuidanceScale { get; init; } = 1.0;
+
+    [Description("the sampler's flow shift (> 0); null = the role's scheduler shift")]
+    public double? FlowShift { get; init; }
+
+    [Description("sample with the ema callback's weights once it has started (student only)")]
+    public bool UseEma { get; init; } = true;
+
+    [Description("where step_<n>/ folders go; null = <checkpoint.output_dir>/validation")]
+    public string? OutputDir { get; init; }
+
+    [Description("the role that is sampled")]
+    public string Role { get; init; } = "student";
+
+    public IEnumerable<OptionProblem> Check()
+    {
+        if (EverySteps < 0) yield return new("every_steps", $"must be >= 0 (0 = never), got {EverySteps}");
+        if (Prompts is not null && DatasetFile is not null) yield return new("prompts", "give either prompts or dataset_file, not both");
+        if (Prompts is { Count: 0 }) yield return new("prompts", "the list is empty");
+        if (NumPrompts is < 1) yield return new("num_prompts", $"must be >= 1, got {NumPrompts}");
+        if (Seeds is { Count: 0 }) yield return new("seeds", "the list is empty");
+        if (Seeds?.Distinct().Count() < Seeds?.Count) yield return new("seeds", $"seeds must be distinct, got [{string.Join(", ", Seeds!)}]");
+        if (SamplingSteps is not null && SamplingTimesteps is not null)
+            yield return new("sampling_timesteps", "give either sampling_steps (Euler) or sampling_timesteps (few-step), not both");
+        if (SamplingSteps is { Count: 0 }) yield return new("sampling_steps", "the list is empty");
+        for (int i = 0; i < (SamplingSteps?.Count ?? 0); i++)
+            if (SamplingSteps![i] < 1) yield return new($"sampling_steps[{i}]", $"must be >= 1, got {SamplingSteps[i]}");
+        if (SamplingSteps?.Distinct().Count() < SamplingSteps?.Count)
+            yield return new("sampling_steps", $"step counts must be distinct, got [{string.Join(", ", SamplingSteps!)}]");
+        if (SamplingTimesteps is not null && TimestepsProblem(SamplingTimesteps) is { } problem) yield return problem;
+        if (!double.IsFinite(GuidanceScale) || GuidanceScale < 0) yield return new("guidance_scale", $"must be a number >= 0, got {GuidanceScale}");
+        if (FlowShift is { } fs && !(fs > 0)) yield return new("flow_shift", $"must be > 0, got {fs}");
+        if (string.IsNullOrEmpty(Role)) yield return new("role", "must name a role");
+    }
+
+    private static OptionProblem? TimestepsProblem(IReadOnlyList<int> timesteps) =>
+        FewStepSampler.Problem(timesteps.Select(t => (double)t).ToList()) is { } p ? new("sampling_timesteps" + p.Index, p.Detail) : null;
+}
 
 /// <summary>
 /// Samples fixed prompts with fixed seeds every <c>every_steps</c> steps (and at the start of a fresh run) and writes
@@ -35,67 +114,30 @@ public sealed class ValidationCallback : TrainCallback
     private bool _sawFirstValidationHook;
     private bool _saidNoGifs;
 
-    public ValidationCallback(Options o)
-    {
-        OptionPath = o.Path;
-        EverySteps = o.Int("every_steps", 100);
-        AtStart = o.Bool("at_start", true);
-        Prompts = o.StringList("prompts", null);
-        DatasetFile = o.String("dataset_file", null);
-        PromptEmbedsFile = o.String("prompt_embeds_file", null);
-        NumPrompts = o.Int("num_prompts", int.MaxValue);
-        Seeds = o.IntList("seeds", null);
-        var steps = o.IntList("sampling_steps", null);
-        var timesteps = o.IntList("sampling_timesteps", null);
-        GuidanceScale = o.Double("guidance_scale", 1.0);
-        double shift = o.Double("flow_shift", double.NaN);
-        FlowShift = double.IsNaN(shift) ? null : shift;
-        UseEma = o.Bool("use_ema", true);
-        OutputDir = o.String("output_dir", null);
-        Role = o.String("role", "student")!;
+    public ValidationCallback(ValidationOptions options) => Options = options;
 
-        string p = o.Path;
-        if (EverySteps < 0) throw new UserError($"{p}.every_steps: must be >= 0 (0 = never), got {EverySteps}");
-        if (Prompts is not null && DatasetFile is not null)
-            throw new UserError($"{p}.prompts: give either prompts or dataset_file, not both");
-        if (Prompts is { Count: 0 }) throw new UserError($"{p}.prompts: the list is empty");
-        if (NumPrompts < 1) throw new UserError($"{p}.num_prompts: must be >= 1, got {NumPrompts}");
-        if (Seeds is { Count: 0 }) throw new UserError($"{p}.seeds: the list is empty");
-        if (Seeds?.Distinct().Count() < Seeds?.Count) throw new UserError($"{p}.seeds: seeds must be distinct, got [{string.Join(", ", Seeds!)}]");
-        if (steps is not null && timesteps is not null)
-            throw new UserError($"{p}.sampling_timesteps: give either sampling_steps (Euler) or sampling_timesteps (few-step), not both");
-        if (steps is { Count: 0 }) throw new UserError($"{p}.sampling_steps: the list is empty");
-        for (int i = 0; i < (steps?.Count ?? 0); i++)
-            if (steps![i] < 1) throw new UserError($"{p}.sampling_steps[{i}]: must be >= 1, got {steps[i]}");
-        if (steps?.Distinct().Count() < steps?.Count) throw new UserError($"{p}.sampling_steps: step counts must be distinct, got [{string.Join(", ", steps!)}]");
-        if (timesteps is not null) FewStepSampler.Validate(timesteps.Select(t => (double)t).ToList(), what: $"{p}.sampling_timesteps");
-        SamplingSteps = steps ?? [40];
-        SamplingTimesteps = timesteps;
-        if (!double.IsFinite(GuidanceScale) || GuidanceScale < 0) throw new UserError($"{p}.guidance_scale: must be a number >= 0, got {GuidanceScale}");
-        if (FlowShift is { } fs && !(fs > 0)) throw new UserError($"{p}.flow_shift: must be > 0, got {fs}");
-        if (string.IsNullOrEmpty(Role)) throw new UserError($"{p}.role: must name a role");
-    }
-
+    public ValidationOptions Options { get; }
     /// <summary><c>callbacks.&lt;name&gt;</c>, for error messages.</summary>
-    public string OptionPath { get; }
-    public int EverySteps { get; }
-    public bool AtStart { get; }
-    public IReadOnlyList<string>? Prompts { get; }
-    public string? DatasetFile { get; }
-    public string? PromptEmbedsFile { get; }
-    public int NumPrompts { get; }
+    public string OptionPath => $"callbacks.{(Name.Length > 0 ? Name : "validation")}";
+    public int EverySteps => Options.EverySteps;
+    public bool AtStart => Options.AtStart;
+    public IReadOnlyList<string>? Prompts => Options.Prompts;
+    public string? DatasetFile => Options.DatasetFile;
+    public string? PromptEmbedsFile => Options.PromptEmbedsFile;
+    /// <summary>How many prompts are sampled (all when <c>num_prompts</c> is null).</summary>
+    public int NumPrompts => Options.NumPrompts ?? int.MaxValue;
     /// <summary>Null = [training.data.seed].</summary>
-    public IReadOnlyList<int>? Seeds { get; }
-    public IReadOnlyList<int> SamplingSteps { get; }
+    public IReadOnlyList<int>? Seeds => Options.Seeds;
+    public IReadOnlyList<int> SamplingSteps => Options.SamplingSteps ?? ValidationOptions.DefaultSamplingSteps;
     /// <summary>Non-null = few-step sampling at these timesteps instead of Euler.</summary>
-    public IReadOnlyList<int>? SamplingTimesteps { get; }
-    public double GuidanceScale { get; }
+    public IReadOnlyList<int>? SamplingTimesteps => Options.SamplingTimesteps;
+    public double GuidanceScale => Options.GuidanceScale;
     /// <summary>Null = the role's scheduler shift.</summary>
-    public double? FlowShift { get; }
-    public bool UseEma { get; }
+    public double? FlowShift => Options.FlowShift;
+    public bool UseEma => Options.UseEma;
     /// <summary>Null = <c>&lt;checkpoint.output_dir&gt;/validation</c>.</summary>
-    public string? OutputDir { get; }
-    public string Role { get; }
+    public string? OutputDir => Options.OutputDir;
+    public string Role => Options.Role;
 
     /// <summary>The EMA whose weights validation samples with (<c>use_ema</c>); linked by <see cref="Link"/>.</summary>
     public EmaCallback? Ema { get; set; }

@@ -245,7 +245,7 @@ public static partial class CheckpointExporter
                                 "export without --ema, or train with an ema callback");
         if (values[$"callbacks.{name}.started"]?.GetValue<bool>() != true)
         {
-            var startIter = config.Callbacks.First(c => c.Key == name).Value.GetValueOrDefault("start_iter");
+            var startIter = (config.Callbacks.First(c => c.Key == name).Value as Callbacks.EmaOptions)?.StartIter;
             throw new UserError($"export: --ema: EMA never started in checkpoint '{checkpoint}' (step {step}" +
                                 (startIter is not null ? $", callbacks.{name}.start_iter {startIter}" : "") +
                                 "); export without --ema or from a later checkpoint");

@@ -4,15 +4,26 @@ using FastVideo.Train.Models;
 namespace FastVideo.Train.Methods;
 
 /// <summary>
-/// A method by name: <see cref="CheckRoles"/> validates the recipe's roles before any weights load (names the role
-/// and what is wrong), <see cref="Create"/> builds the method from the loaded role models.
+/// A method by name. <see cref="OptionsType"/> is the record its <c>method:</c> options bind into (a
+/// <see cref="MethodOptions"/> subclass; the recipe loader binds it once, with line-numbered errors);
+/// <see cref="CheckRoles"/> validates the recipe's roles before any weights load (names the role and what is wrong);
+/// <see cref="Create"/> builds the method from the loaded role models. Declare one with <see cref="Of{TOptions}"/>.
 /// </summary>
 public sealed record MethodDescriptor(
     string Name,
+    string Description,
+    Type OptionsType,
     Action<RunConfig> CheckRoles,
-    Func<RunConfig, IReadOnlyDictionary<string, ModelBase>, TrainingMethod> Create);
+    Func<RunConfig, IReadOnlyDictionary<string, ModelBase>, TrainingMethod> Create)
+{
+    /// <summary>A method whose options are <typeparamref name="TOptions"/>; <paramref name="create"/> gets them typed
+    /// (from <see cref="RunConfig.Method"/>).</summary>
+    public static MethodDescriptor Of<TOptions>(string name, string description, Action<RunConfig> checkRoles,
+        Func<RunConfig, TOptions, IReadOnlyDictionary<string, ModelBase>, TrainingMethod> create) where TOptions : MethodOptions =>
+        new(name, description, typeof(TOptions), checkRoles, (config, roles) => create(config, config.MethodOptions<TOptions>(), roles));
+}
 
-public sealed class MethodRegistry
+public sealed class MethodRegistry : IMethodCatalog
 {
     private readonly Dictionary<string, MethodDescriptor> _methods = new(StringComparer.Ordinal);
 
@@ -28,10 +39,31 @@ public sealed class MethodRegistry
 
     public void Register(MethodDescriptor method)
     {
+        if (string.IsNullOrWhiteSpace(method.Name)) throw new ArgumentException("method name must not be empty");
+        if (!typeof(MethodOptions).IsAssignableFrom(method.OptionsType) || method.OptionsType.IsAbstract
+            || method.OptionsType.GetConstructor(Type.EmptyTypes) is null)
+            throw new ArgumentException($"method '{method.Name}': OptionsType must be a MethodOptions record with a parameterless constructor");
         if (!_methods.TryAdd(method.Name, method)) throw new ArgumentException($"method '{method.Name}' is already registered");
     }
 
     public IReadOnlyCollection<string> Names => _methods.Keys.Order(StringComparer.Ordinal).ToArray();
+
+    public IReadOnlyList<MethodDescriptor> Methods => Names.Select(n => _methods[n]).ToArray();
+
+    public Type OptionsType(string method) => Get(method).OptionsType;
+
+    /// <summary>Every method with its options, defaults and descriptions (what <c>fastvideo methods</c> prints).</summary>
+    public string Describe()
+    {
+        var sb = new System.Text.StringBuilder();
+        foreach (var m in Methods)
+        {
+            sb.Append($"{m.Name}: {m.Description}\n");
+            sb.Append("  options (method.*):\n");
+            sb.Append(OptionListing.Format(m.OptionsType, "    "));
+        }
+        return sb.ToString();
+    }
 
     public MethodDescriptor Get(string? name) =>
         name is null ? throw new UserError($"recipe.method: not set (known methods: {string.Join(", ", Names)})")

@@ -26,20 +26,21 @@ public abstract class TrainingMethod : IDisposable
 {
     public const string BackwardContextKey = "_fv_backward";
 
-    protected TrainingMethod(RunConfig config, IReadOnlyDictionary<string, ModelBase> roles)
+    /// <param name="options">The method's bound options (its own record type; the common ones are read here).</param>
+    protected TrainingMethod(RunConfig config, MethodOptions options, IReadOnlyDictionary<string, ModelBase> roles)
     {
         Config = config;
         Roles = roles;
         Student = roles.TryGetValue("student", out var s) ? s : throw new UserError("roles.student: every method needs a 'student' role");
-        Method = new Options(config.Method, "method");
+        _lrStepRules = options.LrStepRules;
     }
+
+    private readonly string? _lrStepRules;
 
     public RunConfig Config { get; }
     public TrainingConfig Training => Config.Training;
     public IReadOnlyDictionary<string, ModelBase> Roles { get; }
     public ModelBase Student { get; }
-    /// <summary>The method's options (<c>method:</c> in the recipe).</summary>
-    protected Options Method { get; }
 
     /// <summary>Seeded in <see cref="OnTrainStart"/> with <c>training.data.seed</c> on <c>training.device</c>.</summary>
     public Generator Generator { get; private set; } = null!;
@@ -114,8 +115,7 @@ public abstract class TrainingMethod : IDisposable
     /// <summary>Per-role optimizer from <c>training.optimizer</c>; <c>method.lr_step_rules</c> feeds piecewise_constant.</summary>
     protected RoleOptimizer CreateOptimizer(ModelBase model, OptimizerConfig? cfg = null, string keyPath = "training.optimizer")
     {
-        var rules = Method.String("lr_step_rules", null);
-        return RoleOptimizer.Create(model, cfg ?? Training.Optimizer, Training.Loop.MaxTrainSteps, rules, keyPath);
+        return RoleOptimizer.Create(model, cfg ?? Training.Optimizer, Training.Loop.MaxTrainSteps, _lrStepRules, keyPath);
     }
 
     public virtual void Dispose()

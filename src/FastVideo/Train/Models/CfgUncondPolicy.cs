@@ -1,3 +1,5 @@
+using FastVideo.Configs;
+
 namespace FastVideo.Train.Models;
 
 /// <summary>What the unconditional branch sees for the text channel.</summary>
@@ -14,41 +16,52 @@ public sealed record CfgUncondPolicy(UncondTextPolicy Text, bool IgnoreMissing, 
     /// <summary>Parses the recipe map (null = default). Errors name <c>method.cfg_uncond.&lt;key&gt;</c>.</summary>
     public static CfgUncondPolicy Parse(IReadOnlyDictionary<string, object?>? map)
     {
-        if (map is null) return Default;
+        var (policy, problem) = TryParse(map);
+        return problem is null ? policy! : throw new UserError($"method.cfg_uncond.{problem.Key}: {problem.Detail}");
+    }
+
+    /// <summary>The first problem of the map (its key relative to <c>cfg_uncond</c>), or null when it parses.</summary>
+    public static OptionProblem? Problem(IReadOnlyDictionary<string, object?>? map) => TryParse(map).Problem;
+
+    private static (CfgUncondPolicy? Policy, OptionProblem? Problem) TryParse(IReadOnlyDictionary<string, object?>? map)
+    {
+        if (map is null) return (Default, null);
         bool ignore = false;
         var text = UncondTextPolicy.NegativePrompt;
         var others = new Dictionary<string, string>();
         foreach (var (key, value) in map)
         {
             string? v = value?.ToString()?.Trim().ToLowerInvariant();
-            if (value is not null and not string) throw new UserError($"method.cfg_uncond.{key}: expected a string, got {value}");
+            if (value is not null and not string) return (null, new(key, $"expected a string, got {value}"));
             switch (key)
             {
                 case "on_missing":
-                    ignore = (v ?? "error") switch
+                    switch (v ?? "error")
                     {
-                        "error" => false,
-                        "ignore" => true,
-                        _ => throw new UserError($"method.cfg_uncond.on_missing: expected 'error' or 'ignore', got '{v}'"),
-                    };
+                        case "error": ignore = false; break;
+                        case "ignore": ignore = true; break;
+                        default: return (null, new(key, $"expected 'error' or 'ignore', got '{v}'"));
+                    }
                     break;
                 case "text":
-                    text = (v ?? "negative_prompt") switch
+                    UncondTextPolicy? t = (v ?? "negative_prompt") switch
                     {
                         "negative_prompt" => UncondTextPolicy.NegativePrompt,
                         "keep" => UncondTextPolicy.Keep,
                         "zero" => UncondTextPolicy.Zero,
                         "drop" => UncondTextPolicy.Drop,
-                        _ => throw new UserError($"method.cfg_uncond.text: expected one of negative_prompt, keep, zero, drop; got '{v}'"),
+                        _ => null,
                     };
+                    if (t is null) return (null, new(key, $"expected one of negative_prompt, keep, zero, drop; got '{v}'"));
+                    text = t.Value;
                     break;
                 default:
                     if (v is not (null or "keep" or "zero" or "drop"))
-                        throw new UserError($"method.cfg_uncond.{key}: expected one of keep, zero, drop; got '{v}'");
+                        return (null, new(key, $"expected one of keep, zero, drop; got '{v}'"));
                     others[key] = v ?? "keep";
                     break;
             }
         }
-        return new CfgUncondPolicy(text, ignore, others);
+        return (new CfgUncondPolicy(text, ignore, others), null);
     }
 }

@@ -84,40 +84,6 @@ public sealed class ModelFamilyRegistry : IFamilyCatalog
     }
 
     /// <summary>Role options of a family as (yaml key, type, default) for <c>fastvideo families</c>.</summary>
-    public static IReadOnlyList<(string Key, string Type, string Default)> DescribeOptions(Type roleConfigType)
-    {
-        var instance = Activator.CreateInstance(roleConfigType);
-        return roleConfigType.GetProperties(BindingFlags.Public | BindingFlags.Instance)
-            .Where(p => p.CanWrite)
-            .Select(p => (SnakeCase(p.Name), TypeName(p.PropertyType), Format(p.GetValue(instance))))
-            .ToList();
-    }
-
-    private static string TypeName(Type t)
-    {
-        var u = Nullable.GetUnderlyingType(t);
-        if (u is not null) return TypeName(u) + "?";
-        return t == typeof(string) ? "string" : t == typeof(bool) ? "bool" : t == typeof(int) ? "int" : t == typeof(double) ? "float" : t.Name;
-    }
-
-    private static string Format(object? v) => v switch
-    {
-        null => "null",
-        bool b => b ? "true" : "false",
-        string s => s.Length == 0 ? "(required)" : s,
-        double d => d.ToString(System.Globalization.CultureInfo.InvariantCulture),
-        _ => v.ToString() ?? "",
-    };
-
-    internal static string SnakeCase(string name)
-    {
-        var sb = new System.Text.StringBuilder();
-        for (int i = 0; i < name.Length; i++)
-        {
-            char c = name[i];
-            if (char.IsUpper(c) && i > 0) sb.Append('_');
-            sb.Append(char.ToLowerInvariant(c));
-        }
-        return sb.ToString();
-    }
+    public static IReadOnlyList<(string Key, string Type, string Default)> DescribeOptions(Type roleConfigType) =>
+        OptionListing.Describe(roleConfigType).Select(o => (o.Key, o.Type, o.Default)).ToList();
 }

@@ -1,3 +1,4 @@
+using System.ComponentModel;
 using System.Globalization;
 using FastVideo.Configs;
 using FastVideo.Data;
@@ -12,62 +13,61 @@ namespace FastVideo.Train.Methods.DistributionMatching;
 public enum RolloutMode
 {
     /// <summary>From pure noise through the student's own few-step chain (no data latents needed).</summary>
+    [Aliases("sim")]
     Simulate,
     /// <summary>One student step from data latents noised to a randomly chosen denoising step.</summary>
+    [Aliases("data", "vae_latent")]
     DataLatent,
 }
 
-/// <summary>The <c>method:</c> options of DMD2, parsed and validated before any weights load.</summary>
-public sealed record DMD2Options(
-    RolloutMode RolloutMode,
-    int GeneratorUpdateInterval,
-    IReadOnlyList<double> DmdDenoisingSteps,
-    bool WarpDenoisingStep,
-    double RealScoreGuidanceScale,
-    double FakeScoreLearningRate,
-    IReadOnlyList<double> FakeScoreBetas,
-    string FakeScoreLrScheduler,
-    CfgUncondPolicy? CfgUncond)
+/// <summary>The <c>method:</c> options of DMD2, bound and checked when the recipe is loaded.</summary>
+public sealed record DMD2Options : MethodOptions, ICheckedOptions
 {
-    public static DMD2Options Parse(RunConfig config)
+    [Description("how the student's samples are made: from noise through its own chain (simulate) or from noised data latents (data_latent)")]
+    public required RolloutMode RolloutMode { get; init; }
+
+    [Description("update the student every N steps (the critic learns every step); 0 = every step")]
+    public int GeneratorUpdateInterval { get; init; } = 1;
+
+    [CommaSeparated]
+    [Description("the student's denoising timesteps, each an integer in 1..1000, e.g. [1000, 750, 500, 250]")]
+    public required IReadOnlyList<int> DmdDenoisingSteps { get; init; }
+
+    [Description("map step k to the student scheduler's grid timestep of index 1000 - k")]
+    public bool WarpDenoisingStep { get; init; }
+
+    [Description("classifier-free guidance of the teacher's (real) score; 1 = the conditional teacher alone")]
+    public double RealScoreGuidanceScale { get; init; } = 1.0;
+
+    [Description("the critic's (fake score's) learning rate, > 0")]
+    public required double FakeScoreLearningRate { get; init; }
+
+    [CommaSeparated]
+    [Description("the critic's AdamW betas, two numbers in [0, 1), e.g. [0.0, 0.999]")]
+    public required IReadOnlyList<double> FakeScoreBetas { get; init; }
+
+    [Description("the critic's LR schedule (as training.optimizer.lr_scheduler)")]
+    public required string FakeScoreLrScheduler { get; init; }
+
+    [Description("what the unconditional branch sees per channel: {text: negative_prompt|keep|zero|drop, on_missing: error|ignore, <channel>: keep|zero|drop}; null = negative_prompt")]
+    public IReadOnlyDictionary<string, object?>? CfgUncond { get; init; }
+
+    public IEnumerable<OptionProblem> Check()
     {
-        var map = config.Method;
-        var o = new Options(map, "method");
-        var mode = o.String("rollout_mode", null)?.Trim().ToLowerInvariant() switch
-        {
-            "simulate" or "sim" => RolloutMode.Simulate,
-            "data_latent" or "data" or "vae_latent" => RolloutMode.DataLatent,
-            null => throw new UserError("method.rollout_mode: required for dmd2 (simulate or data_latent)"),
-            var other => throw new UserError($"method.rollout_mode: expected simulate or data_latent, got '{other}'"),
-        };
-        var steps = o.DoubleList("dmd_denoising_steps", null) ?? throw new UserError("method.dmd_denoising_steps: required for dmd2");
-        if (steps.Count == 0) throw new UserError("method.dmd_denoising_steps: must list at least one timestep, e.g. [1000, 750, 500, 250]");
-        foreach (var s in steps)
-            if (!(s > 0 && s <= 1000) || Math.Floor(s) != s)
-                throw new UserError($"method.dmd_denoising_steps: each step must be an integer in 1..1000, got {s.ToString(CultureInfo.InvariantCulture)}");
-        double lr = o.Double("fake_score_learning_rate", double.NaN);
-        if (double.IsNaN(lr)) throw new UserError("method.fake_score_learning_rate: required for dmd2 (the critic's learning rate)");
-        if (!(lr > 0)) throw new UserError($"method.fake_score_learning_rate: must be > 0, got {lr.ToString(CultureInfo.InvariantCulture)}");
-        var betas = o.DoubleList("fake_score_betas", null) ?? throw new UserError("method.fake_score_betas: required for dmd2");
-        if (betas.Count != 2 || betas.Any(b => b is < 0 or >= 1))
-            throw new UserError("method.fake_score_betas: expected two numbers in [0, 1), e.g. [0.0, 0.999]");
-        var sched = o.String("fake_score_lr_scheduler", null)
-            ?? throw new UserError("method.fake_score_lr_scheduler: required for dmd2 (e.g. constant)");
-        CfgUncondPolicy? cfgUncond = null;
-        o.Allow("cfg_uncond");
-        if (map.TryGetValue("cfg_uncond", out var cu) && cu is not null)
-            cfgUncond = CfgUncondPolicy.Parse(cu as IReadOnlyDictionary<string, object?> ?? (cu as IDictionary<string, object?>)?.ToDictionary()
-                ?? throw new UserError("method.cfg_uncond: expected a map, e.g. {text: negative_prompt}"));
-        var result = new DMD2Options(
-            mode,
-            o.Int("generator_update_interval", 1),
-            steps,
-            o.Bool("warp_denoising_step", false),
-            o.Double("real_score_guidance_scale", 1.0),
-            lr, betas, sched, cfgUncond);
-        o.Allow("lr_step_rules");
-        o.RejectUnknown();
-        return result;
+        if (DmdDenoisingSteps.Count == 0)
+            yield return new("dmd_denoising_steps", "must list at least one timestep, e.g. [1000, 750, 500, 250]");
+        for (int i = 0; i < DmdDenoisingSteps.Count; i++)
+            if (DmdDenoisingSteps[i] is < 1 or > 1000)
+                yield return new($"dmd_denoising_steps[{i}]", $"each step must be an integer in 1..1000, got {DmdDenoisingSteps[i]}");
+        if (!(FakeScoreLearningRate > 0))
+            yield return new("fake_score_learning_rate", $"must be > 0, got {FakeScoreLearningRate.ToString(CultureInfo.InvariantCulture)}");
+        if (FakeScoreBetas.Count != 2 || FakeScoreBetas.Any(b => !(b is >= 0 and < 1)))
+            yield return new("fake_score_betas", "expected two numbers in [0, 1), e.g. [0.0, 0.999]");
+        if (!RecipeLoader.LrSchedulers.Contains(FakeScoreLrScheduler))
+            yield return new("fake_score_lr_scheduler",
+                $"invalid value \"{FakeScoreLrScheduler}\" (expected one of: {string.Join(", ", RecipeLoader.LrSchedulers)})");
+        if (CfgUncondPolicy.Problem(CfgUncond) is { } problem)
+            yield return new($"cfg_uncond.{problem.Key}", problem.Detail);
     }
 }
 
@@ -78,7 +78,9 @@ public sealed record DMD2Options(
 /// </summary>
 public sealed class DMD2Method : TrainingMethod
 {
-    public static MethodDescriptor Descriptor { get; } = new("dmd2", CheckRoles, (cfg, roles) => new DMD2Method(cfg, roles));
+    public static MethodDescriptor Descriptor { get; } = MethodDescriptor.Of<DMD2Options>("dmd2",
+        "DMD2 distribution-matching distillation: a few-step student, a frozen teacher (real score) and a trainable critic (fake score)",
+        CheckRoles, (cfg, options, roles) => new DMD2Method(cfg, options, roles));
 
     public static void CheckRoles(RunConfig config)
     {
@@ -87,15 +89,16 @@ public sealed class DMD2Method : TrainingMethod
         MethodRegistry.RequireRole(config, "dmd2", "critic", trainable: true);
         if (!(config.Training.Optimizer.LearningRate > 0))
             throw new UserError($"training.optimizer.learning_rate: dmd2 needs a student learning rate > 0, got {config.Training.Optimizer.LearningRate}");
-        DMD2Options.Parse(config);
     }
 
     private readonly RoleOptimizer _studentOpt, _criticOpt;
 
-    public DMD2Method(RunConfig config, IReadOnlyDictionary<string, ModelBase> roles) : base(config, roles)
+    /// <param name="options">Bound and checked by the recipe loader (or <see cref="RecipeLoader.BindOptions{T}"/>).</param>
+    public DMD2Method(RunConfig config, DMD2Options options, IReadOnlyDictionary<string, ModelBase> roles) : base(config, options, roles)
     {
         CheckRoles(config);
-        Options = DMD2Options.Parse(config);
+        Options = options;
+        CfgUncond = options.CfgUncond is null ? null : CfgUncondPolicy.Parse(options.CfgUncond);
         Teacher = roles["teacher"];
         Critic = roles["critic"];
         Student.InitPreprocessors();
@@ -111,6 +114,8 @@ public sealed class DMD2Method : TrainingMethod
     }
 
     public DMD2Options Options { get; }
+    /// <summary><see cref="DMD2Options.CfgUncond"/> as a policy; null = the models' default.</summary>
+    public CfgUncondPolicy? CfgUncond { get; }
     public ModelBase Teacher { get; }
     public ModelBase Critic { get; }
     /// <summary>Student rollout timesteps (after warping when asked).</summary>
@@ -146,7 +151,7 @@ public sealed class DMD2Method : TrainingMethod
         if (!Options.WarpDenoisingStep) return Options.DmdDenoisingSteps.Select(s => (float)s).ToArray();
         var grid = Student.NoiseScheduler.TrainTimesteps;
         var ext = grid.Append(0f).ToArray();
-        return Options.DmdDenoisingSteps.Select(k => ext[Student.NumTrainTimesteps - (int)k]).ToArray();
+        return Options.DmdDenoisingSteps.Select(k => ext[Student.NumTrainTimesteps - k]).ToArray();
     }
 
     private int RandInt(int high)
@@ -205,7 +210,7 @@ public sealed class DMD2Method : TrainingMethod
             using var eps = randn(shape, dtype: tb.Latents.dtype, device: Student.Device, generator: Generator);
             using var xt = Student.AddNoise(tb.Latents, eps, t);
             using var gradMode = withGrad ? null : no_grad();
-            return Student.PredictX0(xt, t, tb, conditional: true, Options.CfgUncond, AttnKind.Vsa);
+            return Student.PredictX0(xt, t, tb, conditional: true, CfgUncond, AttnKind.Vsa);
         }
 
         int target = RandInt(k);
@@ -216,7 +221,7 @@ public sealed class DMD2Method : TrainingMethod
             for (int i = 0; i < target; i++)
             {
                 using var scope = NewDisposeScope();
-                var x0 = Student.PredictX0(x, Step(i), tb, conditional: true, Options.CfgUncond, AttnKind.Vsa);
+                var x0 = Student.PredictX0(x, Step(i), tb, conditional: true, CfgUncond, AttnKind.Vsa);
                 var eps = randn(shape, dtype: tb.Latents.dtype, device: Student.Device, generator: Generator);
                 var next = Student.AddNoise(x0, eps, Step(i + 1)).MoveToOuterDisposeScope();
                 x.Dispose();
@@ -226,7 +231,7 @@ public sealed class DMD2Method : TrainingMethod
         using var tt = Step(target);
         using (var gradMode = withGrad ? null : no_grad())
         {
-            var result = Student.PredictX0(x, tt, tb, conditional: true, Options.CfgUncond, AttnKind.Vsa);
+            var result = Student.PredictX0(x, tt, tb, conditional: true, CfgUncond, AttnKind.Vsa);
             x.Dispose();
             return result;
         }
@@ -250,13 +255,13 @@ public sealed class DMD2Method : TrainingMethod
             var t = ScoreTimestep();
             var eps = randn(xGen.shape, dtype: xGen.dtype, device: Student.Device, generator: Generator);
             var xt = Student.AddNoise(xGen.detach(), eps, t);
-            var fake = Critic.PredictX0(xt, t, tb, conditional: true, Options.CfgUncond, AttnKind.Dense);
-            var real = Teacher.PredictX0(xt, t, tb, conditional: true, Options.CfgUncond, AttnKind.Dense);
+            var fake = Critic.PredictX0(xt, t, tb, conditional: true, CfgUncond, AttnKind.Dense);
+            var real = Teacher.PredictX0(xt, t, tb, conditional: true, CfgUncond, AttnKind.Dense);
             double g = Options.RealScoreGuidanceScale;
             if (g != 1.0)
             {
                 // One unconditional teacher pass only when guidance needs it.
-                var realU = Teacher.PredictX0(xt, t, tb, conditional: false, Options.CfgUncond, AttnKind.Dense);
+                var realU = Teacher.PredictX0(xt, t, tb, conditional: false, CfgUncond, AttnKind.Dense);
                 real = realU + (real - realU) * g;
             }
             var norm = (xGen.detach() - real).abs().mean();
@@ -277,7 +282,7 @@ public sealed class DMD2Method : TrainingMethod
         var t = ScoreTimestep();
         var eps = randn(xGen.shape, dtype: xGen.dtype, device: Student.Device, generator: Generator);
         var xt = Student.AddNoise(xGen, eps, t);
-        var v = Critic.PredictNoise(xt, t, tb, conditional: true, Options.CfgUncond, AttnKind.Dense);
+        var v = Critic.PredictNoise(xt, t, tb, conditional: true, CfgUncond, AttnKind.Dense);
         var loss = (v.to_type(ScalarType.Float32) - (eps - xGen).to_type(ScalarType.Float32)).pow(2).mean();
         xGen.Dispose();
         return loss.MoveToOuterDisposeScope();

@@ -6,13 +6,19 @@ using static TorchSharp.torch;
 
 namespace FastVideo.Train.Methods.FineTuning;
 
+/// <summary>The <c>method:</c> options of finetune: only the common ones (<c>lr_step_rules</c>); the loss is shaped by
+/// <c>training.model</c> (weighting_scheme, precondition_outputs) and <c>training.vsa.sparsity</c>.</summary>
+public sealed record FineTuneOptions : MethodOptions;
+
 /// <summary>
 /// Flow-matching supervised finetuning (spec 6.2): the student predicts v = ε − x0 at a sampled timestep; the loss
 /// is MSE in float32 on v, or on x0 = x_t − σ·v with <c>training.model.precondition_outputs</c>.
 /// </summary>
 public sealed class FineTuneMethod : TrainingMethod
 {
-    public static MethodDescriptor Descriptor { get; } = new("finetune", CheckRoles, (cfg, roles) => new FineTuneMethod(cfg, roles));
+    public static MethodDescriptor Descriptor { get; } = MethodDescriptor.Of<FineTuneOptions>("finetune",
+        "flow-matching supervised finetuning of the student (v = noise - x0; x0-space with training.model.precondition_outputs)",
+        CheckRoles, (cfg, options, roles) => new FineTuneMethod(cfg, options, roles));
 
     private readonly RoleOptimizer _student;
 
@@ -23,13 +29,12 @@ public sealed class FineTuneMethod : TrainingMethod
             throw new UserError($"training.optimizer.learning_rate: finetune needs a learning rate > 0, got {config.Training.Optimizer.LearningRate}");
     }
 
-    public FineTuneMethod(RunConfig config, IReadOnlyDictionary<string, ModelBase> roles) : base(config, roles)
+    public FineTuneMethod(RunConfig config, FineTuneOptions options, IReadOnlyDictionary<string, ModelBase> roles) : base(config, options, roles)
     {
         CheckRoles(config);
         AttnKind = Training.Vsa.Sparsity > 0 ? AttnKind.Vsa : AttnKind.Dense;
         Student.InitPreprocessors();
         _student = CreateOptimizer(Student);
-        Method.RejectUnknown();
     }
 
     public AttnKind AttnKind { get; }
