@@ -23,6 +23,7 @@ Produces (relative to the repository root):
                            forward_rect [1,4,2,6,10]  transformer(latents_rect, [500.5], prompt_embeds[:1])
                            sample_timesteps_4 [4], sample_sigmas_4 [5]   FlowMatchEuler set_timesteps(4), shift 3
                            sample_cfg1, sample_cfg5 [2,4,3,8,8]          4-step Euler samples from `latents`
+                           (cfg5: the negative text zero-padded to the prompts' 7 tokens, as the plugins do)
   tests/fixtures/wan_tiny_sharded/transformer/
     config.json, diffusion_pytorch_model-0000{1,2}-of-00002.safetensors,
     diffusion_pytorch_model.safetensors.index.json        same weights, two shards
@@ -506,7 +507,8 @@ def self_check(params, cfg, inp, exp):
     s1 = euler_sample(p64, cfg, lat.double(), ctx.double(), None, 1.0, 4)
     report("sample_cfg1 fp32 vs fp64 [must be small]", max_diff(exp["sample_cfg1"].double(), s1),
            need_big=False, thr=1e-5)
-    s5 = euler_sample(p64, cfg, lat.double(), ctx.double(), inp["negative_prompt_embeds"].double(), 5.0, 4)
+    s5 = euler_sample(p64, cfg, lat.double(), ctx.double(),
+                      pad_tokens(inp["negative_prompt_embeds"], ctx.shape[1]).double(), 5.0, 4)
     report("sample_cfg5 fp32 vs fp64 [must be small]", max_diff(exp["sample_cfg5"].double(), s5),
            need_big=False, thr=1e-5)
     for k in sorted(exp):
@@ -520,6 +522,11 @@ def self_check(params, cfg, inp, exp):
            max_diff(conv.flatten(2).transpose(1, 2), ref), need_big=False, thr=1e-5)
     report("cfg5 vs cfg1 sample", max_diff(exp["sample_cfg5"], exp["sample_cfg1"]))
     return ok
+
+
+def pad_tokens(embeds, length):
+    """Zero rows appended to [B, L, D] text embeddings up to `length` tokens."""
+    return F.pad(embeds, (0, 0, 0, length - embeds.shape[1]))
 
 
 def main():
@@ -538,8 +545,10 @@ def main():
         exp["sample_timesteps_4"] = ts
         exp["sample_sigmas_4"] = sig
         exp["sample_cfg1"] = euler_sample(params, cfg, inp["latents"], inp["prompt_embeds"], None, 1.0, 4)
+        # The negative text is zero-padded to the prompts' length first, as FastVideo lays out both sides (it pads
+        # both to text_len) and as the model plugins do.
         exp["sample_cfg5"] = euler_sample(params, cfg, inp["latents"], inp["prompt_embeds"],
-                                          inp["negative_prompt_embeds"], 5.0, 4)
+                                          pad_tokens(inp["negative_prompt_embeds"], inp["prompt_embeds"].shape[1]), 5.0, 4)
 
     # Gradients of a fixed linear functional of one forward, for every parameter (checks the backward path).
     gparams = {k: v.clone().requires_grad_(True) for k, v in params.items()}

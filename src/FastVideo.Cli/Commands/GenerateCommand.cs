@@ -1,7 +1,8 @@
-using FastVideo.Models.Dits;
-using FastVideo.Models.Vae;
+using System.Text.Json.Nodes;
+using FastVideo.Configs;
+using FastVideo.Data;
 using FastVideo.Sampling;
-using FastVideo.Train.Models.Wan;
+using FastVideo.Train.Models;
 using FastVideo.Weights;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -15,10 +16,11 @@ public static class GenerateCommand
         usage: fastvideo generate --model DIR --prompt-embeds FILE [--negative-prompt-embeds FILE]
                                   [--latents FILE | --seed N --num-frames F --height H --width W]
                                   --steps N --guidance-scale G --flow-shift S --output-latents FILE
-                                  [--device cpu] [--dtype fp32|bf16|fp16]
+                                  [--device cpu] [--dtype fp32|bf16|fp16] [--family wan]
           --model             a Diffusers pipeline folder, a transformer folder, or a model id in the local HF cache
+          --family            the model family that loads it (see `fastvideo families`; default wan)
           --prompt-embeds     safetensors with prompt_embeds [B,L,D] (prompt_attention_mask [B,L] optional, unused by Wan)
-          --negative-prompt-embeds  safetensors with negative_prompt_embeds [B or 1,L,D]; default: the model
+          --negative-prompt-embeds  safetensors with negative_prompt_embeds [1 or B,L,D] (padded or cut to the prompts' L); default: the model
                               folder's negative_prompt_embeds.safetensors when guidance != 1
           --latents           safetensors with latents [B,C,T,H,W]: the initial noise
           --seed/--num-frames/--height/--width  draw the initial noise instead (pixel sizes; latent size from the VAE ratios)
@@ -29,7 +31,7 @@ public static class GenerateCommand
     {
         var a = CliArgs.Parse(args, Usage,
             ["model", "prompt-embeds", "negative-prompt-embeds", "latents", "seed", "num-frames", "height", "width",
-             "steps", "guidance-scale", "flow-shift", "output-latents", "device", "dtype"]);
+             "steps", "guidance-scale", "flow-shift", "output-latents", "device", "dtype", "family"]);
         if (a.Positionals.Count > 0) throw new UserError($"unexpected argument '{a.Positionals[0]}'\n{Usage}");
         var modelPath = a.Require("model", Usage);
         var output = a.Require("output-latents", Usage);
@@ -38,69 +40,72 @@ public static class GenerateCommand
         double guidance = a.Double("guidance-scale", Usage);
         double shift = a.Double("flow-shift", Usage);
         if (!(shift > 0)) throw new UserError("--flow-shift must be > 0");
-        var device = torch.device(a.Get("device") ?? "cpu");
-        var dtype = WanModel.ParsePrecision(a.Get("dtype") ?? "fp32");
+        var deviceName = a.Get("device") ?? "cpu";
+        var precision = a.Get("dtype") ?? "fp32";
+        Precision.Parse(precision, "--dtype");
+        var family = a.Get("family") ?? "wan";
 
         using var scope = NewDisposeScope();
-        var folder = DiffusersModelFolder.Resolve(modelPath);
-        var transformer = WanTransformer3DModel.FromPretrained(modelPath, dtype, device);
-        var cfg = transformer.Config;
+        // The model plugin of the family, as a frozen role: the same forward, negative prompt and sampler as training.
+        using var model = ModelFamilyRegistry.Default.CreateForInference(new InferenceModel(family, modelPath, deviceName, precision,
+            FlowShift: shift, NegativePromptEmbeds: a.Get("negative-prompt-embeds")));
+        var config = model.TransformerConfig;
+        int channels = model.Vae.LatentChannels;
 
-        var prompt = ReadTensor(a.Require("prompt-embeds", Usage), "prompt_embeds", 3).to(device);
-        if (prompt.shape[2] != cfg.TextDim)
-            throw new UserError($"{a.Get("prompt-embeds")}: prompt_embeds has width {prompt.shape[2]}, the model's text_dim is {cfg.TextDim}");
+        var promptPath = a.Require("prompt-embeds", Usage);
+        var prompt = ReadTensor(promptPath, "prompt_embeds", 3);
+        if (config["text_dim"] is JsonValue td && prompt.shape[2] != (int)td)
+            throw new UserError($"{promptPath}: prompt_embeds has width {prompt.shape[2]}, the model's text_dim is {(int)td}");
         long b = prompt.shape[0];
 
-        Tensor latents;
+        Tensor latents;   // [B,C,T,H,W]
         if (a.Has("latents"))
         {
             if (a.Has("seed") || a.Has("num-frames") || a.Has("height") || a.Has("width"))
                 throw new UserError("give either --latents or --seed/--num-frames/--height/--width, not both");
-            latents = ReadTensor(a.Get("latents")!, "latents", 5).to(device);
-            if (latents.shape[0] != b || latents.shape[1] != cfg.InChannels)
-                throw new UserError($"{a.Get("latents")}: latents must be [{b},{cfg.InChannels},T,H,W] (batch of the prompts, model in_channels), got [{string.Join(",", latents.shape)}]");
+            latents = ReadTensor(a.Get("latents")!, "latents", 5);
+            if (latents.shape[0] != b || latents.shape[1] != channels)
+                throw new UserError($"{a.Get("latents")}: latents must be [{b},{channels},T,H,W] (batch of the prompts, the VAE's latent channels), got [{string.Join(",", latents.shape)}]");
         }
         else
         {
-            var vae = VaeConfig.FromModelFolder(folder, VaeConfig.WanDefault);
+            var vae = model.Vae;
             int frames = a.Int("num-frames", Usage), height = a.Int("height", Usage), width = a.Int("width", Usage);
             ulong seed = (ulong)a.Int("seed", Usage);
             if (frames < 1 || (frames - 1) % vae.TemporalCompressionRatio != 0)
                 throw new UserError($"--num-frames must be 1 + a multiple of {vae.TemporalCompressionRatio} (e.g. 81), got {frames}");
-            int s = vae.SpatialCompressionRatio, p = cfg.PatchSize[1] * s;
+            int s = vae.SpatialCompressionRatio, patch = SpatialPatch(config), p = patch * s;
             if (height % p != 0 || width % p != 0)
-                throw new UserError($"--height and --width must be multiples of {p} (VAE ratio {s} x patch {cfg.PatchSize[1]}), got {height}x{width}");
+                throw new UserError($"--height and --width must be multiples of {p} (VAE ratio {s} x patch {patch}), got {height}x{width}");
             using var gen = new Generator(seed, torch.device("cpu"));
-            latents = randn([b, cfg.InChannels, (frames - 1) / vae.TemporalCompressionRatio + 1, height / s, width / s], generator: gen).to(device);
+            latents = randn([b, channels, (frames - 1) / vae.TemporalCompressionRatio + 1, height / s, width / s], generator: gen);
         }
 
-        Tensor? negative = null;
-        if (guidance != 1.0)
-        {
-            var negPath = a.Get("negative-prompt-embeds") ?? folder.FindFile(NegativePromptEmbeds.FileName)
-                ?? throw new UserError($"--guidance-scale {guidance} needs --negative-prompt-embeds (no {NegativePromptEmbeds.FileName} in the model folder)");
-            var (negEmbeds, negMask) = NegativePromptEmbeds.Load(negPath, a.Has("negative-prompt-embeds") ? "--negative-prompt-embeds" : "--model");
-            negMask.Dispose();
-            negative = negEmbeds.to(device);
-            if (negative.shape[0] == 1 && b > 1) negative = negative.expand(b, -1, -1);
-            if (negative.shape[0] != b || negative.shape[2] != cfg.TextDim)
-                throw new UserError($"{negPath}: negative_prompt_embeds must be [1 or {b},L,{cfg.TextDim}], got [{string.Join(",", negative.shape)}]");
-        }
+        using var batch = model.PrepareInference(Conditioning.FromText(prompt, ones(b, prompt.shape[1])), latents.shape[1..]);
+        if (guidance != 1.0 && batch.Unconditional is null)
+            throw new UserError($"--guidance-scale {guidance} needs --negative-prompt-embeds (no {NegativePromptEmbeds.FileName} in the model folder)");
 
-        stderr.WriteLine($"generate: {steps} steps, guidance {guidance}, shift {shift}, latents [{string.Join(",", latents.shape)}], {device.type} {dtype}");
+        stderr.WriteLine($"generate: {steps} steps, guidance {guidance}, shift {shift}, latents [{string.Join(",", latents.shape)}], {deviceName} {precision}");
         Tensor result;
         using (no_grad())
         {
-            result = FlowMatchSampler.Sample(
-                (x, t, text) => transformer.Forward(x, t, text),
-                latents, prompt, negative, new SamplingOptions(steps, guidance, shift),
-                (i, n, t, sec) => stderr.WriteLine($"  step {i}/{n}  t={t:F1}  {sec:F2}s"));
+            var x = latents.to(model.Device).permute(0, 2, 1, 3, 4);   // BCTHW -> BTCHW
+            result = ModelSampling.Euler(model, batch, x, new SamplingOptions(steps, guidance, shift),
+                progress: (i, n, t, sec) => stderr.WriteLine($"  step {i}/{n}  t={t:F1}  {sec:F2}s"));
+            result = result.permute(0, 2, 1, 3, 4).contiguous();      // BTCHW -> BCTHW
         }
         SafeTensors.Save(output, [new("latents", result.cpu())]);
         stdout.WriteLine($"wrote {output} latents [{string.Join(",", result.shape)}]");
-        transformer.Dispose();
         return 0;
     }
+
+    /// <summary>The transformer's spatial patch from its config.json (<c>patch_size</c> [t, h, w] or an int); 1 if absent.</summary>
+    private static int SpatialPatch(JsonObject config) => config["patch_size"] switch
+    {
+        JsonArray p when p.Count == 3 => (int)p[1]!,
+        JsonValue v when v.TryGetValue<int>(out var i) => i,
+        _ => 1,
+    };
 
     internal static Tensor ReadTensor(string path, string key, int dims)
     {

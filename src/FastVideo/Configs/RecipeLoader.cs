@@ -16,7 +16,6 @@ public static class RecipeLoader
     public static IReadOnlyList<string> LrSchedulers { get; } =
         ["constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "cosine_with_min_lr", "polynomial", "piecewise_constant"];
 
-    public static IReadOnlyList<string> DitPrecisions { get; } = ["fp32", "bf16", "fp16"];
 
     public static IReadOnlyList<string> GradientCheckpointingTypes { get; } = ["full", "ops", "block_skip"];
 
@@ -265,7 +264,7 @@ public static class RecipeLoader
 
         OneOf(t.Model.WeightingScheme, WeightingSchemes, "training.model.weighting_scheme");
         OneOf(t.Optimizer.LrScheduler, LrSchedulers, "training.optimizer.lr_scheduler");
-        OneOf(t.DitPrecision, DitPrecisions, "training.dit_precision");
+        OneOf(t.DitPrecision, Precision.Names, "training.dit_precision");
         // Accepted options are applied or refused: these two exist upstream but not here yet, and running without
         // them would silently train something else (more memory, dense attention) than the recipe asks for.
         if (t.Model.EnableGradientCheckpointingType is { } modelCkpt)

@@ -42,10 +42,12 @@ public static class FewStepSampler
     /// <param name="addNoise">The model's forward process (its sigma lookup).</param>
     /// <param name="initialNoise">x at t_0, BTCHW; not modified.</param>
     /// <param name="timesteps">t_0 &gt; t_1 &gt; ..., on the training scale (e.g. 1000, 750, 500, 250).</param>
-    /// <param name="generator">Source of the re-noising draws (one standard-normal tensor per step but the last).</param>
-    /// <param name="noiseDevice">Where the draws are made (the generator's device); null = the latents' device.</param>
+    /// <param name="drawNoise">The re-noising draw for a step (one per step but the last), e.g.
+    /// <see cref="StandardNoise"/> of the caller's generator.</param>
+    /// <param name="gradOnLastStep">Run every step but the last without autograd and the last with it, as a
+    /// training rollout needs (DMD2's student); false leaves the caller's grad mode alone.</param>
     public static Tensor Sample(X0Model model, NoiseAdder addNoise, Tensor initialNoise, IReadOnlyList<double> timesteps,
-        Generator generator, Device? noiseDevice = null, SamplingProgress? progress = null)
+        NoiseDraw drawNoise, bool gradOnLastStep = false, SamplingProgress? progress = null)
     {
         Validate(timesteps);
         long b = initialNoise.shape[0];
@@ -54,15 +56,15 @@ public static class FewStepSampler
         for (int i = 0; i < timesteps.Count; i++)
         {
             var sw = Stopwatch.StartNew();
+            bool last = i == timesteps.Count - 1;
             using (var scope = NewDisposeScope())
+            using (gradOnLastStep ? (last ? enable_grad() : no_grad()) : null)
             {
                 var t = full([b], timesteps[i], dtype: ScalarType.Float32, device: x.device);
                 var pred = model(x, t);
-                if (i < timesteps.Count - 1)
+                if (!last)
                 {
-                    // Fresh noise drawn in float32 on the generator's device, then moved to the latents' device and dtype.
-                    var eps = randn(pred.shape, dtype: ScalarType.Float32, device: noiseDevice ?? pred.device, generator: generator)
-                        .to(pred.device).to_type(pred.dtype);
+                    var eps = drawNoise(pred);
                     var next = full([b], timesteps[i + 1], dtype: ScalarType.Float32, device: x.device);
                     var noisy = addNoise(pred, eps, next);
                     x.Dispose();
@@ -78,4 +80,15 @@ public static class FewStepSampler
         x.Dispose();
         return x0;
     }
+
+    /// <summary>
+    /// Standard-normal draws shaped like the prediction, made in float32 on the generator's device
+    /// (<paramref name="noiseDevice"/>; CPU by default) and moved to the prediction's device and dtype: the same
+    /// draws whatever device the model runs on.
+    /// </summary>
+    public static NoiseDraw StandardNoise(Generator generator, Device? noiseDevice = null) => like =>
+        randn(like.shape, dtype: ScalarType.Float32, device: noiseDevice ?? CPU, generator: generator).to(like.device).to_type(like.dtype);
 }
+
+/// <summary>A fresh standard-normal tensor shaped like <paramref name="like"/> (on its device, in its dtype).</summary>
+public delegate Tensor NoiseDraw(Tensor like);

@@ -5,8 +5,8 @@ using static TorchSharp.torch;
 
 namespace FastVideo.Sampling;
 
-/// <summary>Predicts v = eps - x0 for BCTHW latents at timestep [B] given text embeddings [B,L,D].</summary>
-public delegate Tensor VelocityModel(Tensor latents, Tensor timestep, Tensor textEmbeds);
+/// <summary>Predicts v = eps - x0 for latents at timestep [B]: the conditional branch, or the unconditional one of CFG.</summary>
+public delegate Tensor VelocityModel(Tensor latents, Tensor timestep, bool conditional);
 
 public sealed record SamplingOptions(int Steps, double GuidanceScale, double FlowShift)
 {
@@ -25,12 +25,9 @@ public delegate void SamplingProgress(int step, int total, float timestep, doubl
 /// </summary>
 public static class FlowMatchSampler
 {
-    public static Tensor Sample(VelocityModel model, Tensor initialLatents, Tensor promptEmbeds, Tensor? negativeEmbeds,
-        SamplingOptions options, SamplingProgress? progress = null)
+    public static Tensor Sample(VelocityModel model, Tensor initialLatents, SamplingOptions options, SamplingProgress? progress = null)
     {
         bool cfg = options.GuidanceScale != 1.0;
-        if (cfg && negativeEmbeds is null)
-            throw new UserError($"guidance scale {options.GuidanceScale} needs negative prompt embeddings (or use guidance 1)");
         var scheduler = new FlowMatchEulerDiscreteScheduler(options.FlowShift);
         if (options.Sigmas is { } s) scheduler.SetCustomSigmas(s); else scheduler.SetTimesteps(options.Steps);
         long b = initialLatents.shape[0];
@@ -43,10 +40,10 @@ public static class FlowMatchSampler
             using (var scope = NewDisposeScope())
             {
                 var tb = full([b], t, dtype: ScalarType.Float32, device: x.device);
-                var v = model(x, tb, promptEmbeds).to_type(ScalarType.Float32);
+                var v = model(x, tb, conditional: true).to_type(ScalarType.Float32);
                 if (cfg)
                 {
-                    var vu = model(x, tb, negativeEmbeds!).to_type(ScalarType.Float32);
+                    var vu = model(x, tb, conditional: false).to_type(ScalarType.Float32);
                     v = vu + options.GuidanceScale * (v - vu);
                 }
                 var next = scheduler.Step(v, t, x);

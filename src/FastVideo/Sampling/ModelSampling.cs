@@ -5,10 +5,11 @@ using static TorchSharp.torch;
 namespace FastVideo.Sampling;
 
 /// <summary>
-/// Runs the samplers through a training <see cref="ModelBase"/> (any family): text conditioning comes from a
-/// <see cref="TrainingBatch"/> (its conditional and unconditional dicts, as the model's PrepareBatch built them),
-/// latents are BTCHW in and out, and the model's own sigma lookup and negative conditioning are used.
-/// Call under <c>no_grad</c> (and with the transformer in eval mode) for inference.
+/// The one sampling core, run through a model plugin of any family: conditioning comes from a
+/// <see cref="TrainingBatch"/> (its conditional and unconditional sides, as the model's PrepareBatch or
+/// PrepareInference built them), latents are BTCHW in and out, and the model's own forward process, sigma lookup and
+/// unconditional policy are used. <c>generate</c>, validation, the quickstart evaluation and DMD2's simulated rollout
+/// all sample through it. Call under <c>no_grad</c> (and with the transformer in eval mode) for inference.
 /// </summary>
 public static class ModelSampling
 {
@@ -26,47 +27,45 @@ public static class ModelSampling
     /// <paramref name="guidanceScale"/> g != 1: x0 = x0_u + g (x0_c - x0_u), which equals guiding v, since x0 is affine in v.
     /// </summary>
     public static Tensor FewStep(ModelBase model, TrainingBatch conditioning, Tensor initialNoise, IReadOnlyList<double> timesteps,
-        Generator generator, double guidanceScale = 1.0, CfgUncondPolicy? cfgUncond = null, Device? noiseDevice = null,
-        SamplingProgress? progress = null)
+        NoiseDraw drawNoise, double guidanceScale = 1.0, CfgUncondPolicy? cfgUncond = null, bool gradOnLastStep = false,
+        AttnKind attnKind = AttnKind.Dense, SamplingProgress? progress = null)
     {
         var dtype = conditioning.Latents.dtype;
         X0Model x0 = (x, t) =>
         {
             using var scope = NewDisposeScope();
             var xc = x.to(model.Device).to_type(dtype);
-            var cond = model.PredictX0(xc, t, conditioning, conditional: true, cfgUncond);
+            var cond = model.PredictX0(xc, t, conditioning, conditional: true, cfgUncond, attnKind);
             if (guidanceScale != 1.0)
             {
-                var uncond = model.PredictX0(xc, t, conditioning, conditional: false, cfgUncond);
+                var uncond = model.PredictX0(xc, t, conditioning, conditional: false, cfgUncond, attnKind);
                 cond = uncond + guidanceScale * (cond - uncond);
             }
             return cond.MoveToOuterDisposeScope();
         };
-        return FewStepSampler.Sample(x0, model.AddNoise, initialNoise, timesteps, generator, noiseDevice ?? CPU, progress);
+        return FewStepSampler.Sample(x0, model.AddNoise, initialNoise, timesteps, drawNoise, gradOnLastStep, progress);
     }
 
-    /// <summary>
-    /// Euler flow-matching sampling (<see cref="FlowMatchSampler"/>) with <see cref="ModelBase.PredictNoise"/>:
-    /// the sampler works on BCTHW, the model on BTCHW, so the delegate permutes both ways.
-    /// </summary>
+    /// <summary>Few-step sampling whose re-noising draws come from <paramref name="generator"/> (see
+    /// <see cref="FewStepSampler.StandardNoise"/>).</summary>
+    public static Tensor FewStep(ModelBase model, TrainingBatch conditioning, Tensor initialNoise, IReadOnlyList<double> timesteps,
+        Generator generator, double guidanceScale = 1.0, CfgUncondPolicy? cfgUncond = null, Device? noiseDevice = null,
+        SamplingProgress? progress = null) =>
+        FewStep(model, conditioning, initialNoise, timesteps, FewStepSampler.StandardNoise(generator, noiseDevice), guidanceScale,
+            cfgUncond, progress: progress);
+
+    /// <summary>Euler flow-matching sampling (<see cref="FlowMatchSampler"/>) with <see cref="ModelBase.PredictNoise"/>;
+    /// the unconditional branch is the model's, under <paramref name="cfgUncond"/>.</summary>
     public static Tensor Euler(ModelBase model, TrainingBatch conditioning, Tensor initialNoise, SamplingOptions options,
         CfgUncondPolicy? cfgUncond = null, SamplingProgress? progress = null)
     {
         var dtype = conditioning.Latents.dtype;
-        // The sampler hands the delegate whichever text tensor it was given for the branch. The model resolves its
-        // own unconditional text (negative prompt, keep or zero per cfgUncond), so the negative argument is only a
-        // marker that identifies the unconditional call.
-        using var uncondMarker = empty(0);
-        VelocityModel velocity = (x, t, text) =>
+        VelocityModel velocity = (x, t, conditional) =>
         {
             using var scope = NewDisposeScope();
-            bool conditional = !ReferenceEquals(text, uncondMarker);
-            var xb = x.permute(0, 2, 1, 3, 4).to(model.Device).to_type(dtype); // BCTHW -> BTCHW
-            var v = model.PredictNoise(xb, t, conditioning, conditional, cfgUncond);
-            return v.permute(0, 2, 1, 3, 4).MoveToOuterDisposeScope();        // BTCHW -> BCTHW
+            var v = model.PredictNoise(x.to(model.Device).to_type(dtype), t, conditioning, conditional, cfgUncond);
+            return v.MoveToOuterDisposeScope();
         };
-        using var x0 = initialNoise.permute(0, 2, 1, 3, 4);
-        using var result = FlowMatchSampler.Sample(velocity, x0, conditioning.Latents, uncondMarker, options, progress);
-        return result.permute(0, 2, 1, 3, 4).contiguous();
+        return FlowMatchSampler.Sample(velocity, initialNoise, options, progress);
     }
 }

@@ -3,7 +3,6 @@ using System.Text;
 using FastVideo.Models.Vae;
 using FastVideo.Train.Methods;
 using FastVideo.Train.Models;
-using FastVideo.Train.Models.Wan;
 
 namespace FastVideo.Train;
 
@@ -30,7 +29,7 @@ public static class TrainingPlan
             long grads = tps.Sum(p => p.numel() * p.element_size());
             long optim = 2 * grads;   // exp_avg and exp_avg_sq in the parameter dtype
             plans.Add(new RolePlan(role, model.Context.Family.Name, model.Trainable, total, trainable, weights, grads, optim,
-                ActivationEstimate(model, method.Training)));
+                model.ActivationBytes(method.Training)));
         }
         return plans;
     }
@@ -44,7 +43,7 @@ public static class TrainingPlan
         families ??= ModelFamilyRegistry.Default;
         (methods ?? MethodRegistry.Default).Get(config.Recipe.Method).CheckRoles(config);
         TrainingBuilder.CheckSharedLatentSpace(config, families);
-        int bytes = WanModel.ParsePrecision(config.Training.DitPrecision) == TorchSharp.torch.ScalarType.Float32 ? 4 : 2;
+        int bytes = Configs.Precision.BytesPerValue(config.Training.DitPrecision);
         var plans = new List<RolePlan>();
         foreach (var (role, rc) in config.Roles)
         {
@@ -53,37 +52,13 @@ public static class TrainingPlan
             long total = folder.WeightFiles.Sum(f => Weights.SafeTensors.ReadHeader(f).Values.Sum(i => i.NumElements));
             long weights = total * bytes;
             long trainable = rc.Trainable ? total : 0;
-            long? act = null;
-            if (!rc.Trainable) act = 0;
-            else if (family is "wan" or "wan_causal")
-                act = WanActivations(FastVideo.Models.Dits.WanTransformerConfig.FromJson(folder.ReadConfig(), folder.ConfigPath), config.Training, bytes,
-                    VaeConfig.FromModelFolder(folder, families.Get(family).Defaults.Vae).SpatialCompressionRatio); // as the model loads it
+            var plugin = families.Get(family);
+            long? act = !rc.Trainable ? 0
+                : plugin.EstimateActivations?.Invoke(new ActivationQuery(folder.ReadConfig(), config.Training,
+                    VaeConfig.FromModelFolder(folder, plugin.Defaults.Vae)));   // the VAE as the model loads it
             plans.Add(new RolePlan(role, family, rc.Trainable, total, trainable, weights, trainable * bytes, 2 * trainable * bytes, act));
         }
         return plans;
-    }
-
-    /// <summary>
-    /// Rough activations kept for backward by a Wan transformer on one batch: per layer about N·(14·D + 2·F) values
-    /// (norms, q/k/v/out, cross-attention, FFN) plus the heads·N² attention probabilities of an eager attention.
-    /// Frozen roles keep none (they run without grad). Null when the family or data shape is unknown.
-    /// </summary>
-    private static long? ActivationEstimate(ModelBase model, Configs.TrainingConfig training)
-    {
-        if (!model.Trainable || model is not WanModel wan) return model.Trainable ? null : 0;
-        int bytes = WanModel.ParsePrecision(training.DitPrecision) == TorchSharp.torch.ScalarType.Float32 ? 4 : 2;
-        return WanActivations(wan.WanTransformer.Config, training, bytes, wan.Vae.SpatialCompressionRatio);
-    }
-
-    /// <param name="spatialCompression">The VAE's pixels per latent (num_height/num_width are in pixels).</param>
-    private static long? WanActivations(FastVideo.Models.Dits.WanTransformerConfig c, Configs.TrainingConfig training, int bytes, int spatialCompression)
-    {
-        var d = training.Data;
-        if (d.NumLatentT <= 0 || d.NumHeight <= 0 || d.NumWidth <= 0) return null;
-        int s = Math.Max(1, spatialCompression);
-        long tokens = (long)d.TrainBatchSize * (d.NumLatentT / c.PatchSize[0]) * (d.NumHeight / s / c.PatchSize[1]) * (d.NumWidth / s / c.PatchSize[2]);
-        long perLayer = tokens * (14L * c.InnerDim + 2L * c.FfnDim) + (long)c.NumAttentionHeads * tokens * tokens / Math.Max(1, d.TrainBatchSize);
-        return perLayer * c.NumLayers * bytes;
     }
 
     public static string Format(IReadOnlyList<RolePlan> plans, string method)

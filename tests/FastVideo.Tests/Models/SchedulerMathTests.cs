@@ -119,7 +119,7 @@ public class SchedulerMathTests
     public void GridTimestepsIndexFromTheNoisyEndAndClamp()
     {
         var s = new FlowMatchEulerDiscreteScheduler(3.0);
-        using var t = TimestepSampling.GridTimesteps(s, tensor(new[] { 0f, 0.5f, 0.99999f, 1.0f }));
+        using var t = FlowMatch.GridTimesteps(s, tensor(new[] { 0f, 0.5f, 0.99999f, 1.0f }));
         var v = t.data<float>().ToArray();
         Assert.Equal(s.TrainTimesteps[0], v[0]);
         Assert.Equal(s.TrainTimesteps[500], v[1]);
@@ -131,22 +131,22 @@ public class SchedulerMathTests
     public void GetSigmasNeedsExactGridMembership()
     {
         var s = new FlowMatchEulerDiscreteScheduler(3.0);
-        using var sig = TimestepSampling.GetSigmas(s, tensor(new[] { s.TrainTimesteps[0], s.TrainTimesteps[500] }), 5, ScalarType.Float32);
+        using var sig = FlowMatch.GetSigmas(s, tensor(new[] { s.TrainTimesteps[0], s.TrainTimesteps[500] }), 5, ScalarType.Float32);
         Assert.Equal(new long[] { 2, 1, 1, 1, 1 }, sig.shape);
         Assert.Equal(0.75, sig[1].item<float>(), 6);
-        Assert.Throws<ArgumentException>(() => TimestepSampling.GetSigmas(s, tensor(new[] { 750.5f }), 5, ScalarType.Float32));
+        Assert.Throws<ArgumentException>(() => FlowMatch.GetSigmas(s, tensor(new[] { 750.5f }), 5, ScalarType.Float32));
     }
 
     [Fact]
     public void ShiftTimestepMatchesFormula()
     {
         using var t = tensor(new[] { 0f, 250f, 500f, 1000f });
-        var v = TimestepSampling.ShiftTimestep(t, 3.0, 1000).data<float>().ToArray();
+        var v = FlowMatch.ShiftTimestep(t, 3.0, 1000).data<float>().ToArray();
         Assert.Equal(0, v[0], 4);
         Assert.Equal(1000 * Shifted(0.25, 3), v[1], 2); // 500
         Assert.Equal(750, v[2], 2);
         Assert.Equal(1000, v[3], 2);
-        Assert.True(TimestepSampling.ShiftTimestep(t, 1.0, 1000).allclose(t));
+        Assert.True(FlowMatch.ShiftTimestep(t, 1.0, 1000).allclose(t));
     }
 
     [Fact]
@@ -156,11 +156,11 @@ public class SchedulerMathTests
         using var scope = NewDisposeScope();
         var xt = full([2, 1, 2, 2], 3.0f);
         var v = full([2, 1, 2, 2], 2.0f);
-        var x0 = FlowMatchMath.PredNoiseToPredVideo(v, xt, tensor(new[] { 750.2f }), s);
+        var x0 = FlowMatch.PredNoiseToPredVideo(v, xt, tensor(new[] { 750.2f }), s);
         Assert.Equal(3 - 0.75 * 2, x0.mean().item<float>(), 5);
-        var x0b = FlowMatchMath.PredNoiseToPredVideo(v, xt, tensor(new[] { 1000f, 750f }), s);
+        var x0b = FlowMatch.PredNoiseToPredVideo(v, xt, tensor(new[] { 1000f, 750f }), s);
         Assert.Equal(1.0, x0b[0].mean().item<float>(), 5);
-        Assert.Throws<ArgumentException>(() => FlowMatchMath.PredNoiseToPredVideo(v, xt, tensor(new[] { 1f, 2f, 3f }), s));
+        Assert.Throws<ArgumentException>(() => FlowMatch.PredNoiseToPredVideo(v, xt, tensor(new[] { 1f, 2f, 3f }), s));
     }
 
     [Fact]

@@ -27,7 +27,7 @@ public class FewStepSamplerTests
         // A toy x0 model that depends on x and t.
         X0Model model = (lat, t) => { seen.Add(t[0].item<float>()); return 0.5 * lat + t.reshape(-1, 1, 1, 1, 1) / 1000; };
         using var g = new Generator(9, device("cpu"));
-        var result = FewStepSampler.Sample(model, LinearAddNoise, x, [1000, 600, 200], g);
+        var result = FewStepSampler.Sample(model, LinearAddNoise, x, [1000, 600, 200], FewStepSampler.StandardNoise(g));
         Assert.Equal(new float[] { 1000, 600, 200 }, seen);
 
         // The same recurrence by hand: x0_i = f(x_i, t_i); x_{i+1} = add_noise(x0_i, eps_i, t_{i+1}); result = x0_2.
@@ -132,9 +132,9 @@ public class FewStepSamplerTests
         var viaModel = ModelSampling.Euler(model, batch, noise, options);
 
         // The reference: FlowMatchSampler on BCTHW with the transformer and explicit conditional/negative text.
-        VelocityModel raw = (x, t, text) => wan.WanTransformer.Forward(x, t, text);
-        var expect = FlowMatchSampler.Sample(raw, noise.permute(0, 2, 1, 3, 4), batch.Conditional.TextEmbedding(),
-            batch.Unconditional!.TextEmbedding(), options).permute(0, 2, 1, 3, 4);
+        VelocityModel raw = (x, t, conditional) => wan.WanTransformer.Forward(x, t,
+            conditional ? batch.Conditional.TextEmbedding() : batch.Unconditional!.TextEmbedding());
+        var expect = FlowMatchSampler.Sample(raw, noise.permute(0, 2, 1, 3, 4), options).permute(0, 2, 1, 3, 4);
         Assert.Equal(new long[] { 2, 2, 4, 8, 8 }, viaModel.shape);
         Assert.True(viaModel.allclose(expect, 1e-6, 1e-6));
     }

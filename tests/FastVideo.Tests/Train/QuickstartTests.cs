@@ -17,7 +17,7 @@ public class QuickstartTests
         {
             OutDir = root, TeacherSteps = 3, DistillSteps = 2, TeacherSamplingSteps = 3, EvalSeeds = [1],
             Data = new SyntheticOptions { Colors = 2, Directions = 2, ClipsPerClass = 4, Frames = 2, Height = 8, Width = 8, ShapeSize = 3, TextLen = 6, EmbedDim = 16, Seed = 1 },
-            Model = new WanTransformerConfig { NumAttentionHeads = 2, AttentionHeadDim = 12, InChannels = 3, OutChannels = 3, TextDim = 16, FfnDim = 32, NumLayers = 1 },
+            Model = new WanTransformerConfig { NumAttentionHeads = 2, AttentionHeadDim = 12, InChannels = 3, OutChannels = 3, TextDim = 16, FfnDim = 32, NumLayers = 1 }.ToJson(),
             TeacherOverrides = ["pipeline.text_len=6", "training.data.train_batch_size=2"],
             DistillOverrides = ["pipeline.text_len=6", "training.data.train_batch_size=2", "training.data.num_latent_t=2",
                 "training.data.num_height=8", "training.data.num_width=8"],

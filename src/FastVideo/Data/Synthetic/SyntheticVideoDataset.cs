@@ -299,7 +299,7 @@ public static class SyntheticVideoDataset
     // no compression, so pixel size = latent size.
     private static void WriteVaeConfig(string path, SyntheticOptions o, float[] mean, float[] std) => WriteJson(path, new Dictionary<string, object>
     {
-        ["_class_name"] = "IdentityVAE",
+        ["_class_name"] = Models.Vae.VaeConfig.IdentityClassName,
         ["_comment"] = "FastVideoSharp synthetic moving-shapes dataset: the latent is the clip itself ([C,T,H,W] in [-1, 1]); " +
                        "latents_mean/latents_std are the dataset's per-channel statistics, so (latent - mean) / std has unit scale",
         ["z_dim"] = o.Channels,

@@ -1,4 +1,3 @@
-using FastVideo.Models.Layers;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -9,7 +8,7 @@ namespace FastVideo.Models.Schedulers;
 /// Convention: x_t = (1 - sigma) x0 + sigma eps, and the network predicts v = eps - x0.
 /// The training grid is built once; <see cref="SetTimesteps"/> builds the inference grid used by <see cref="Step"/>.
 /// </summary>
-public sealed class FlowMatchEulerDiscreteScheduler
+public sealed class FlowMatchEulerDiscreteScheduler : INoiseScheduler
 {
     public int NumTrainTimesteps { get; }
     public double Shift { get; }

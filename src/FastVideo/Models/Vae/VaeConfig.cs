@@ -19,6 +19,11 @@ public sealed record VaeConfig
     /// <summary>Hunyuan: latents are multiplied by this; null for mean/std VAEs.</summary>
     public double? ScalingFactor { get; init; }
     public string? SourcePath { get; init; }
+    /// <summary>The config's <c>_class_name</c> (e.g. AutoencoderKLWan), when it has one.</summary>
+    public string? ClassName { get; init; }
+    /// <summary>The synthetic dataset's identity "VAE": a latent is the clip itself, so decoding is denormalising.</summary>
+    public bool IsIdentity => ClassName == IdentityClassName;
+    public const string IdentityClassName = "IdentityVAE";
 
     /// <summary>Wan 2.1 VAE constants (FastVideo's defaults), used when a model folder ships no vae/config.json.</summary>
     public static VaeConfig WanDefault { get; } = new()
@@ -62,6 +67,7 @@ public sealed record VaeConfig
             SpatialCompressionRatio = spatial,
             TemporalCompressionRatio = temporal,
             SourcePath = path,
+            ClassName = obj["_class_name"] is JsonValue cn && cn.TryGetValue<string>(out var name) ? name : null,
         };
     }
 

@@ -1,7 +1,8 @@
 using FastVideo.Configs;
 using FastVideo.Data;
 using FastVideo.Models.Schedulers;
-using FastVideo.Train.Utils;
+using FastVideo.Models.Vae;
+using FastVideo.Weights;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -46,8 +47,68 @@ public abstract class ModelBase : IDisposable
     public bool Trainable { get; }
     public Device Device { get; }
     public abstract nn.Module Transformer { get; }
-    public abstract FlowMatchEulerDiscreteScheduler NoiseScheduler { get; }
+    public abstract INoiseScheduler NoiseScheduler { get; }
     public int NumTrainTimesteps => NoiseScheduler.NumTrainTimesteps;
+
+    /// <summary>
+    /// The role's latent space: latent channels, compression ratios and the normalisation between stored VAE latents
+    /// and what the transformer sees (roles of one method share it).
+    /// </summary>
+    public abstract VaeConfig Vae { get; }
+
+    /// <summary>Whether <see cref="DecodeLatents"/> can turn this role's latents into pixels here.</summary>
+    public virtual bool CanDecodeLatents => Vae.IsIdentity;
+
+    /// <summary>
+    /// Upstream's <c>decode_latents</c>: DiT-space latents [B,T,C,H,W] to pixels [B,C,T,H,W] in about [-1, 1]. The
+    /// synthetic dataset's identity VAE only needs denormalising; a real VAE decoder plugs in here when it exists.
+    /// </summary>
+    public virtual Tensor DecodeLatents(Tensor latents)
+    {
+        if (!CanDecodeLatents)
+            throw new UserError($"role '{Role}': decoding {Context.Family.Name} latents needs a VAE decoder, which FastVideoSharp does not have yet " +
+                                $"(the VAE config is {Vae.ClassName ?? Vae.SourcePath ?? "the family default"}); only latents can be written");
+        using var scope = NewDisposeScope();
+        return Vae.Denormalize(latents.permute(0, 2, 1, 3, 4)).contiguous().MoveToOuterDisposeScope();   // BTCHW -> BCTHW
+    }
+
+    /// <summary>
+    /// Activations this role keeps for backward on one micro-batch of <paramref name="training"/>'s data shape, for
+    /// the dry-run plan: the family's estimate for its own transformer config, 0 for a frozen role, null when unknown.
+    /// </summary>
+    public long? ActivationBytes(TrainingConfig training) =>
+        !Trainable ? 0 : Context.Family.EstimateActivations?.Invoke(new ActivationQuery(TransformerConfig, training, Vae));
+
+    /// <summary>
+    /// Writes this role's transformer as a Diffusers transformer folder: its config.json as loaded and its weights
+    /// under their Diffusers names (safetensors), so the folder loads back into the same family.
+    /// </summary>
+    public void SavePretrained(string transformerDir)
+    {
+        Directory.CreateDirectory(transformerDir);
+        IO.Durable.WriteAllText(Path.Combine(transformerDir, "config.json"),
+            TransformerConfig.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
+        StateDict.SaveModule(Transformer, Path.Combine(transformerDir, "diffusion_pytorch_model.safetensors"));
+    }
+
+    /// <summary>The transformer's config.json as loaded (what the family's estimates read).</summary>
+    public abstract System.Text.Json.Nodes.JsonObject TransformerConfig { get; }
+
+    /// <summary>
+    /// Conditioning for sampling: <paramref name="conditioning"/> on this model's device and dtype with the model's
+    /// negative side, as <see cref="PrepareBatch"/> builds it for training. The batch's latents are zeros of
+    /// <paramref name="latentShape"/> ([C,T,H,W] per sample) and serve only as the sampling dtype and shape.
+    /// </summary>
+    public TrainingBatch PrepareInference(Conditioning conditioning, long[] latentShape)
+    {
+        using var raw = new RawBatch
+        {
+            VaeLatent = zeros([conditioning.BatchSize, .. latentShape]),
+            Conditioning = conditioning.Map(t => t.alias()),
+        };
+        using var throwaway = new Generator(0, Device);   // PrepareBatch's noise and timestep draws are not used
+        return PrepareBatch(raw, throwaway, LatentsSource.Data);
+    }
 
     /// <summary>Student only, called by the method's constructor: VAE constants, timestep mechanics.</summary>
     public virtual void InitPreprocessors() { }
@@ -79,12 +140,12 @@ public abstract class ModelBase : IDisposable
     }
 
     /// <summary>BTCHW v -> x0 using <paramref name="scheduler"/>'s grid; timesteps [1], [B], [B·T] or [B,T].</summary>
-    public static Tensor NoiseToX0(Tensor v, Tensor noisyLatents, Tensor timestep, FlowMatchEulerDiscreteScheduler scheduler)
+    public static Tensor NoiseToX0(Tensor v, Tensor noisyLatents, Tensor timestep, INoiseScheduler scheduler)
     {
         using var scope = NewDisposeScope();
         long b = v.shape[0], t = v.shape[1];
         var flatT = PerFrameTimesteps(timestep, b, t);
-        var x0 = FlowMatchMath.PredNoiseToPredVideo(v.flatten(0, 1), noisyLatents.flatten(0, 1), flatT, scheduler);
+        var x0 = FlowMatch.PredNoiseToPredVideo(v.flatten(0, 1), noisyLatents.flatten(0, 1), flatT, scheduler);
         return x0.unflatten(0, [b, t]).MoveToOuterDisposeScope();
     }
 

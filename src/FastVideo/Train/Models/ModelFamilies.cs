@@ -7,9 +7,16 @@ namespace FastVideo.Train.Models;
 /// <summary>Pipeline defaults of a family, overridable by the recipe's <c>pipeline:</c> section.</summary>
 public sealed record FamilyDefaults(double FlowShift, int TextLen, VaeConfig Vae);
 
+/// <summary>What a family's activation estimate reads: its transformer's config.json, the data shape and the VAE.</summary>
+public sealed record ActivationQuery(System.Text.Json.Nodes.JsonObject TransformerConfig, TrainingConfig Training, VaeConfig Vae)
+{
+    public int BytesPerValue => Precision.BytesPerValue(Training.DitPrecision);
+}
+
 /// <summary>
 /// A model family: its name, the record its role options bind into, the latent space it works in (roles of one
-/// method must share it), its pipeline defaults and how to build a model.
+/// method must share it), its pipeline defaults and how to build a model. <see cref="EstimateActivations"/> gives
+/// the dry-run plan the activations a trainable role keeps for one micro-batch (null: unknown).
 /// </summary>
 public sealed record ModelFamily(
     string Name,
@@ -17,7 +24,20 @@ public sealed record ModelFamily(
     Type RoleConfigType,
     string LatentSpace,
     FamilyDefaults Defaults,
-    Func<ModelBuildContext, ModelBase> Create);
+    Func<ModelBuildContext, ModelBase> Create)
+{
+    public Func<ActivationQuery, long?>? EstimateActivations { get; init; }
+
+    /// <summary>
+    /// Writes a transformer folder (config.json + Diffusers-named weights) of the given config with weights drawn
+    /// from a seed: for tests, the demo and the quickstart's untrained teacher. Null when the family has none.
+    /// </summary>
+    public Action<System.Text.Json.Nodes.JsonObject, ulong, string>? WriteRandomTransformer { get; init; }
+}
+
+/// <summary>A model to sample with outside training: family, model folder and how to run it.</summary>
+public sealed record InferenceModel(string Family, string ModelPath, string Device = "cpu", string Precision = "fp32",
+    double? FlowShift = null, string? NegativePromptEmbeds = null, string Role = "generator");
 
 /// <summary>Implemented by user assemblies that add families; loaded with <see cref="ModelFamilyRegistry.LoadPlugins"/>.</summary>
 public interface IModelFamilyProvider
@@ -57,6 +77,28 @@ public sealed class ModelFamilyRegistry : IFamilyCatalog
     public ModelFamily Get(string family) => _families.TryGetValue(family, out var f)
         ? f
         : throw new UserError($"unknown model family '{family}' (known: {string.Join(", ", FamilyNames)})");
+
+    /// <summary>
+    /// A frozen model for sampling outside training (<c>generate</c>, evaluation), built by its family from a model
+    /// folder as a training role would be.
+    /// </summary>
+    public ModelBase CreateForInference(InferenceModel request)
+    {
+        var family = Get(request.Family);
+        var blank = (RoleConfig)Activator.CreateInstance(family.RoleConfigType)!;
+        var options = blank with
+        {
+            Family = request.Family, InitFrom = request.ModelPath, Trainable = false, FlowShift = request.FlowShift,
+            NegativePromptEmbeds = request.NegativePromptEmbeds,
+        };
+        var run = new RunConfig
+        {
+            Recipe = new RecipeSection { Family = request.Family },
+            Roles = new Dictionary<string, RoleConfig> { [request.Role] = options },
+            Training = new TrainingConfig { Device = request.Device, DitPrecision = request.Precision },
+        };
+        return family.Create(new ModelBuildContext(request.Role, options, run, family));
+    }
 
     /// <summary>Builds the model of one role; the role's options were bound and validated by the recipe loader.</summary>
     public ModelBase Create(string role, RoleConfig options, RunConfig run)

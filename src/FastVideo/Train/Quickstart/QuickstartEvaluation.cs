@@ -1,8 +1,7 @@
+using FastVideo.Data;
 using FastVideo.Data.Synthetic;
-using FastVideo.Models.Schedulers;
-using FastVideo.Models.Vae;
+using FastVideo.Sampling;
 using FastVideo.Train.Models;
-using FastVideo.Train.Utils;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -36,21 +35,24 @@ public sealed class QuickstartEvaluation
     public IReadOnlyList<string> Prompts { get; }
     public IReadOnlyList<long> Seeds { get; }
 
-    /// <summary>Text [N,L,D] padded to text_len for the prompt x seed grid (prompt-major).</summary>
-    private Tensor PromptEmbeds()
+    /// <summary>Text [N,L,D] padded to text_len with its mask [N,L], for the prompt x seed grid (prompt-major).</summary>
+    private Conditioning PromptConditioning()
     {
         var rows = new List<Tensor>();
+        var masks = new List<Tensor>();
         foreach (var p in Prompts)
         {
             using var e = _encoder.Encode(p);
+            long valid = Math.Min(e.shape[0], _textLen);
             var padded = nn.functional.pad(e, [0, 0, 0, Math.Max(0, _textLen - e.shape[0])]).narrow(0, 0, _textLen);
-            foreach (var _ in Seeds) rows.Add(padded.alias());
-            padded.Dispose();
+            var mask = cat([ones(valid), zeros(_textLen - valid)]);
+            foreach (var _ in Seeds) { rows.Add(padded.alias()); masks.Add(mask.alias()); }
         }
-        return stack(rows);
+        return Conditioning.FromText(stack(rows), stack(masks));
     }
 
-    /// <summary>Initial noise [N,C,T,H,W] (BCTHW), one generator per seed so every setting starts from the same noise.</summary>
+    /// <summary>Initial noise [N,T,C,H,W], one generator per seed so every setting starts from the same noise. Drawn in
+    /// the VAE layout [C,T,H,W] (as the quickstart always has), then permuted to the plugins' BTCHW.</summary>
     private Tensor Noise(long[] latentShape)
     {
         var rows = new List<Tensor>();
@@ -60,44 +62,39 @@ public sealed class QuickstartEvaluation
                 using var g = new Generator((ulong)s, device("cpu"));
                 rows.Add(randn(latentShape, generator: g));
             }
-        return stack(rows);
+        return stack(rows).permute(0, 2, 1, 3, 4);
     }
 
     /// <summary>Euler flow matching with CFG (the model's negative conditioning) over <paramref name="steps"/> steps.</summary>
-    public GeneratorResult Euler(string name, string description, WanModelHandle model, int steps, double guidance, double shift, long[] latentShape)
+    public GeneratorResult Euler(string name, string description, ModelBase model, int steps, double guidance, double shift, long[] latentShape)
     {
         using var scope = NewDisposeScope();
-        var text = PromptEmbeds();
-        var neg = model.Negative.expand(text.shape[0], -1, -1);
-        var negPadded = nn.functional.pad(neg, [0, 0, 0, Math.Max(0, text.shape[1] - neg.shape[1])]).narrow(1, 0, text.shape[1]);
-        var x = Noise(latentShape);
+        using var batch = model.PrepareInference(PromptConditioning(), latentShape);
         Tensor samples;
         using (no_grad())
         {
             model.Transformer.eval();
-            samples = Sampling.FlowMatchSampler.Sample((lat, t, txt) => model.Transformer.Forward(lat, t, txt), x, text,
-                guidance != 1.0 ? negPadded : null, new Sampling.SamplingOptions(steps, guidance, shift));
+            samples = ModelSampling.Euler(model, batch, Noise(latentShape), new SamplingOptions(steps, guidance, shift));
         }
-        return Score(name, description, steps, model.Vae.Denormalize(samples)).MoveTo();
+        return Score(name, description, steps, model.DecodeLatents(samples)).MoveTo();
     }
 
-    /// <summary>DMD-style few-step sampling (<see cref="Sampling.FewStepSampler"/>) on the transformer's BCTHW layout.</summary>
-    public GeneratorResult FewStep(string name, string description, WanModelHandle model, IReadOnlyList<float> timesteps, long[] latentShape, long noiseSeed)
+    /// <summary>DMD-style few-step sampling through the one sampling core.</summary>
+    public GeneratorResult FewStep(string name, string description, ModelBase model, IReadOnlyList<float> timesteps, long[] latentShape, long noiseSeed)
     {
         using var scope = NewDisposeScope();
-        var text = PromptEmbeds();
-        var x = Noise(latentShape);
-        var scheduler = model.Scheduler;
+        using var batch = model.PrepareInference(PromptConditioning(), latentShape);
         using var gen = new Generator((ulong)noiseSeed, device("cpu"));
+        // Re-noising draws in the VAE layout too, so a seed gives the same samples as before the plugins' layout.
+        NoiseDraw draw = like => randn([like.shape[0], like.shape[2], like.shape[1], like.shape[3], like.shape[4]], generator: gen)
+            .permute(0, 2, 1, 3, 4).to(like.device).to_type(like.dtype);
         Tensor x0;
         using (no_grad())
         {
             model.Transformer.eval();
-            x0 = Sampling.FewStepSampler.Sample(
-                (lat, t) => FlowMatchMath.PredNoiseToPredVideo(model.Transformer.Forward(lat, t, text), lat, t, scheduler),
-                scheduler.AddNoise, x, timesteps.Select(t => (double)t).ToList(), gen);
+            x0 = ModelSampling.FewStep(model, batch, Noise(latentShape), timesteps.Select(t => (double)t).ToList(), draw);
         }
-        return Score(name, description, timesteps.Count, model.Vae.Denormalize(x0)).MoveTo();
+        return Score(name, description, timesteps.Count, model.DecodeLatents(x0)).MoveTo();
     }
 
     private GeneratorResult Score(string name, string description, int steps, Tensor clips)
@@ -108,9 +105,6 @@ public sealed class QuickstartEvaluation
             report.DirectionAccuracy, clips.clamp(-1, 1), prompts, report.ObjectAccuracy);
     }
 }
-
-/// <summary>What the evaluation needs of a Wan role: its transformer, scheduler, VAE constants and negative text.</summary>
-public sealed record WanModelHandle(FastVideo.Models.Dits.WanTransformer3DModel Transformer, FlowMatchEulerDiscreteScheduler Scheduler, VaeConfig Vae, Tensor Negative);
 
 internal static class GeneratorResultExtensions
 {

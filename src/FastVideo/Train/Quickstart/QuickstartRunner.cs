@@ -32,7 +32,8 @@ public sealed record QuickstartOptions
     public IReadOnlyList<string> DistillOverrides { get; init; } = [];
     /// <summary>Dataset and teacher architecture (tests shrink them).</summary>
     public SyntheticOptions Data { get; init; } = QuickstartRunner.Data;
-    public WanTransformerConfig Model { get; init; } = QuickstartRunner.Model;
+    /// <summary>The teacher's transformer config.json (Diffusers keys) for the quickstart's family.</summary>
+    public JsonObject Model { get; init; } = QuickstartRunner.Model;
 }
 
 /// <summary>
@@ -56,10 +57,14 @@ public static class QuickstartRunner
         Captions = SyntheticCaptions.Axis,
     };
 
-    public static readonly WanTransformerConfig Model = new()
+    /// <summary>The family of the quickstart's recipes (examples/recipes/quickstart_*.yaml).</summary>
+    public const string Family = "wan";
+
+    public static JsonObject Model => new()
     {
-        NumAttentionHeads = 4, AttentionHeadDim = 32, InChannels = 3, OutChannels = 3, TextDim = 32, FfnDim = 512, NumLayers = 4,
-        PatchSize = [1, 4, 4], // 4x4-pixel tokens: 64 tokens per clip, so 4000 steps fit in the time budget
+        ["num_attention_heads"] = 4, ["attention_head_dim"] = 32, ["in_channels"] = 3, ["out_channels"] = 3, ["text_dim"] = 32,
+        ["ffn_dim"] = 512, ["num_layers"] = 4,
+        ["patch_size"] = new JsonArray(1, 4, 4),   // 4x4-pixel tokens: 64 tokens per clip, so 4000 steps fit in the time budget
     };
 
     public static string EmbeddedRecipe(string name)
@@ -97,7 +102,7 @@ public static class QuickstartRunner
         if (!(o.ReuseTeacher && File.Exists(Path.Combine(teacherModel, "transformer", "diffusion_pytorch_model.safetensors"))))
         {
             ResetDir(teacherRun);
-            WriteInitModel(teacherInit, data, o.Model);
+            WriteInitModel(families, teacherInit, data, o.Model);
             console.WriteLine($"[2/4] teacher: flow matching for {o.TeacherSteps} steps");
             var cfg = LoadStage("quickstart_teacher.yaml", root, families,
                 [$"training.loop.max_train_steps={o.TeacherSteps}", .. o.TeacherOverrides]);
@@ -108,7 +113,7 @@ public static class QuickstartRunner
                 trainer.Run();
                 var ema = trainer.Callbacks.OfType<EmaCallback>().FirstOrDefault();
                 using var swap = ema?.Started == true ? ema.Swap() : null;
-                ExportModel(((WanModel)method.Student).WanTransformer, teacherInit, teacherModel);
+                ExportModel(method.Student, teacherInit, teacherModel);
             }
         }
         timings["teacher_seconds"] = Math.Round(stage.Elapsed.TotalSeconds, 1);
@@ -126,7 +131,7 @@ public static class QuickstartRunner
         {
             trainer.Run();
             dmdSteps = ((Methods.DistributionMatching.DMD2Method)method).DenoisingSteps;
-            ExportModel(((WanModel)method.Student).WanTransformer, teacherModel, studentModel);
+            ExportModel(method.Student, teacherModel, studentModel);
         }
         timings["distill_seconds"] = Math.Round(stage.Elapsed.TotalSeconds, 1);
 
@@ -138,8 +143,8 @@ public static class QuickstartRunner
         var eval = new QuickstartEvaluation(data, d.EmbedDim, d.Seed, d.TextLen, classes, o.EvalSeeds);
         long[] latent = [d.Channels, d.Frames, d.Height, d.Width];
         double shift = dcfg.Pipeline.FlowShift ?? 1.0;
-        var teacher = Load(teacherModel, shift);
-        var student = Load(studentModel, shift);
+        using var teacher = families.CreateForInference(new InferenceModel(Family, teacherModel, FlowShift: shift, Role: "teacher"));
+        using var student = families.CreateForInference(new InferenceModel(Family, studentModel, FlowShift: shift, Role: "student"));
         console.WriteLine($"  {classes.Count} prompts x {o.EvalSeeds.Count} seeds = {classes.Count * o.EvalSeeds.Count} samples per generator");
         var results = new List<GeneratorResult>();
         void Add(GeneratorResult r)
@@ -182,40 +187,35 @@ public static class QuickstartRunner
         return RecipeLoader.LoadText(text, $"examples/recipes/{recipe}", extra, families);
     }
 
-    private static WanModelHandle Load(string dir, double shift)
-    {
-        var t = WanTransformer3DModel.FromPretrained(dir);
-        var vae = VaeConfig.Load(Path.Combine(dir, "vae", "config.json"));
-        var (neg, negMask) = NegativePromptEmbeds.Load(Path.Combine(dir, NegativePromptEmbeds.FileName), "quickstart model");
-        negMask.Dispose();
-        return new WanModelHandle(t, new FastVideo.Models.Schedulers.FlowMatchEulerDiscreteScheduler(shift), vae, neg);
-    }
-
     /// <summary>A pipeline folder: random transformer, the dataset's VAE constants and empty-caption embedding.</summary>
-    private static void WriteInitModel(string dir, string data, WanTransformerConfig model)
+    private static void WriteInitModel(ModelFamilyRegistry families, string dir, string data, JsonObject model)
     {
         ResetDir(dir);
-        using (var m = WanTransformer3DModel.CreateRandom(model, 0)) m.SavePretrained(Path.Combine(dir, "transformer"));
-        CopyPipelineFiles(data, dir, fromDataset: true);
+        var write = families.Get(Family).WriteRandomTransformer
+            ?? throw new InvalidOperationException($"family '{Family}' cannot write a random transformer");
+        write(model, 0, Path.Combine(dir, "transformer"));
+        CopyPipelineFiles(data, dir);
     }
 
-    private static void ExportModel(WanTransformer3DModel transformer, string baseDir, string outDir)
+    private static void ExportModel(ModelBase model, string baseDir, string outDir)
     {
         ResetDir(outDir);
-        transformer.SavePretrained(Path.Combine(outDir, "transformer"));
-        CopyPipelineFiles(baseDir, outDir, fromDataset: false);
+        model.SavePretrained(Path.Combine(outDir, "transformer"));
+        CopyPipelineFiles(baseDir, outDir);
     }
 
-    private static void CopyPipelineFiles(string from, string to, bool fromDataset)
+    /// <summary>The pipeline files beside the transformer: VAE config, empty-caption embedding and model_index.json
+    /// (naming the transformer's class as its config.json does).</summary>
+    private static void CopyPipelineFiles(string from, string to)
     {
         Directory.CreateDirectory(Path.Combine(to, "vae"));
         File.Copy(Path.Combine(from, "vae", "config.json"), Path.Combine(to, "vae", "config.json"), true);
-        File.Copy(Path.Combine(from, "negative_prompt_embeds.safetensors"), Path.Combine(to, "negative_prompt_embeds.safetensors"), true);
+        File.Copy(Path.Combine(from, NegativePromptEmbeds.FileName), Path.Combine(to, NegativePromptEmbeds.FileName), true);
+        var transformerClass = (string?)JsonNode.Parse(File.ReadAllText(Path.Combine(to, "transformer", "config.json")))?["_class_name"];
         File.WriteAllText(Path.Combine(to, "model_index.json"), new JsonObject
         {
-            ["_class_name"] = "WanPipeline",
-            ["transformer"] = new JsonArray("diffusers", "WanTransformer3DModel"),
-            ["vae"] = new JsonArray("fastvideo", "IdentityVAE"),
+            ["transformer"] = new JsonArray("diffusers", transformerClass),
+            ["vae"] = new JsonArray("fastvideo", VaeConfig.IdentityClassName),
         }.ToJsonString());
     }
 

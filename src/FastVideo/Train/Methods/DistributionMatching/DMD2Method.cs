@@ -1,3 +1,4 @@
+using FastVideo.Sampling;
 using System.ComponentModel;
 using System.Globalization;
 using FastVideo.Configs;
@@ -193,8 +194,9 @@ public sealed class DMD2Method : TrainingMethod
     }
 
     /// <summary>
-    /// A student sample x0 [B,T,C,H,W]. Simulate: noise through the student's chain to a random step k (no grad),
-    /// then the step-k prediction (with grad iff <paramref name="withGrad"/>). Data latent: one prediction from data
+    /// A student sample x0 [B,T,C,H,W]. Simulate: noise through the student's few-step chain
+    /// (<see cref="ModelSampling.FewStep(ModelBase, TrainingBatch, Tensor, IReadOnlyList{double}, NoiseDraw, double, CfgUncondPolicy?, bool, AttnKind, SamplingProgress?)"/>)
+    /// to a random step k, without grad but for the step-k prediction (with grad iff <paramref name="withGrad"/>). Data latent: one prediction from data
     /// latents noised to a random step. Unlike upstream, the simulated chain stops at k instead of always running to
     /// the end: the extra steps are discarded upstream, so this only saves compute.
     /// </summary>
@@ -209,32 +211,19 @@ public sealed class DMD2Method : TrainingMethod
             using var t = Step(idx);
             using var eps = randn(shape, dtype: tb.Latents.dtype, device: Student.Device, generator: Generator);
             using var xt = Student.AddNoise(tb.Latents, eps, t);
-            using var gradMode = withGrad ? null : no_grad();
+            using var noGrad = withGrad ? null : no_grad();
             return Student.PredictX0(xt, t, tb, conditional: true, CfgUncond, AttnKind.Vsa);
         }
 
         int target = RandInt(k);
         chosenTimestep = DenoisingSteps[target];
-        var x = randn(shape, dtype: tb.Latents.dtype, device: Student.Device, generator: Generator);
-        using (no_grad())
-        {
-            for (int i = 0; i < target; i++)
-            {
-                using var scope = NewDisposeScope();
-                var x0 = Student.PredictX0(x, Step(i), tb, conditional: true, CfgUncond, AttnKind.Vsa);
-                var eps = randn(shape, dtype: tb.Latents.dtype, device: Student.Device, generator: Generator);
-                var next = Student.AddNoise(x0, eps, Step(i + 1)).MoveToOuterDisposeScope();
-                x.Dispose();
-                x = next;
-            }
-        }
-        using var tt = Step(target);
-        using (var gradMode = withGrad ? null : no_grad())
-        {
-            var result = Student.PredictX0(x, tt, tb, conditional: true, CfgUncond, AttnKind.Vsa);
-            x.Dispose();
-            return result;
-        }
+        // The student's few-step chain through the shared sampler, stopped at step `target`: every draw from the
+        // method's generator, in the latents' dtype on the student's device; autograd only on the last prediction.
+        NoiseDraw draw = like => randn(like.shape, dtype: like.dtype, device: Student.Device, generator: Generator);
+        using var x = draw(tb.Latents);
+        var timesteps = DenoisingSteps.Take(target + 1).Select(t => (double)t).ToList();
+        using var chainNoGrad = withGrad ? null : no_grad();
+        return ModelSampling.FewStep(Student, tb, x, timesteps, draw, cfgUncond: CfgUncond, gradOnLastStep: withGrad, attnKind: AttnKind.Vsa);
     }
 
     /// <summary>Random score timestep: the student's shift_and_clamp of an integer in [0, 1000).</summary>

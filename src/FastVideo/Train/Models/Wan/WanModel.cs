@@ -23,7 +23,15 @@ public class WanModel : ModelBase
         RoleConfigType: typeof(RoleConfig),
         LatentSpace: "wan-vae",
         Defaults: new FamilyDefaults(FlowShift: 3.0, TextLen: 512, Vae: VaeConfig.WanDefault),
-        Create: ctx => new WanModel(ctx));
+        Create: ctx => new WanModel(ctx))
+    {
+        EstimateActivations = WanActivations.Estimate,
+        WriteRandomTransformer = (config, seed, dir) =>
+        {
+            using var m = WanTransformer3DModel.CreateRandom(WanTransformerConfig.FromJson(config, "random transformer config"), seed);
+            m.SavePretrained(dir);
+        },
+    };
 
     private readonly WanTransformer3DModel _transformer;
     private readonly FlowMatchEulerDiscreteScheduler _scheduler;
@@ -34,8 +42,9 @@ public class WanModel : ModelBase
     {
         var options = context.Options;
         Folder = DiffusersModelFolder.Resolve(options.InitFrom);
-        var config = WanTransformerConfig.FromJson(Folder.ReadConfig(), Folder.ConfigPath);
-        MasterDtype = ParsePrecision(context.Training.DitPrecision);
+        TransformerConfig = Folder.ReadConfig();
+        var config = WanTransformerConfig.FromJson(TransformerConfig, Folder.ConfigPath);
+        MasterDtype = Precision.Parse(context.Training.DitPrecision);
 
         _transformer = new WanTransformer3DModel(config);
         var (weights, source) = ResolveWeights(options, Folder);
@@ -53,21 +62,14 @@ public class WanModel : ModelBase
     public DiffusersModelFolder Folder { get; }
     public WanTransformer3DModel WanTransformer => _transformer;
     public override nn.Module Transformer => _transformer;
-    public override FlowMatchEulerDiscreteScheduler NoiseScheduler => _scheduler;
+    public override INoiseScheduler NoiseScheduler => _scheduler;
+    public override System.Text.Json.Nodes.JsonObject TransformerConfig { get; }
     public ScalarType MasterDtype { get; }
-    public VaeConfig Vae { get; }
+    public override VaeConfig Vae { get; }
     /// <summary>Shift used by <see cref="ShiftAndClampTimestep"/>; the student takes the pipeline's flow_shift.</summary>
     public double TimestepShift { get; private set; }
     public int MinTimestep { get; } = 0;
     public int MaxTimestep => NumTrainTimesteps;
-
-    public static ScalarType ParsePrecision(string p) => p switch
-    {
-        "fp32" => ScalarType.Float32,
-        "bf16" => ScalarType.BFloat16,
-        "fp16" => ScalarType.Float16,
-        _ => throw new UserError($"training.dit_precision: expected fp32, bf16 or fp16, got '{p}'"),
-    };
 
     private static (Dictionary<string, Tensor> Weights, string Source) ResolveWeights(RoleConfig options, DiffusersModelFolder folder)
     {
@@ -113,7 +115,7 @@ public class WanModel : ModelBase
     public override Tensor ShiftAndClampTimestep(Tensor timestep)
     {
         using var scope = NewDisposeScope();
-        var shifted = TimestepSampling.ShiftTimestep(timestep, TimestepShift, NumTrainTimesteps);
+        var shifted = FlowMatch.ShiftTimestep(timestep, TimestepShift, NumTrainTimesteps);
         return shifted.clamp(MinTimestep, MaxTimestep).MoveToOuterDisposeScope();
     }
 
@@ -171,8 +173,8 @@ public class WanModel : ModelBase
         var noise = randn(latents.shape, dtype: ScalarType.Float32, device: Device, generator: generator).to_type(dtype);
         var tm = Context.Training.Model;
         var u = TimestepSampling.Density(TimestepSampling.ParseScheme(tm.WeightingScheme), b, generator, tm.LogitMean, tm.LogitStd, tm.ModeScale);
-        var timesteps = TimestepSampling.GridTimesteps(_scheduler, u).to(Device);
-        var sigmas = TimestepSampling.GetSigmas(_scheduler, timesteps, 5, dtype);
+        var timesteps = FlowMatch.GridTimesteps(_scheduler, u).to(Device);
+        var sigmas = FlowMatch.GetSigmas(_scheduler, timesteps, 5, dtype);
         var noisy = (1.0 - sigmas) * latents + sigmas * noise;
 
         // The negative side is padded like the batch's text and expanded to the batch.
