@@ -137,8 +137,8 @@ public sealed class Trainer : IDisposable
             timer.Start();
             foreach (var cb in Callbacks) cb.OnTrainingStepEnd(_method, step, log);
             timer.Stop("callbacks");
-            foreach (var cb in Callbacks) cb.OnValidationBegin(_method, step);
-            foreach (var cb in Callbacks) cb.OnValidationEnd(_method, step);
+            foreach (var cb in Callbacks) cb.OnValidationBegin(_method, step, log);
+            foreach (var cb in Callbacks) cb.OnValidationEnd(_method, step, log);
             timer.Stop("validation");
 
             foreach (var (phase, sec) in timer.Seconds) log.Add($"time/{phase}", sec);

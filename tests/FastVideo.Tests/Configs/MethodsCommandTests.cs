@@ -30,7 +30,7 @@ public class MethodsCommandTests
         Assert.Matches(@"^    decay +float +default 0\.9999 ", Line("decay"));
         Assert.Matches(@"^    max_grad_norm +float +default 1\.0 ", Line("max_grad_norm"));
         Assert.Matches(@"^    every_steps +int +default 100 ", Line("every_steps"));
-        Assert.Matches(@"^    role +string +default student ", Line("role"));
+        Assert.Matches(@"^    roles +list\[string\] +default \[student\] ", Line("roles"));
 
         var cli = new StringWriter();
         Assert.Equal(0, FastVideo.Cli.Cli.Run(["methods"], cli, new StringWriter()));

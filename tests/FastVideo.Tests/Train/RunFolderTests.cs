@@ -87,11 +87,12 @@ public class RunFolderTests
     public void TheLockIsHeldAcrossProcessesAndReleasedWhenTheHolderIsKilled()
     {
         var dir = TestPaths.TempDir("flock");
-        // flock(1) takes the same kind of lock (flock(2)) as the run does, from another process.
+        // flock(1) takes the same kind of lock (flock(2)) as the run does, from another process; --close keeps the
+        // lock in flock itself (not in its sleep child), so killing flock releases it at once.
         Process? holder = null;
         try
         {
-            holder = Process.Start(new ProcessStartInfo("flock", ["--exclusive", Path.Combine(dir, RunLock.FileName), "sleep", "60"]));
+            holder = Process.Start(new ProcessStartInfo("flock", ["--exclusive", "--close", Path.Combine(dir, RunLock.FileName), "sleep", "60"]));
         }
         catch (System.ComponentModel.Win32Exception) { }
         Skip.If(holder is null, "flock(1) is not available");

@@ -259,14 +259,14 @@ public class ValidationCallbackTests
         // Errors that need the run: an unknown role, and no way to embed prompts on a non-synthetic dataset.
         using var method = TrainingBuilder.Build(TrainFixture.Config(dir));
         method.OnTrainStart();
-        var badRole = (ValidationCallback)CallbackRegistry.Default.Build(With(("role", "teacher"))).Single();
-        Assert.Contains("callbacks.validation.role", Assert.Throws<UserError>(() => badRole.OnTrainStart(method, 0)).Message);
+        var badRole = (ValidationCallback)CallbackRegistry.Default.Build(With(("roles", "teacher"))).Single();
+        Assert.Contains("callbacks.validation.roles", Assert.Throws<UserError>(() => badRole.OnTrainStart(method, 0)).Message);
         var noText = (ValidationCallback)CallbackRegistry.Default.Build(With(("prompts", L("a cat")))).Single();
         Assert.Contains("callbacks.validation.prompt_embeds_file", Assert.Throws<UserError>(() => noText.OnTrainStart(method, 0)).Message);
         var missing = (ValidationCallback)CallbackRegistry.Default.Build(With(("prompt_embeds_file", Path.Combine(dir, "nope.safetensors")))).Single();
         Assert.Contains("callbacks.validation.prompt_embeds_file", Assert.Throws<UserError>(() => missing.OnTrainStart(method, 0)).Message);
         // every_steps: 0 turns validation off entirely (nothing is resolved, nothing runs).
-        var off = (ValidationCallback)CallbackRegistry.Default.Build(With(("every_steps", 0L), ("role", "teacher"))).Single();
+        var off = (ValidationCallback)CallbackRegistry.Default.Build(With(("every_steps", 0L), ("roles", "teacher"))).Single();
         off.OnTrainStart(method, 0);
         off.OnValidationBegin(method, 0);
         Assert.Empty(off.Results);

@@ -14,8 +14,9 @@ public abstract class TrainCallback
     public string Name { get; internal set; } = "";
 
     public virtual void OnTrainStart(TrainingMethod method, int iteration) { }
-    public virtual void OnValidationBegin(TrainingMethod method, int iteration) { }
-    public virtual void OnValidationEnd(TrainingMethod method, int iteration) { }
+    /// <param name="log">The step's log (validation metrics go into it); null for the validation before the first step.</param>
+    public virtual void OnValidationBegin(TrainingMethod method, int iteration, StepLog? log = null) { }
+    public virtual void OnValidationEnd(TrainingMethod method, int iteration, StepLog? log = null) { }
     public virtual void OnBeforeOptimizerStep(TrainingMethod method, int iteration, StepLog log) { }
     public virtual void OnTrainingStepEnd(TrainingMethod method, int iteration, StepLog log) { }
     public virtual void OnTrainEnd(TrainingMethod method, int iteration) { }

@@ -5,7 +5,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using FastVideo.Configs;
 using FastVideo.Data;
-using FastVideo.Data.Synthetic;
+using FastVideo.Data.Validation;
 using FastVideo.Sampling;
 using FastVideo.Train.Methods;
 using FastVideo.Train.Models;
@@ -64,8 +64,11 @@ public sealed record ValidationOptions : ICheckedOptions
     [Description("where step_<n>/ folders go; null = <checkpoint.output_dir>/validation")]
     public string? OutputDir { get; init; }
 
-    [Description("the role that is sampled")]
-    public string Role { get; init; } = "student";
+    [SingleStringAsList]
+    [Description("the roles that are sampled (a string is one role); EMA weights apply to the student only")]
+    public IReadOnlyList<string> Roles { get; init; } = DefaultRoles;
+
+    private static readonly IReadOnlyList<string> DefaultRoles = ["student"];
 
     public IEnumerable<OptionProblem> Check()
     {
@@ -85,7 +88,8 @@ public sealed record ValidationOptions : ICheckedOptions
         if (SamplingTimesteps is not null && TimestepsProblem(SamplingTimesteps) is { } problem) yield return problem;
         if (!double.IsFinite(GuidanceScale) || GuidanceScale < 0) yield return new("guidance_scale", $"must be a number >= 0, got {GuidanceScale}");
         if (FlowShift is { } fs && !(fs > 0)) yield return new("flow_shift", $"must be > 0, got {fs}");
-        if (string.IsNullOrEmpty(Role)) yield return new("role", "must name a role");
+        if (Roles.Count == 0 || Roles.Any(string.IsNullOrEmpty)) yield return new("roles", "must name at least one role");
+        if (Roles.Distinct().Count() < Roles.Count) yield return new("roles", $"roles must be distinct, got [{string.Join(", ", Roles)}]");
     }
 
     private static OptionProblem? TimestepsProblem(IReadOnlyList<int> timesteps) =>
@@ -93,26 +97,26 @@ public sealed record ValidationOptions : ICheckedOptions
 }
 
 /// <summary>
-/// Samples fixed prompts with fixed seeds every <c>every_steps</c> steps (and at the start of a fresh run) and writes
-/// latents, GIFs (when the VAE is the synthetic identity one) and, on the synthetic dataset, the evaluator's
-/// accuracy and sharpness (spec 7.4, with the port's outputs). Sampling is Euler flow matching at each of
-/// <c>sampling_steps</c>, or the few-step DMD sampler at <c>sampling_timesteps</c>.
+/// Samples fixed prompts with fixed seeds every <c>every_steps</c> steps (and at the start of a fresh run) with each
+/// of <c>roles</c>, and writes latents, decoded clips as GIFs (when the role's model can decode its latents) and,
+/// when the dataset offers a clip scorer (the synthetic one does), the scorer's verdicts (spec 7.4, with the port's
+/// outputs). Sampling is Euler flow matching at each of <c>sampling_steps</c>, or the few-step DMD sampler at
+/// <c>sampling_timesteps</c>, through the one sampling core. It knows no dataset: prompts, their encoder and the
+/// scorer come from <see cref="DatasetValidationProviders"/> (or from the options).
 /// <para>Determinism: every (seed, step count) re-seeds a CPU generator with the seed, so the same weights give the
 /// same samples at every validation, and validation keeps no RNG state (nothing to checkpoint). It never draws from
 /// the method's generator or the global RNG, so training is the same with or without it.</para>
-/// <para>Logging: the trainer's validation hooks get no step log, so the callback keeps the log of the step it last
-/// saw in <see cref="OnTrainingStepEnd"/> (the same step; the trainer logs it after validation) and adds
-/// <c>val/accuracy_&lt;n&gt;steps</c> and <c>val/sharpness_&lt;n&gt;steps</c> to it. The start-of-run validation has
-/// no step log: its metrics are only in <c>step_0/metrics.json</c>.</para>
+/// <para>Logging: the trainer hands the step's log to the validation hook; the scorer's run averages go into it as
+/// <c>val/&lt;measure&gt;_&lt;n&gt;steps</c> (<c>val/&lt;role&gt;/...</c> for roles other than the student). The
+/// start-of-run validation has no step log: its metrics are only in <c>step_0/metrics.json</c>.</para>
 /// </summary>
 public sealed class ValidationCallback : TrainCallback
 {
     private TrainingMethod? _method;
-    private ModelBase? _model;
+    private readonly List<(string Role, ModelBase Model)> _models = new();
     private ValidationSetup? _setup;
-    private (int Step, StepLog Log)? _stepLog;
     private bool _sawFirstValidationHook;
-    private bool _saidNoGifs;
+    private readonly HashSet<string> _saidNoGifs = new(StringComparer.Ordinal);
 
     public ValidationCallback(ValidationOptions options) => Options = options;
 
@@ -120,32 +124,19 @@ public sealed class ValidationCallback : TrainCallback
     /// <summary><c>callbacks.&lt;name&gt;</c>, for error messages.</summary>
     public string OptionPath => $"callbacks.{(Name.Length > 0 ? Name : "validation")}";
     public int EverySteps => Options.EverySteps;
-    public bool AtStart => Options.AtStart;
-    public IReadOnlyList<string>? Prompts => Options.Prompts;
-    public string? DatasetFile => Options.DatasetFile;
-    public string? PromptEmbedsFile => Options.PromptEmbedsFile;
-    /// <summary>How many prompts are sampled (all when <c>num_prompts</c> is null).</summary>
-    public int NumPrompts => Options.NumPrompts ?? int.MaxValue;
     /// <summary>Null = [training.data.seed].</summary>
     public IReadOnlyList<int>? Seeds => Options.Seeds;
     public IReadOnlyList<int> SamplingSteps => Options.SamplingSteps ?? ValidationOptions.DefaultSamplingSteps;
     /// <summary>Non-null = few-step sampling at these timesteps instead of Euler.</summary>
     public IReadOnlyList<int>? SamplingTimesteps => Options.SamplingTimesteps;
-    public double GuidanceScale => Options.GuidanceScale;
-    /// <summary>Null = the role's scheduler shift.</summary>
-    public double? FlowShift => Options.FlowShift;
-    public bool UseEma => Options.UseEma;
-    /// <summary>Null = <c>&lt;checkpoint.output_dir&gt;/validation</c>.</summary>
-    public string? OutputDir => Options.OutputDir;
-    public string Role => Options.Role;
 
-    /// <summary>The EMA whose weights validation samples with (<c>use_ema</c>); linked by <see cref="Link"/>.</summary>
+    /// <summary>The EMA whose weights validation samples the student with (<c>use_ema</c>); linked by <see cref="Link"/>.</summary>
     public EmaCallback? Ema { get; set; }
 
-    /// <summary>Where messages go (once per run: e.g. "no GIFs for a real VAE"); Console.Out by default.</summary>
+    /// <summary>Where messages go (once per role and run: e.g. "no GIFs without a VAE decoder"); Console.Out by default.</summary>
     public TextWriter Log { get; set; } = Console.Out;
 
-    /// <summary>Every validation this run has done, in order.</summary>
+    /// <summary>Every validation this run has done, in order (one result per role and validation).</summary>
     public List<ValidationResult> Results { get; } = new();
 
     /// <summary>Points validation callbacks at the recipe's EMA callback, if any (called when callbacks are built).</summary>
@@ -159,25 +150,25 @@ public sealed class ValidationCallback : TrainCallback
     {
         _method = method;
         _sawFirstValidationHook = false;
-        _stepLog = null;
+        _models.Clear();
         if (EverySteps == 0) return;
-        _model = method.Roles.TryGetValue(Role, out var m) ? m
-            : throw new UserError($"{OptionPath}.role: no role '{Role}' (roles: {string.Join(", ", method.Roles.Keys)})");
+        foreach (var role in Options.Roles)
+            _models.Add((role, method.Roles.TryGetValue(role, out var m) ? m
+                : throw new UserError($"{OptionPath}.roles: no role '{role}' (roles: {string.Join(", ", method.Roles.Keys)})")));
         _setup?.Dispose();
-        _setup = ValidationSetup.Resolve(this, _model, method.Config);
+        // Prompts, text and latent shape are shared by the roles (they share a latent space).
+        _setup = ValidationSetup.Resolve(Options, OptionPath, _models[0].Model, method.Config);
     }
 
-    public override void OnTrainingStepEnd(TrainingMethod method, int iteration, StepLog log) => _stepLog = (iteration, log);
-
-    public override void OnValidationBegin(TrainingMethod method, int iteration)
+    public override void OnValidationBegin(TrainingMethod method, int iteration, StepLog? log = null)
     {
         if (EverySteps == 0) return;
         bool first = !_sawFirstValidationHook;
         _sawFirstValidationHook = true;
         // The first hook comes before the first step: validate a fresh run if asked. A resumed run already validated
-        // this step right after saving the checkpoint it resumes from.
-        if (first) { if (iteration == 0 && AtStart) Validate(iteration); return; }
-        if (iteration % EverySteps == 0) Validate(iteration);
+        // this step before saving the checkpoint it resumes from.
+        if (first) { if (iteration == 0 && Options.AtStart) ValidateAll(iteration, log); return; }
+        if (iteration % EverySteps == 0) ValidateAll(iteration, log);
     }
 
     public override void OnTrainEnd(TrainingMethod method, int iteration)
@@ -188,18 +179,39 @@ public sealed class ValidationCallback : TrainCallback
 
     /// <summary>The directory validations write to.</summary>
     public string ResolveOutputDir(TrainingMethod method) =>
-        OutputDir ?? Path.Combine(method.Training.Checkpoint.OutputDir, "validation");
+        Options.OutputDir ?? Path.Combine(method.Training.Checkpoint.OutputDir, "validation");
 
-    /// <summary>Samples every prompt x seed x step count with the current (or EMA) weights and writes the outputs.</summary>
-    public ValidationResult Validate(int step)
+    private void ValidateAll(int step, StepLog? log)
     {
-        if (_method is null || _model is null || _setup is null)
+        foreach (var (role, _) in _models)
+        {
+            var result = Validate(step, role);
+            if (log is null) continue;
+            string prefix = role == "student" ? "val/" : $"val/{role}/";
+            foreach (var r in result.Runs.Where(r => r.Accuracy is not null))
+            {
+                log.Add($"{prefix}accuracy_{r.Steps}steps", r.Accuracy!.Value);
+                foreach (var (measure, value) in r.Measures) log.Add($"{prefix}{measure}_{r.Steps}steps", value);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Samples every prompt x seed x step count with <paramref name="role"/>'s current (student: EMA, once started)
+    /// weights and writes the outputs to <c>step_&lt;n&gt;/</c> (<c>step_&lt;n&gt;/&lt;role&gt;/</c> when several roles are sampled).
+    /// </summary>
+    public ValidationResult Validate(int step, string? role = null)
+    {
+        if (_method is null || _setup is null || _models.Count == 0)
             throw new InvalidOperationException("validation runs after OnTrainStart");
+        role ??= _models[0].Role;
+        var model = _models.First(m => m.Role == role).Model;
         var method = _method;
-        var model = _model;
         var setup = _setup;
+        var o = Options;
         var sw = Stopwatch.StartNew();
         var dir = Path.Combine(ResolveOutputDir(method), $"step_{step}");
+        if (_models.Count > 1) dir = Path.Combine(dir, role);
         Directory.CreateDirectory(dir);
         var seeds = Seeds ?? [method.Training.Data.Seed];
         bool fewStep = SamplingTimesteps is not null;
@@ -208,7 +220,7 @@ public sealed class ValidationCallback : TrainCallback
         var transformer = model.Transformer;
         bool wasTraining = transformer.training;
         // EMA shadows exist for the student only; before EMA has started Swap() is a no-op.
-        bool ema = UseEma && Role == "student" && Ema is { Started: true };
+        bool ema = o.UseEma && role == "student" && Ema is { Started: true };
         var runs = new List<ValidationRun>();
         using (no_grad())
         using (ema ? Ema!.Swap() : null)
@@ -221,6 +233,7 @@ public sealed class ValidationCallback : TrainCallback
                 foreach (int n in counts)
                 {
                     var perSeed = new List<Tensor>();
+                    var pixels = model.CanDecodeLatents ? new List<Tensor>() : null;
                     foreach (int seed in seeds)
                     {
                         // One CPU generator per (seed, step count): the same noise at every validation.
@@ -228,15 +241,14 @@ public sealed class ValidationCallback : TrainCallback
                         long[] shape = [setup.Count, setup.LatentShape[1], setup.LatentShape[0], setup.LatentShape[2], setup.LatentShape[3]];
                         var noise = ModelSampling.Noise(shape, g, batch.Latents.dtype, model.Device);
                         var x0 = fewStep
-                            ? ModelSampling.FewStep(model, batch, noise, SamplingTimesteps!.Select(t => (double)t).ToList(), g, GuidanceScale)
+                            ? ModelSampling.FewStep(model, batch, noise, SamplingTimesteps!.Select(t => (double)t).ToList(), g, o.GuidanceScale)
                             : ModelSampling.Euler(model, batch, noise,
-                                new SamplingOptions(n, GuidanceScale, FlowShift ?? model.NoiseScheduler.Shift));
-                        // BTCHW (DiT space) -> BCTHW VAE latents on the CPU.
-                        var latents = x0.permute(0, 2, 1, 3, 4).to(ScalarType.Float32);
-                        if (setup.Vae is not null) latents = setup.Vae.Denormalize(latents);
-                        perSeed.Add(latents.cpu());
+                                new SamplingOptions(n, o.GuidanceScale, o.FlowShift ?? model.NoiseScheduler.Shift));
+                        // BTCHW (DiT space) -> BCTHW VAE latents on the CPU; decoded pixels when the model can decode.
+                        perSeed.Add(model.Vae.Denormalize(x0.permute(0, 2, 1, 3, 4).to(ScalarType.Float32)).cpu());
+                        pixels?.Add(model.DecodeLatents(x0).to(ScalarType.Float32).cpu());
                     }
-                    runs.Add(WriteRun(dir, n, seeds, stack(perSeed), setup));
+                    runs.Add(WriteRun(dir, role, n, seeds, stack(perSeed), pixels is null ? null : stack(pixels), setup));
                 }
             }
             finally
@@ -245,32 +257,19 @@ public sealed class ValidationCallback : TrainCallback
             }
         }
 
-        var result = new ValidationResult(step, dir, ema ? "ema" : "live", fewStep ? "few_step" : "euler",
-            SamplingTimesteps, GuidanceScale, setup.Prompts, seeds, runs, sw.Elapsed.TotalSeconds);
-        File.WriteAllText(Path.Combine(dir, "metrics.json"), result.ToJson().ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
-        if (_stepLog is { } sl && sl.Step == step)
-            foreach (var r in runs.Where(r => r.Accuracy is not null))
-            {
-                sl.Log.Add($"val/accuracy_{r.Steps}steps", r.Accuracy!.Value);
-                sl.Log.Add($"val/sharpness_{r.Steps}steps", r.Sharpness!.Value);
-            }
+        var result = new ValidationResult(step, role, dir, ema ? "ema" : "live", fewStep ? "few_step" : "euler",
+            SamplingTimesteps, o.GuidanceScale, setup.Prompts, seeds, runs, sw.Elapsed.TotalSeconds);
+        IO.Durable.WriteAllText(Path.Combine(dir, "metrics.json"), result.ToJson().ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
         Results.Add(result);
         return result;
     }
 
-    // The model's conditioning for the prompts, built by its own PrepareBatch (dtype, device, negative prompt) from
-    // zero latents of the validation shape; PrepareBatch's noise and timestep draws come from a throwaway generator.
+    // The model's conditioning for the prompts, built by its own PrepareBatch (dtype, device, negative prompt);
+    // without a negative prompt of its own, the data folder's empty-caption embedding is its negative side.
     private static TrainingBatch Conditioning(ModelBase model, ValidationSetup setup)
     {
-        using var raw = new RawBatch
-        {
-            VaeLatent = zeros([setup.Count, .. setup.LatentShape]),
-            Conditioning = Data.Conditioning.FromText(setup.TextEmbeds.clone(), setup.TextMask.clone()),
-        };
-        using var throwaway = new Generator(0, model.Device);
-        var batch = model.PrepareBatch(raw, throwaway, LatentsSource.Data);
+        var batch = model.PrepareInference(Data.Conditioning.FromText(setup.TextEmbeds.alias(), setup.TextMask.alias()), setup.LatentShape);
         if (batch.Unconditional is not null || setup.NegativeEmbeds is null) return batch;
-        // The model has no negative prompt of its own: use the data folder's empty-caption embedding.
         var dtype = batch.Latents.dtype;
         long p = setup.Count;
         var uncond = Data.Conditioning.FromText(
@@ -284,55 +283,58 @@ public sealed class ValidationCallback : TrainCallback
         };
     }
 
-    /// <summary>Writes one step count's samples ([S, P, C, T, H, W] VAE latents) and scores them.</summary>
-    private ValidationRun WriteRun(string dir, int steps, IReadOnlyList<int> seeds, Tensor latents, ValidationSetup setup)
+    /// <summary>Writes one step count's samples ([S, P, C, T, H, W] VAE latents, and decoded pixels when available) and scores them.</summary>
+    private ValidationRun WriteRun(string dir, string role, int steps, IReadOnlyList<int> seeds, Tensor latents, Tensor? pixels, ValidationSetup setup)
     {
         var latentFile = Path.Combine(dir, $"latents_{steps}steps.safetensors");
         SafeTensors.Save(latentFile, [new("latents", latents.contiguous())], new Dictionary<string, string>
         {
             ["layout"] = "[seed, prompt, C, T, H, W]",
-            ["space"] = setup.Vae is null ? "dit (normalised; the family exposes no VAE constants)" : "vae (denormalised)",
+            ["space"] = "vae (denormalised)",
             ["prompts"] = JsonSerializer.Serialize(setup.Prompts),
             ["seeds"] = JsonSerializer.Serialize(seeds),
             ["steps"] = steps.ToString(CultureInfo.InvariantCulture),
         });
 
-        if (!setup.IdentityVae && !_saidNoGifs)
-        {
-            _saidNoGifs = true;
-            Log.WriteLine($"validation: role '{Role}' has a real VAE (not the synthetic identity one) and decoding is not available: " +
-                          "writing latents only, no GIFs");
-        }
+        if (pixels is null && _saidNoGifs.Add(role))
+            Log.WriteLine($"validation: role '{role}' cannot decode its latents here (no VAE decoder yet): writing latents only, no GIFs");
         int scale = Math.Max(1, 128 / (int)Math.Max(setup.LatentShape[2], setup.LatentShape[3]));
         var samples = new List<ValidationSample>();
         for (int s = 0; s < seeds.Count; s++)
             for (int i = 0; i < setup.Count; i++)
             {
-                using var clip = latents[s, i];
                 string? gif = null;
-                if (setup.IdentityVae)
+                ClipVerdict? verdict = null;
+                if (pixels is not null)
                 {
+                    using var clip = pixels[s, i];
                     gif = $"{steps}steps_prompt{i:D2}_seed{seeds[s]}.gif";
                     GifWriter.Write(Path.Combine(dir, gif), clip, setup.Fps, scale);
+                    if (setup.Scorer is not null && setup.Prompts[i] is { } prompt) verdict = setup.Scorer.Score(clip, prompt);
                 }
-                var a = setup.Evaluator?.Evaluate(clip, setup.Prompts[i]);
-                samples.Add(new ValidationSample(setup.Prompts[i], seeds[s], gif, a));
+                samples.Add(new ValidationSample(setup.Prompts[i], seeds[s], gif, verdict));
             }
-        double? Avg(Func<ClipAssessment, double> f) => setup.Evaluator is null ? null : samples.Average(x => f(x.Assessment!));
-        return new ValidationRun(steps, Path.GetFileName(latentFile), samples,
-            Avg(a => a.Correct ? 1 : 0), Avg(a => a.ColorCorrect ? 1 : 0), Avg(a => a.DirectionCorrect ? 1 : 0), Avg(a => a.Sharpness));
+        var scored = samples.Where(x => x.Verdict is not null).Select(x => x.Verdict!).ToList();
+        double? accuracy = scored.Count == samples.Count && scored.Count > 0 ? scored.Average(v => v.Correct ? 1.0 : 0.0) : null;
+        var measures = accuracy is null ? new Dictionary<string, double>()
+            : scored[0].Measures.Keys.Where(k => scored.All(v => v.Measures.ContainsKey(k)))
+                .ToDictionary(k => k, k => scored.Average(v => v.Measures[k]));
+        return new ValidationRun(steps, Path.GetFileName(latentFile), samples, accuracy, measures);
     }
 }
 
-/// <summary>One sample: its prompt (null when only embeddings were given), seed, GIF file name and assessment.</summary>
-public sealed record ValidationSample(string? Prompt, int Seed, string? Gif, ClipAssessment? Assessment);
+/// <summary>One sample: its prompt (null when only embeddings were given), seed, GIF file name and the scorer's verdict.</summary>
+public sealed record ValidationSample(string? Prompt, int Seed, string? Gif, ClipVerdict? Verdict);
 
-/// <summary>The samples of one step count; the scores are null without an evaluator.</summary>
+/// <summary>The samples of one step count; accuracy and the measures' averages are absent without a scorer.</summary>
 public sealed record ValidationRun(int Steps, string LatentsFile, IReadOnlyList<ValidationSample> Samples,
-    double? Accuracy, double? ColorAccuracy, double? DirectionAccuracy, double? Sharpness);
+    double? Accuracy, IReadOnlyDictionary<string, double> Measures)
+{
+    public double? Measure(string name) => Measures.TryGetValue(name, out var v) ? v : null;
+}
 
-/// <summary>One validation: what was sampled, how, and the scores (also written as <c>metrics.json</c>).</summary>
-public sealed record ValidationResult(int Step, string Directory, string Weights, string Sampler, IReadOnlyList<int>? Timesteps,
+/// <summary>One validation of one role: what was sampled, how, and the scores (also written as <c>metrics.json</c>).</summary>
+public sealed record ValidationResult(int Step, string Role, string Directory, string Weights, string Sampler, IReadOnlyList<int>? Timesteps,
     double GuidanceScale, IReadOnlyList<string?> Prompts, IReadOnlyList<int> Seeds, IReadOnlyList<ValidationRun> Runs, double Seconds)
 {
     public JsonObject ToJson()
@@ -344,25 +346,21 @@ public sealed record ValidationResult(int Step, string Directory, string Weights
             foreach (var s in r.Samples)
             {
                 var o = new JsonObject { ["prompt"] = s.Prompt, ["seed"] = s.Seed, ["gif"] = s.Gif };
-                if (s.Assessment is { } a)
+                if (s.Verdict is { } v)
                 {
-                    o["color"] = a.Color;
-                    o["direction"] = a.Direction;
-                    o["one_object"] = a.OneObject;
-                    o["correct"] = a.Correct;
-                    o["sharpness"] = a.Sharpness;
+                    foreach (var (k, value) in v.Details) o[k] = value?.DeepClone();
+                    o["correct"] = v.Correct;
                 }
                 samples.Add(o);
             }
-            runs.Add(new JsonObject
-            {
-                ["steps"] = r.Steps, ["latents"] = r.LatentsFile, ["accuracy"] = r.Accuracy, ["color_accuracy"] = r.ColorAccuracy,
-                ["direction_accuracy"] = r.DirectionAccuracy, ["sharpness"] = r.Sharpness, ["samples"] = samples,
-            });
+            var run = new JsonObject { ["steps"] = r.Steps, ["latents"] = r.LatentsFile, ["accuracy"] = r.Accuracy };
+            foreach (var (k, value) in r.Measures) run[k] = value;
+            run["samples"] = samples;
+            runs.Add(run);
         }
         return new JsonObject
         {
-            ["step"] = Step, ["weights"] = Weights, ["sampler"] = Sampler,
+            ["step"] = Step, ["role"] = Role, ["weights"] = Weights, ["sampler"] = Sampler,
             ["timesteps"] = Timesteps is null ? null : new JsonArray(Timesteps.Select(t => (JsonNode)t).ToArray()),
             ["guidance_scale"] = GuidanceScale, ["prompts"] = new JsonArray(Prompts.Select(p => (JsonNode?)p).ToArray()),
             ["seeds"] = new JsonArray(Seeds.Select(s => (JsonNode)s).ToArray()), ["seconds"] = Seconds, ["runs"] = runs,

@@ -2,19 +2,19 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using FastVideo.Configs;
 using FastVideo.Data;
-using FastVideo.Data.Synthetic;
+using FastVideo.Data.Validation;
 using FastVideo.Models.Vae;
 using FastVideo.Train.Models;
-using FastVideo.Train.Models.Wan;
 using FastVideo.Weights;
 using static TorchSharp.torch;
 
 namespace FastVideo.Train.Callbacks;
 
 /// <summary>
-/// What validation needs, resolved once at train start from the recipe, the options and the data folder: the
-/// prompts and their text embeddings (padded to text_len exactly as the loader pads them), the optional negative
-/// text, the latent shape, the VAE constants and, on the synthetic dataset, the evaluator. Tensors are CPU float32.
+/// What validation needs, resolved once at train start from the options, the recipe and the dataset's validation
+/// support (<see cref="DatasetValidationProviders"/>): the prompts and their text embeddings (padded to text_len
+/// exactly as the loader pads them), the optional negative text, the latent shape, the clip scorer and the GIF frame
+/// rate. Tensors are CPU float32.
 /// </summary>
 internal sealed class ValidationSetup : IDisposable
 {
@@ -28,11 +28,8 @@ internal sealed class ValidationSetup : IDisposable
     public Tensor? NegativeMask { get; init; }
     /// <summary>[C, T, H, W] of one latent.</summary>
     public required long[] LatentShape { get; init; }
-    /// <summary>The model's VAE constants (null for families that expose none: latents are saved as the DiT sees them).</summary>
-    public VaeConfig? Vae { get; init; }
-    /// <summary>The synthetic dataset's identity "VAE": decoded latents are the RGB clip itself, so GIFs can be written.</summary>
-    public bool IdentityVae { get; init; }
-    public ClipEvaluator? Evaluator { get; init; }
+    /// <summary>The dataset's scorer for decoded clips (the synthetic dataset's evaluator); null for real data.</summary>
+    public IClipScorer? Scorer { get; init; }
     public double Fps { get; init; } = 8;
 
     public int Count => Prompts.Count;
@@ -45,22 +42,18 @@ internal sealed class ValidationSetup : IDisposable
         NegativeMask?.Dispose();
     }
 
-    public static ValidationSetup Resolve(ValidationCallback o, ModelBase model, RunConfig config)
+    public static ValidationSetup Resolve(ValidationOptions o, string path, ModelBase model, RunConfig config)
     {
-        string path = o.OptionPath;
         var data = config.Training.Data;
         string? dataDir = data.DataPath.Count > 0 ? data.DataPath[0].Path : null;
-        JsonObject? classes = dataDir is not null ? ReadClasses(dataDir) : null;
+        var support = dataDir is null ? null : DatasetValidationProviders.For(dataDir);
 
-        // Prompts: explicit list, a dataset file, or (synthetic data) the dataset's classes.
+        // Prompts: explicit list, a dataset file, or the dataset's own (the synthetic dataset's classes).
         IReadOnlyList<string>? prompts = o.Prompts ?? (o.DatasetFile is { } df ? ReadDatasetFile(df, $"{path}.dataset_file") : null);
-        if (prompts is null && classes is not null && o.PromptEmbedsFile is null)
-            prompts = (classes["classes"] as JsonArray ?? [])
-                .Select(c => (string?)c?["prompt"] ?? throw new UserError($"{dataDir}/{SyntheticVideoDataset.ClassesFile}: a class has no prompt"))
-                .ToList();
+        if (prompts is null && o.PromptEmbedsFile is null) prompts = support?.Prompts;
 
-        // Text: a precomputed embeddings file, or the synthetic dataset's word-vector encoder.
-        int textLen = config.Pipeline.TextLen ?? model.Context.Family.Defaults.TextLen;
+        // Text: a precomputed embeddings file, or the dataset's prompt encoder.
+        int textLen = config.Pipeline.TextLen ?? support?.TextLen ?? model.Context.Family.Defaults.TextLen;
         List<float[]> rows;
         List<long[]> shapes;
         IReadOnlyList<string?> names;
@@ -71,29 +64,32 @@ internal sealed class ValidationSetup : IDisposable
                 throw new UserError($"{path}.prompt_embeds_file: holds {rows.Count} prompt embeddings but {prompts.Count} prompts are given; they must match one to one");
             names = prompts?.Select(p => (string?)p).ToList() ?? Enumerable.Repeat<string?>(null, rows.Count).ToList();
         }
-        else if (classes is not null)
+        else if (support?.Encoder is { } encoder && prompts is not null)
         {
-            var enc = classes["text_encoder"] ?? throw new UserError($"{dataDir}/{SyntheticVideoDataset.ClassesFile}: no text_encoder entry");
-            var encoder = new SyntheticTextEncoder((int)enc["embed_dim"]!, (long)enc["seed"]!);
-            if (config.Pipeline.TextLen is null && enc["text_len"] is JsonNode tl) textLen = (int)tl;
-            rows = prompts!.Select(encoder.EncodeToArray).ToList();
-            shapes = prompts!.Select(p => new long[] { encoder.Length(p), encoder.EmbedDim }).ToList();
-            names = prompts!.Select(p => (string?)p).ToList();
+            rows = [];
+            shapes = [];
+            foreach (var p in prompts)
+            {
+                using var e = encoder.Encode(p);
+                using var cpu = e.to(ScalarType.Float32).cpu().contiguous();
+                rows.Add(cpu.data<float>().ToArray());
+                shapes.Add(cpu.shape);
+            }
+            names = prompts.Select(p => (string?)p).ToList();
         }
         else
         {
             throw new UserError($"{path}.prompt_embeds_file: needed to validate on {(dataDir is null ? "this run (training.data.data_path is not set)" : $"'{dataDir}'")}: " +
-                "only the synthetic dataset has a built-in text encoder; give a safetensors file with 'prompt_embeds' [N, L, D]");
+                "this dataset has no built-in prompt encoder (only the synthetic dataset has one); give a safetensors file with 'prompt_embeds' [N, L, D]");
         }
         if (rows.Count == 0) throw new UserError($"{path}: no validation prompts");
 
-        int take = Math.Min(o.NumPrompts, rows.Count);
+        int take = Math.Min(o.NumPrompts ?? int.MaxValue, rows.Count);
         rows = rows.Take(take).ToList();
         shapes = shapes.Take(take).ToList();
         names = names.Take(take).ToList();
 
-        var vae = (model as WanModel)?.Vae;
-        var latentShape = ResolveLatentShape(config, vae, dataDir);
+        var latentShape = ResolveLatentShape(config, model.Vae, dataDir);
         var collator = new BatchCollator(textLen);
         var (text, mask) = Collate(collator, rows, shapes);
 
@@ -110,7 +106,6 @@ internal sealed class ValidationSetup : IDisposable
             }
         }
 
-        bool identity = classes is not null && IsIdentityVae(vae);
         return new ValidationSetup
         {
             Prompts = names,
@@ -119,10 +114,8 @@ internal sealed class ValidationSetup : IDisposable
             NegativeEmbeds = negEmbeds,
             NegativeMask = negMask,
             LatentShape = latentShape,
-            Vae = vae,
-            IdentityVae = identity,
-            Evaluator = classes is not null && names.All(n => n is not null) ? ClipEvaluator.ForDataset(dataDir!) : null,
-            Fps = (double?)classes?["options"]?["fps"] ?? 8,
+            Scorer = names.All(n => n is not null) ? support?.Scorer : null,
+            Fps = support?.Fps ?? 8,
         };
     }
 
@@ -141,10 +134,10 @@ internal sealed class ValidationSetup : IDisposable
 
     /// <summary>[C, T, H, W]: from training.data (num_latent_t, num_height / ratio, num_width / ratio) when set and the
     /// VAE is known, else the first row of the dataset (cut to num_latent_t).</summary>
-    private static long[] ResolveLatentShape(RunConfig config, VaeConfig? vae, string? dataDir)
+    private static long[] ResolveLatentShape(RunConfig config, VaeConfig vae, string? dataDir)
     {
         var d = config.Training.Data;
-        if (vae is not null && d.NumLatentT > 0 && d.NumHeight > 0 && d.NumWidth > 0)
+        if (d.NumLatentT > 0 && d.NumHeight > 0 && d.NumWidth > 0)
             return [vae.LatentChannels, d.NumLatentT, d.NumHeight / vae.SpatialCompressionRatio, d.NumWidth / vae.SpatialCompressionRatio];
         if (dataDir is null)
             throw new UserError("training.data.num_latent_t, num_height and num_width: needed for the validation latent shape " +
@@ -154,22 +147,6 @@ internal sealed class ValidationSetup : IDisposable
         if (shape.Length != 4) throw new UserError($"{dataDir}: the first row's vae_latent is [{string.Join(", ", shape)}], not [C, T, H, W]");
         if (d.NumLatentT > 0 && shape[1] > d.NumLatentT) shape[1] = d.NumLatentT;
         return shape;
-    }
-
-    private static JsonObject? ReadClasses(string dataDir)
-    {
-        var p = Path.Combine(dataDir, SyntheticVideoDataset.ClassesFile);
-        if (!File.Exists(p)) return null;
-        try { return JsonNode.Parse(File.ReadAllText(p)) as JsonObject ?? throw new UserError($"{p}: expected a JSON object"); }
-        catch (JsonException e) { throw new UserError($"{p}: not valid JSON ({e.Message})"); }
-    }
-
-    // The synthetic dataset writes a vae/config.json whose class is IdentityVAE (latent = clip).
-    private static bool IsIdentityVae(VaeConfig? vae)
-    {
-        if (vae?.SourcePath is not { } p || !File.Exists(p)) return false;
-        try { return (string?)JsonNode.Parse(File.ReadAllText(p))?["_class_name"] == "IdentityVAE"; }
-        catch (JsonException) { return false; }
     }
 
     /// <summary>Captions of a JSON file <c>{"data": [{"caption": "..."}, ...]}</c> (upstream's validation dataset format).</summary>
