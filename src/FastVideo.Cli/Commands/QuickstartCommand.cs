@@ -22,13 +22,14 @@ public static class QuickstartCommand
         var shapeSize = CliOptions.Int("--shape-size", "dataset: side of the shape in pixels", "S").WithDefault(d.Data.ShapeSize);
         var start = CliOptions.Choice<SyntheticStart>("--start", $"dataset: where clips start [default: {SyntheticPalette.Word(d.Data.Start)}]");
         var captions = CliOptions.Choice<SyntheticCaptions>("--captions", $"dataset: whether captions name the direction or only its axis [default: {SyntheticPalette.Word(d.Data.Captions)}]");
+        var overwrite = CliOptions.Flag("--overwrite", "DIR already holds a run: move it aside and start fresh");
         var command = new Command("quickstart",
             "The CPU quickstart: trains a small Wan teacher on a synthetic moving-shapes dataset, distills a 4-step student "
             + "with DMD2, and writes report.html and summary.json into DIR. The dataset options are those of 'dataset synth' "
             + "and apply when DIR has no dataset yet.")
         {
             output, teacherSteps, distillSteps, reuseTeacher, teacherSet, distillSet, evalSeeds,
-            colors, directions, shapeSize, start, captions,
+            colors, directions, shapeSize, start, captions, overwrite,
         };
         command.SetAction(r =>
         {
@@ -52,18 +53,19 @@ public static class QuickstartCommand
                     Captions = r.GetValue(captions) ?? d.Data.Captions,
                 },
             };
-            return Run(o, r.InvocationConfiguration.Output);
+            return Run(o, r.GetValue(overwrite), r.InvocationConfiguration.Output);
         });
         return command;
     }
 
     /// <summary>
-    /// Runs the quickstart into <see cref="QuickstartOptions.OutDir"/>. Bad options are <see cref="UserError"/>s, raised
-    /// before anything is written.
+    /// Runs the quickstart into <see cref="QuickstartOptions.OutDir"/>. <paramref name="overwrite"/>: the folder already
+    /// holds a run; move it aside and start fresh. Bad options are <see cref="UserError"/>s, raised before anything is written.
     /// </summary>
-    public static int Run(QuickstartOptions options, TextWriter stdout)
+    public static int Run(QuickstartOptions options, bool overwrite, TextWriter stdout)
     {
         options.Data.Validate();
+        // main wires --overwrite into QuickstartRunner
         QuickstartRunner.Run(options, stdout);
         return 0;
     }

@@ -7,7 +7,7 @@ using FastVideo.Train.Quickstart;
 
 namespace FastVideo.Cli.Commands;
 
-/// <summary><c>fastvideo train RECIPE [--set KEY=VALUE]... [--dry-run]</c>; with no recipe, the quickstart.</summary>
+/// <summary><c>fastvideo train RECIPE [--set KEY=VALUE]... [--dry-run] [--overwrite]</c>; with no recipe, the quickstart.</summary>
 public static class TrainCommand
 {
     /// <param name="dataSource">Builds the run's batch source from the recipe (the data layer's loader).</param>
@@ -21,27 +21,29 @@ public static class TrainCommand
         };
         var set = CliOptions.Set("--set", "override a recipe key, e.g. --set training.loop.max_train_steps=100 (repeatable)");
         var dryRun = CliOptions.Flag("--dry-run", "print the training plan (roles, parameters, memory, data) and stop; loads no weights");
-        var command = new Command("train", "Train with a recipe (finetune, dmd2, ...); with no recipe, run the quickstart.") { recipe, set, dryRun };
+        var overwrite = CliOptions.Flag("--overwrite", "the output folder already holds a run: move it aside and start fresh");
+        var command = new Command("train", "Train with a recipe (finetune, dmd2, ...); with no recipe, run the quickstart.") { recipe, set, dryRun, overwrite };
         command.SetAction(r =>
         {
             var stdout = r.InvocationConfiguration.Output;
             var path = r.GetValue(recipe);
             var overrides = r.GetRequiredValue(set);
             if (path is not null)
-                return Run(path, overrides, r.GetValue(dryRun), families, dataSource, stdout);
+                return Run(path, overrides, r.GetValue(dryRun), r.GetValue(overwrite), families, dataSource, stdout);
             if (overrides.Length > 0 || r.GetValue(dryRun))
                 throw new UserError("train: missing RECIPE (--set and --dry-run need one; 'fastvideo train' alone runs the quickstart)");
-            return QuickstartCommand.Run(new QuickstartOptions(), stdout);
+            return QuickstartCommand.Run(new QuickstartOptions(), r.GetValue(overwrite), stdout);
         });
         return command;
     }
 
     /// <summary>
     /// Trains with <paramref name="recipe"/> and <paramref name="overrides"/>, or prints the plan with
-    /// <paramref name="dryRun"/>. <paramref name="dataSource"/> builds the run's batch source from the recipe (the data
-    /// layer's loader); null only works with <paramref name="dryRun"/>.
+    /// <paramref name="dryRun"/>. <paramref name="overwrite"/>: the output folder already holds a run; move it aside and
+    /// start fresh. <paramref name="dataSource"/> builds the run's batch source from the recipe (the data layer's
+    /// loader); null only works with <paramref name="dryRun"/>.
     /// </summary>
-    public static int Run(string recipe, IReadOnlyList<string> overrides, bool dryRun,
+    public static int Run(string recipe, IReadOnlyList<string> overrides, bool dryRun, bool overwrite,
         ModelFamilyRegistry families, Func<RunConfig, IBatchSource>? dataSource, TextWriter stdout)
     {
         var config = RecipeLoader.Load(recipe, overrides, families);
@@ -55,6 +57,7 @@ public static class TrainCommand
         if (dataSource is null) throw new UserError("train: no data loader is available in this build (use --dry-run)");
         var source = dataSource(config);
         using var disposeSource = source as IDisposable;
+        // main wires --overwrite into Trainer
         using var trainer = new Trainer(method, source, console: stdout);
         trainer.Run();
         return 0;

@@ -73,10 +73,10 @@ public class TrainingPlanTests
               data: {"{"}num_latent_t: 2, num_height: 64, num_width: 64{"}"}
             """);
         var sw = new StringWriter();
-        Assert.Equal(0, TrainCommand.Run(recipe, ["training.loop.max_train_steps=5"], dryRun: true, ModelFamilyRegistry.Default, null, sw));
+        Assert.Equal(0, TrainCommand.Run(recipe, ["training.loop.max_train_steps=5"], dryRun: true, overwrite: false, ModelFamilyRegistry.Default, null, sw));
         Assert.Contains("method: finetune", sw.ToString());
         Assert.Contains("student", sw.ToString());
-        Assert.Throws<UserError>(() => TrainCommand.Run(recipe, [], dryRun: false, ModelFamilyRegistry.Default, null, TextWriter.Null));
+        Assert.Throws<UserError>(() => TrainCommand.Run(recipe, [], dryRun: false, overwrite: false, ModelFamilyRegistry.Default, null, TextWriter.Null));
 
         // The same through the command line, and a mistyped --dry-run is a usage error that suggests it.
         var (stdout, stderr) = (new StringWriter(), new StringWriter());
