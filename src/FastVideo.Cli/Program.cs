@@ -1,6 +1,14 @@
+using System.CommandLine;
+using System.CommandLine.Help;
+using System.CommandLine.Invocation;
+using System.CommandLine.Parsing;
 using FastVideo;
 using FastVideo.Cli;
 using FastVideo.Cli.Commands;
+using FastVideo.Configs;
+using FastVideo.Train;
+using FastVideo.Train.Callbacks;
+using FastVideo.Train.Methods;
 using FastVideo.Train.Models;
 
 FastVideo.Native.TorchSharpLoader.EnsureLoaded();
@@ -8,26 +16,28 @@ return Cli.Run(args, Console.Out, Console.Error);
 
 namespace FastVideo.Cli
 {
+    /// <summary>
+    /// The <c>fastvideo</c> command line, on System.CommandLine: every command and subcommand prints its usage with
+    /// <c>--help</c> (exit 0); a parse error prints the errors, System.CommandLine's suggestions for mistyped words and
+    /// a pointer to <c>--help</c> on stderr (exit 2); a failure in a command is reported by <see cref="Report"/>.
+    /// </summary>
     public static class Cli
     {
-        public const string Usage = """
-            usage: fastvideo <command> [options]
+        public const string Description =
+            "FastVideo on .NET: fine-tune, distill and sample video diffusion transformers (Wan). "
+            + "Every command prints its usage with --help.";
 
-            commands:
-              generate   sample latents with a Wan model from precomputed text embeddings
-              train      RECIPE [--set key=value ...] [--dry-run]: train with a recipe
-                         (no recipe: the quickstart, see `fastvideo quickstart --help`)
-              export     CHECKPOINT --role ROLE [--ema] --out DIR: a Diffusers folder from a checkpoint
-              quickstart [--out DIR]: the CPU quickstart (teacher, DMD2 student, report)
-              config     show RECIPE [--set key=value ...]: print the resolved recipe
-              families   list the model families and their role options
-              methods    list the training methods and callbacks with their options and defaults
-              dataset    synth --out DIR [...] | inspect DIR
-              demo       build a tiny random Wan model and sample from it (no downloads)
-
-            plugins: FASTVIDEO_FAMILY_PLUGINS=a.dll:b.dll loads extra model families.
+        /// <summary>Printed after the root command's usage.</summary>
+        public const string Notes = """
+            Plugins: FASTVIDEO_FAMILY_PLUGINS=a.dll:b.dll loads extra model families.
+            Shell completions: in bash, `source scripts/fastvideo-completion.bash`; any shell can ask for the
+            completions at a cursor position with `fastvideo "[suggest:POSITION]" "fastvideo LINE"`.
             """;
 
+        /// <summary>
+        /// Runs the command line <paramref name="args"/>, writing only to <paramref name="stdout"/> and
+        /// <paramref name="stderr"/>, and returns the exit code (<see cref="ExitCodes"/>).
+        /// </summary>
         public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
         {
             try
@@ -39,31 +49,62 @@ namespace FastVideo.Cli
                     families.LoadPlugins(plugins.Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries));
                     _pluginsLoaded = true;
                 }
-                if (args.Length == 0 || args[0] is "-h" or "--help" or "help")
+                var root = Create(families, cfg => DataLoaderBatchSource.FromConfig(cfg, families));
+                var invocation = new InvocationConfiguration
                 {
-                    stdout.WriteLine(Usage);
-                    return args.Length == 0 ? 2 : 0;
-                }
-                var rest = args[1..];
-                return args[0] switch
-                {
-                    "generate" => GenerateCommand.Run(rest, stdout, stderr),
-                    "families" => FamiliesCommand.Run(rest, families, stdout),
-                    "methods" => MethodsCommand.Run(rest, FastVideo.Train.Methods.MethodRegistry.Default, FastVideo.Train.Callbacks.CallbackRegistry.Default, stdout),
-                    "config" => ConfigCommand.Run(rest, families, stdout),
-                    "dataset" => DatasetCommand.Run(rest, stdout),
-                    "export" => ExportCommand.Run(rest, stdout),
-                    "quickstart" => QuickstartCommand.Run(rest, stdout),
-                    "train" when rest.Length == 0 => QuickstartCommand.Run(rest, stdout),
-                    "train" => TrainCommand.Run(rest, families, cfg => FastVideo.Train.DataLoaderBatchSource.FromConfig(cfg, families), stdout),
-                    "demo" => DemoCommand.Run(rest, stdout, stderr),
-                    _ => throw new UserError($"unknown command '{args[0]}'\n{Usage}"),
+                    Output = stdout,
+                    Error = stderr,
+                    // Exceptions reach Report below, not System.CommandLine's handler (which prints the stack trace).
+                    EnableDefaultExceptionHandler = false,
+                    // Ctrl+C ends the process at once, as it did before System.CommandLine.
+                    ProcessTerminationTimeout = null,
                 };
+                if (args.Length == 0)
+                {
+                    root.Parse(["--help"]).Invoke(invocation);
+                    return ExitCodes.BadInput;
+                }
+
+                var result = root.Parse(args);
+                bool runsCommand = result.Action is ParseErrorAction || ReferenceEquals(result.Action, result.CommandResult.Command.Action);
+                if (runsCommand && OptionLikeArguments(result, args) is { Count: > 0 } unknown)
+                    return ReportUnknownOptions(result.CommandResult, unknown, stderr);
+                if (result.Action is ParseErrorAction)
+                    return ReportParseErrors(result, stderr);
+                return result.Invoke(invocation);
             }
             catch (Exception e)
             {
                 return Report(e, stderr);
             }
+        }
+
+        /// <summary>The command tree. <paramref name="dataSource"/> builds a training run's batch source from its recipe.</summary>
+        public static RootCommand Create(ModelFamilyRegistry families, Func<RunConfig, IBatchSource>? dataSource)
+        {
+            var root = new RootCommand(Description)
+            {
+                GenerateCommand.Create(),
+                TrainCommand.Create(families, dataSource),
+                ExportCommand.Create(),
+                QuickstartCommand.Create(),
+                ConfigCommand.Create(families),
+                FamiliesCommand.Create(families),
+                MethodsCommand.Create(MethodRegistry.Default, CallbackRegistry.Default),
+                DatasetCommand.Create(),
+                DemoCommand.Create(),
+            };
+            root.HelpName = "fastvideo";
+            var helpOption = root.Options.OfType<HelpOption>().Single();
+            helpOption.Action = new HelpWithNotes((HelpAction)helpOption.Action!);
+
+            // `fastvideo help [COMMAND...]`, as before System.CommandLine: the usage of the root or of that command.
+            var words = new Argument<string[]>("COMMAND") { Arity = ArgumentArity.ZeroOrMore };
+            var help = new Command("help", "Print the usage of a command.") { words };
+            help.Hidden = true;
+            help.SetAction(r => root.Parse([.. r.GetRequiredValue(words), "--help"]).Invoke(r.InvocationConfiguration));
+            root.Subcommands.Add(help);
+            return root;
         }
 
         /// <summary>
@@ -91,6 +132,77 @@ namespace FastVideo.Cli
             }
             if (Environment.GetEnvironmentVariable("FASTVIDEO_DEBUG") == "1") stderr.WriteLine(e);
             return code;
+        }
+
+        /// <summary>The parse errors, System.CommandLine's "did you mean" for unmatched words, and where the usage is.</summary>
+        private static int ReportParseErrors(ParseResult result, TextWriter stderr)
+        {
+            foreach (var error in result.Errors) stderr.WriteLine($"error: {error.Message}");
+            WriteSuggestions(result, stderr);
+            stderr.WriteLine(SeeHelp(result.CommandResult));
+            return ExitCodes.BadInput;
+        }
+
+        /// <summary>System.CommandLine's "did you mean" lines for the unmatched words of a failed parse.</summary>
+        private static void WriteSuggestions(ParseResult result, TextWriter stderr)
+        {
+            if (result.Action is not ParseErrorAction action) return;
+            action.ShowHelp = false;
+            action.ShowTypoCorrections = true;
+            // The action writes the errors (printed already) to Error and the suggestions to Output.
+            var suggestions = new StringWriter();
+            result.Invoke(new InvocationConfiguration { Output = suggestions, Error = TextWriter.Null });
+            var text = suggestions.ToString().Trim();
+            if (text.Length > 0) stderr.WriteLine(text);
+        }
+
+        /// <summary>
+        /// System.CommandLine gives a command's positional argument any word that is not one of its options, so a
+        /// mistyped option before the RECIPE (<c>train --dyr-run r.yaml</c>) would become the recipe. Such words (a
+        /// dash and more, before any <c>--</c>) are unknown options.
+        /// </summary>
+        private static List<string> OptionLikeArguments(ParseResult result, string[] args)
+        {
+            var words = new List<string>();
+            if (args.Contains("--")) return words;
+            for (SymbolResult? s = result.CommandResult; s is not null; s = s.Parent)
+                if (s is CommandResult command)
+                    foreach (var argument in command.Children.OfType<ArgumentResult>())
+                        words.AddRange(argument.Tokens.Select(t => t.Value).Where(v => v.Length > 1 && v[0] == '-'));
+            return words;
+        }
+
+        private static int ReportUnknownOptions(CommandResult command, List<string> unknown, TextWriter stderr)
+        {
+            foreach (var word in unknown) stderr.WriteLine($"error: Unrecognized command or argument '{word}'.");
+            // System.CommandLine's suggestions for these words, from a command with the same options and no positional
+            // argument, where they are unmatched.
+            var probe = new Command(command.Command.Name);
+            foreach (var option in command.Command.Options) probe.Options.Add(option);
+            WriteSuggestions(new RootCommand { probe }.Parse([probe.Name, .. unknown]), stderr);
+            stderr.WriteLine(SeeHelp(command));
+            return ExitCodes.BadInput;
+        }
+
+        private static string SeeHelp(CommandResult command)
+        {
+            var names = new List<string>();
+            for (SymbolResult? s = command; s is CommandResult c; s = c.Parent)
+                names.Insert(0, c.Command is RootCommand ? "fastvideo" : c.Command.Name);
+            return $"see '{string.Join(' ', names)} --help' for the usage";
+        }
+
+        /// <summary>System.CommandLine's help, then <see cref="Notes"/> under the root command's.</summary>
+        private sealed class HelpWithNotes(HelpAction help) : SynchronousCommandLineAction
+        {
+            public override bool ClearsParseErrors => true;
+
+            public override int Invoke(ParseResult parseResult)
+            {
+                int code = help.Invoke(parseResult);
+                if (parseResult.CommandResult.Command is RootCommand) parseResult.InvocationConfiguration.Output.WriteLine(Notes);
+                return code;
+            }
         }
 
         private static bool _pluginsLoaded;

@@ -1,3 +1,4 @@
+using System.CommandLine;
 using System.Text.Json.Nodes;
 using FastVideo.Models.Dits;
 using FastVideo.Weights;
@@ -12,12 +13,22 @@ namespace FastVideo.Cli.Commands;
 /// </summary>
 public static class DemoCommand
 {
-    public const string Usage = "usage: fastvideo demo [--out DIR] [--steps N] [--guidance-scale G]";
-
-    public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
+    internal static Command Create()
     {
-        var a = CliArgs.Parse(args, Usage, ["out", "steps", "guidance-scale"]);
-        var outDir = Path.GetFullPath(a.Get("out") ?? Path.Combine("runs", "demo"));
+        var output = CliOptions.Text("--out", "DIR", "where the model, the embeddings and the latents go").WithDefault(Path.Combine("runs", "demo"));
+        var steps = CliOptions.Int("--steps", "Euler steps").WithDefault(8);
+        var guidance = CliOptions.Double("--guidance-scale", "classifier-free guidance scale", "G").WithDefault(5.0);
+        var command = new Command("demo", "Build a tiny random Wan model and sample from it with guidance (no downloads): the whole inference path in seconds.")
+        {
+            output, steps, guidance,
+        };
+        command.SetAction(r => Run(r.GetRequiredValue(output), r.GetValue(steps), r.GetValue(guidance), r.InvocationConfiguration.Output, r.InvocationConfiguration.Error));
+        return command;
+    }
+
+    public static int Run(string outDir, int steps, double guidanceScale, TextWriter stdout, TextWriter stderr)
+    {
+        outDir = Path.GetFullPath(outDir);
         var modelDir = Path.Combine(outDir, "model");
         var config = new WanTransformerConfig
         {
@@ -45,11 +56,12 @@ public static class DemoCommand
                 [new("prompt_embeds", randn([2, 12, config.TextDim], generator: gen))]);
         }
         stdout.WriteLine($"demo: random Wan model ({config.NumLayers} layers, D={config.InnerDim}) written to {modelDir}");
-        return GenerateCommand.Run([
-            "--model", modelDir, "--prompt-embeds", Path.Combine(outDir, "prompt_embeds.safetensors"),
-            "--seed", "0", "--num-frames", "9", "--height", "64", "--width", "64",
-            "--steps", a.Get("steps") ?? "8", "--guidance-scale", a.Get("guidance-scale") ?? "5.0", "--flow-shift", "3.0",
-            "--output-latents", Path.Combine(outDir, "latents.safetensors"),
-        ], stdout, stderr);
+        return GenerateCommand.Run(new GenerateOptions
+        {
+            Model = modelDir, PromptEmbeds = Path.Combine(outDir, "prompt_embeds.safetensors"),
+            Seed = 0, NumFrames = 9, Height = 64, Width = 64,
+            Steps = steps, GuidanceScale = guidanceScale, FlowShift = 3.0,
+            OutputLatents = Path.Combine(outDir, "latents.safetensors"),
+        }, stdout, stderr);
     }
 }

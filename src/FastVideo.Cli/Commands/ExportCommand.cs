@@ -1,3 +1,4 @@
+using System.CommandLine;
 using FastVideo.Train.Export;
 
 namespace FastVideo.Cli.Commands;
@@ -5,33 +6,38 @@ namespace FastVideo.Cli.Commands;
 /// <summary><c>fastvideo export CHECKPOINT --role ROLE [--ema] --out DIR [--overwrite]</c> (spec 8.4).</summary>
 public static class ExportCommand
 {
-    public const string Usage = """
-        usage: fastvideo export CHECKPOINT --role ROLE [--ema] --out DIR [--overwrite]
-          CHECKPOINT   a checkpoint-<step> folder, or a run folder (its newest checkpoint)
-          --role       the trainable role to export (e.g. student)
-          --ema        export the EMA weights (student only; needs an ema callback that has started)
-          --out        the Diffusers folder to write (loadable by 'fastvideo generate --model DIR')
-          --overwrite  replace DIR if it exists and is not empty
-        """;
-
-    /// <summary><paramref name="args"/> are the words after "export". Errors are <see cref="UserError"/>s.</summary>
-    public static int Run(string[] args, TextWriter stdout)
+    internal static Command Create()
     {
-        var a = CliArgs.Parse(args, Usage, ["role", "out"], ["ema", "overwrite"]);
-        if (a.Positionals.Count == 0) throw new UserError($"export: missing CHECKPOINT\n{Usage}");
-        if (a.Positionals.Count > 1) throw new UserError($"export: unexpected argument '{a.Positionals[1]}'\n{Usage}");
-        if (!a.Has("role"))
+        var checkpoint = CliOptions.Positional("CHECKPOINT", "a checkpoint-<step> folder, or a run folder (its newest checkpoint)");
+        // Not required at parse time: without it, the error lists the checkpoint's exportable roles.
+        var role = CliOptions.Text("--role", "ROLE", "the trainable role to export (e.g. student); required");
+        var ema = CliOptions.Flag("--ema", "export the EMA weights (student only; needs an ema callback that has started)");
+        var output = CliOptions.Text("--out", "DIR", "the Diffusers folder to write (loadable by 'fastvideo generate --model DIR')").AsRequired();
+        var overwrite = CliOptions.Flag("--overwrite", "replace DIR if it exists and is not empty");
+        var command = new Command("export", "Write a Diffusers folder from a training checkpoint.") { checkpoint, role, ema, output, overwrite };
+        command.SetAction(r => Run(r.GetRequiredValue(checkpoint), r.GetValue(role), r.GetRequiredValue(output), r.GetValue(ema),
+            r.GetValue(overwrite), r.InvocationConfiguration.Output));
+        return command;
+    }
+
+    /// <summary>
+    /// Exports <paramref name="role"/> of <paramref name="checkpoint"/> to <paramref name="outDir"/>; a null role is a
+    /// <see cref="UserError"/> that lists the checkpoint's roles. Errors are <see cref="UserError"/>s.
+    /// </summary>
+    public static int Run(string checkpoint, string? role, string outDir, bool ema, bool overwrite, TextWriter stdout)
+    {
+        if (role is null)
         {
-            var roles = CheckpointExporter.ReadMetadata(CheckpointExporter.ResolveCheckpoint(a.Positionals[0])).Roles;
-            throw new UserError($"export: missing --role (exportable roles of this checkpoint: {string.Join(", ", roles)})\n{Usage}");
+            var roles = CheckpointExporter.ReadMetadata(CheckpointExporter.ResolveCheckpoint(checkpoint)).Roles;
+            throw new UserError($"export: missing --role (exportable roles of this checkpoint: {string.Join(", ", roles)})");
         }
         var request = new ExportRequest
         {
-            Checkpoint = a.Positionals[0],
-            Role = a.Require("role", Usage),
-            OutputDir = a.Require("out", Usage),
-            Ema = a.Flag("ema"),
-            Overwrite = a.Flag("overwrite"),
+            Checkpoint = checkpoint,
+            Role = role,
+            OutputDir = outDir,
+            Ema = ema,
+            Overwrite = overwrite,
         };
         CheckpointExporter.Export(request, log: stdout);
         return 0;

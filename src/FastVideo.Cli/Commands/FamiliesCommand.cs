@@ -1,3 +1,4 @@
+using System.CommandLine;
 using FastVideo.Train.Models;
 
 namespace FastVideo.Cli.Commands;
@@ -5,9 +6,15 @@ namespace FastVideo.Cli.Commands;
 /// <summary><c>fastvideo families</c>: the registered model families and the options their roles accept.</summary>
 public static class FamiliesCommand
 {
-    public static int Run(string[] args, ModelFamilyRegistry registry, TextWriter stdout)
+    internal static Command Create(ModelFamilyRegistry registry)
     {
-        if (args.Length > 0) throw new UserError("usage: fastvideo families");
+        var command = new Command("families", "List the model families and the options their roles accept (roles.<role>.*).");
+        command.SetAction(r => Run(registry, r.InvocationConfiguration.Output));
+        return command;
+    }
+
+    public static int Run(ModelFamilyRegistry registry, TextWriter stdout)
+    {
         foreach (var f in registry.Families)
         {
             stdout.WriteLine($"{f.Name}: {f.Description}");

@@ -1,3 +1,4 @@
+using System.CommandLine;
 using FastVideo.Train.Callbacks;
 using FastVideo.Train.Methods;
 
@@ -6,9 +7,15 @@ namespace FastVideo.Cli.Commands;
 /// <summary><c>fastvideo methods</c>: the registered training methods and callbacks with their options and defaults.</summary>
 public static class MethodsCommand
 {
-    public static int Run(string[] args, MethodRegistry methods, CallbackRegistry callbacks, TextWriter stdout)
+    internal static Command Create(MethodRegistry methods, CallbackRegistry callbacks)
     {
-        if (args.Length > 0) throw new UserError("usage: fastvideo methods");
+        var command = new Command("methods", "List the training methods and callbacks with their options and defaults (method.*, callbacks.<name>.*).");
+        command.SetAction(r => Run(methods, callbacks, r.InvocationConfiguration.Output));
+        return command;
+    }
+
+    public static int Run(MethodRegistry methods, CallbackRegistry callbacks, TextWriter stdout)
+    {
         stdout.Write(methods.Describe());
         stdout.WriteLine();
         stdout.WriteLine("callbacks (callbacks.<name>):");

@@ -1,3 +1,4 @@
+using System.CommandLine;
 using FastVideo.Data.Synthetic;
 using FastVideo.Train.Quickstart;
 
@@ -6,46 +7,66 @@ namespace FastVideo.Cli.Commands;
 /// <summary><c>fastvideo train</c> with no recipe (or <c>fastvideo quickstart</c>): the CPU quickstart.</summary>
 public static class QuickstartCommand
 {
-    public const string Usage = """
-        usage: fastvideo quickstart [--out DIR] [--teacher-steps N] [--distill-steps N] [--reuse-teacher]
-                                    [--teacher-set k=v]... [--distill-set k=v]... [--eval-seeds N]
-                                    [--colors N] [--directions N] [--shape-size S] [--start random|edge|lane]
-                                    [--captions exact|axis]
-          trains a small Wan teacher on a synthetic moving-shapes dataset, distills a 4-step student with DMD2,
-          and writes report.html and summary.json into DIR (default runs/quickstart). --eval-seeds sets how many
-          seeds per prompt the comparison samples (default 24); the dataset flags are those of `dataset synth`
-          (defaults 4 colours, 4 directions, size 5, edge starts, axis captions) and apply when DIR has no
-          dataset yet.
-        """;
-
-    public static int Run(string[] args, TextWriter stdout)
+    internal static Command Create()
     {
-        var a = CliArgs.Parse(args, Usage, ["out", "teacher-steps", "distill-steps", "teacher-set", "distill-set", "eval-seeds", "colors", "directions", "shape-size", "start", "captions"], ["reuse-teacher"]);
-        if (a.Positionals.Count > 0) throw new UserError($"unexpected argument '{a.Positionals[0]}'\n{Usage}");
         var d = new QuickstartOptions();
-        int seeds = a.Int("eval-seeds", Usage, d.EvalSeeds.Count);
-        if (seeds < 1) throw new UserError($"--eval-seeds must be at least 1, got {seeds}");
-        var data = d.Data with
+        var output = CliOptions.Text("--out", "DIR", "the run folder: dataset, teacher, student, report.html, summary.json").WithDefault(d.OutDir);
+        var teacherSteps = CliOptions.Int("--teacher-steps", "training steps of the teacher").WithDefault(d.TeacherSteps);
+        var distillSteps = CliOptions.Int("--distill-steps", "DMD2 steps of the 4-step student").WithDefault(d.DistillSteps);
+        var reuseTeacher = CliOptions.Flag("--reuse-teacher", "reuse a finished teacher in DIR instead of training it again");
+        var teacherSet = CliOptions.Set("--teacher-set", "override a key of the teacher's recipe (repeatable)");
+        var distillSet = CliOptions.Set("--distill-set", "override a key of the DMD2 recipe (repeatable)");
+        var evalSeeds = CliOptions.Int("--eval-seeds", "noise seeds per prompt in the comparison").WithDefault(d.EvalSeeds.Count);
+        var colors = CliOptions.Int("--colors", "dataset: colours").WithDefault(d.Data.Colors);
+        var directions = CliOptions.Int("--directions", "dataset: directions").WithDefault(d.Data.Directions);
+        var shapeSize = CliOptions.Int("--shape-size", "dataset: side of the shape in pixels", "S").WithDefault(d.Data.ShapeSize);
+        var start = CliOptions.Choice<SyntheticStart>("--start", $"dataset: where clips start [default: {SyntheticPalette.Word(d.Data.Start)}]");
+        var captions = CliOptions.Choice<SyntheticCaptions>("--captions", $"dataset: whether captions name the direction or only its axis [default: {SyntheticPalette.Word(d.Data.Captions)}]");
+        var overwrite = CliOptions.Flag("--overwrite", "DIR already holds a run: move it aside and start fresh");
+        var command = new Command("quickstart",
+            "The CPU quickstart: trains a small Wan teacher on a synthetic moving-shapes dataset, distills a 4-step student "
+            + "with DMD2, and writes report.html and summary.json into DIR. The dataset options are those of 'dataset synth' "
+            + "and apply when DIR has no dataset yet.")
         {
-            Colors = a.Int("colors", Usage, d.Data.Colors),
-            Directions = a.Int("directions", Usage, d.Data.Directions),
-            ShapeSize = a.Int("shape-size", Usage, d.Data.ShapeSize),
-            Start = a.Get("start") is { } start ? DatasetCommand.Choice<SyntheticStart>("--start", start) : d.Data.Start,
-            Captions = a.Get("captions") is { } captions ? DatasetCommand.Choice<SyntheticCaptions>("--captions", captions) : d.Data.Captions,
+            output, teacherSteps, distillSteps, reuseTeacher, teacherSet, distillSet, evalSeeds,
+            colors, directions, shapeSize, start, captions, overwrite,
         };
-        data.Validate();
-        var o = d with
+        command.SetAction(r =>
         {
-            OutDir = a.Get("out") ?? d.OutDir,
-            TeacherSteps = a.Int("teacher-steps", Usage, d.TeacherSteps),
-            DistillSteps = a.Int("distill-steps", Usage, d.DistillSteps),
-            ReuseTeacher = a.Flag("reuse-teacher"),
-            TeacherOverrides = a.All("teacher-set").ToList(),
-            DistillOverrides = a.All("distill-set").ToList(),
-            EvalSeeds = Enumerable.Range(0, seeds).Select(i => d.EvalSeeds[0] + i).ToList(),
-            Data = data,
-        };
-        QuickstartRunner.Run(o, stdout);
+            int seeds = r.GetValue(evalSeeds);
+            if (seeds < 1) throw new UserError($"--eval-seeds must be at least 1, got {seeds}");
+            var o = d with
+            {
+                OutDir = r.GetRequiredValue(output),
+                TeacherSteps = r.GetValue(teacherSteps),
+                DistillSteps = r.GetValue(distillSteps),
+                ReuseTeacher = r.GetValue(reuseTeacher),
+                TeacherOverrides = r.GetRequiredValue(teacherSet),
+                DistillOverrides = r.GetRequiredValue(distillSet),
+                EvalSeeds = Enumerable.Range(0, seeds).Select(i => d.EvalSeeds[0] + i).ToList(),
+                Data = d.Data with
+                {
+                    Colors = r.GetValue(colors),
+                    Directions = r.GetValue(directions),
+                    ShapeSize = r.GetValue(shapeSize),
+                    Start = r.GetValue(start) ?? d.Data.Start,
+                    Captions = r.GetValue(captions) ?? d.Data.Captions,
+                },
+            };
+            return Run(o, r.GetValue(overwrite), r.InvocationConfiguration.Output);
+        });
+        return command;
+    }
+
+    /// <summary>
+    /// Runs the quickstart into <see cref="QuickstartOptions.OutDir"/>. <paramref name="overwrite"/>: the folder already
+    /// holds a run; move it aside and start fresh. Bad options are <see cref="UserError"/>s, raised before anything is written.
+    /// </summary>
+    public static int Run(QuickstartOptions options, bool overwrite, TextWriter stdout)
+    {
+        options.Data.Validate();
+        // main wires --overwrite into QuickstartRunner
+        QuickstartRunner.Run(options, stdout);
         return 0;
     }
 }

@@ -1,40 +1,51 @@
+using System.CommandLine;
 using FastVideo.Configs;
 using FastVideo.Train;
 using FastVideo.Train.Methods;
 using FastVideo.Train.Models;
+using FastVideo.Train.Quickstart;
 
 namespace FastVideo.Cli.Commands;
 
-/// <summary><c>fastvideo train RECIPE [--set KEY=VALUE]... [--dry-run]</c>.</summary>
+/// <summary><c>fastvideo train RECIPE [--set KEY=VALUE]... [--dry-run] [--overwrite]</c>; with no recipe, the quickstart.</summary>
 public static class TrainCommand
 {
-    public const string Usage = "usage: fastvideo train RECIPE [--set KEY=VALUE]... [--dry-run]";
+    /// <param name="dataSource">Builds the run's batch source from the recipe (the data layer's loader).</param>
+    internal static Command Create(ModelFamilyRegistry families, Func<RunConfig, IBatchSource>? dataSource)
+    {
+        var recipe = new Argument<string?>("RECIPE")
+        {
+            HelpName = "RECIPE",
+            Description = "a recipe file (YAML); none: the CPU quickstart (see 'fastvideo quickstart --help')",
+            Arity = ArgumentArity.ZeroOrOne,
+        };
+        var set = CliOptions.Set("--set", "override a recipe key, e.g. --set training.loop.max_train_steps=100 (repeatable)");
+        var dryRun = CliOptions.Flag("--dry-run", "print the training plan (roles, parameters, memory, data) and stop; loads no weights");
+        var overwrite = CliOptions.Flag("--overwrite", "the output folder already holds a run: move it aside and start fresh");
+        var command = new Command("train", "Train with a recipe (finetune, dmd2, ...); with no recipe, run the quickstart.") { recipe, set, dryRun, overwrite };
+        command.SetAction(r =>
+        {
+            var stdout = r.InvocationConfiguration.Output;
+            var path = r.GetValue(recipe);
+            var overrides = r.GetRequiredValue(set);
+            if (path is not null)
+                return Run(path, overrides, r.GetValue(dryRun), r.GetValue(overwrite), families, dataSource, stdout);
+            if (overrides.Length > 0 || r.GetValue(dryRun))
+                throw new UserError("train: missing RECIPE (--set and --dry-run need one; 'fastvideo train' alone runs the quickstart)");
+            return QuickstartCommand.Run(new QuickstartOptions(), r.GetValue(overwrite), stdout);
+        });
+        return command;
+    }
 
     /// <summary>
-    /// <paramref name="args"/> are the words after "train". <paramref name="dataSource"/> builds the run's batch
-    /// source from the recipe (the data layer's loader); null only works with --dry-run.
+    /// Trains with <paramref name="recipe"/> and <paramref name="overrides"/>, or prints the plan with
+    /// <paramref name="dryRun"/>. <paramref name="overwrite"/>: the output folder already holds a run; move it aside and
+    /// start fresh. <paramref name="dataSource"/> builds the run's batch source from the recipe (the data layer's
+    /// loader); null only works with <paramref name="dryRun"/>.
     /// </summary>
-    public static int Run(string[] args, ModelFamilyRegistry families, Func<RunConfig, IBatchSource>? dataSource, TextWriter stdout)
+    public static int Run(string recipe, IReadOnlyList<string> overrides, bool dryRun, bool overwrite,
+        ModelFamilyRegistry families, Func<RunConfig, IBatchSource>? dataSource, TextWriter stdout)
     {
-        string? recipe = null;
-        bool dryRun = false;
-        var overrides = new List<string>();
-        for (int i = 0; i < args.Length; i++)
-        {
-            var arg = args[i];
-            if (arg == "--set")
-            {
-                if (i + 1 >= args.Length) throw new UserError($"train: --set needs a KEY=VALUE after it\n{Usage}");
-                overrides.Add(args[++i]);
-            }
-            else if (arg.StartsWith("--set=", StringComparison.Ordinal)) overrides.Add(arg["--set=".Length..]);
-            else if (arg == "--dry-run") dryRun = true;
-            else if (arg.StartsWith('-')) throw new UserError($"train: unknown option '{arg}'\n{Usage}");
-            else if (recipe is null) recipe = arg;
-            else throw new UserError($"train: unexpected argument '{arg}' (the recipe is '{recipe}')\n{Usage}");
-        }
-        if (recipe is null) throw new UserError($"train: missing RECIPE\n{Usage}");
-
         var config = RecipeLoader.Load(recipe, overrides, families);
         if (dryRun)
         {
@@ -46,6 +57,7 @@ public static class TrainCommand
         if (dataSource is null) throw new UserError("train: no data loader is available in this build (use --dry-run)");
         var source = dataSource(config);
         using var disposeSource = source as IDisposable;
+        // main wires --overwrite into Trainer
         using var trainer = new Trainer(method, source, console: stdout);
         trainer.Run();
         return 0;

@@ -16,8 +16,7 @@ public class ConfigCommandTests
             var path = Path.Combine(dir.FullName, "recipe.yaml");
             File.WriteAllText(path, Example);
             var output = new StringWriter();
-            int code = ConfigCommand.Run(["show", path, "--set", "training.loop.max_train_steps=9", "--set=pipeline.flow_shift=4.5"],
-                TestFamilies.Instance, output);
+            int code = ConfigCommand.Run(path, ["training.loop.max_train_steps=9", "pipeline.flow_shift=4.5"], TestFamilies.Instance, output);
             Assert.Equal(0, code);
             var text = output.ToString();
             Assert.StartsWith("recipe:\n  family: wan\n  method: dmd2\nroles:\n", text);
@@ -38,25 +37,48 @@ public class ConfigCommandTests
         }
     }
 
-    [Theory]
-    [InlineData(new string[0], "missing subcommand")]
-    [InlineData(new[] { "print", "r.yaml" }, "unknown subcommand 'print'")]
-    [InlineData(new[] { "show" }, "missing RECIPE")]
-    [InlineData(new[] { "show", "a.yaml", "b.yaml" }, "unexpected argument 'b.yaml'")]
-    [InlineData(new[] { "show", "a.yaml", "--set" }, "--set needs a KEY=VALUE")]
-    [InlineData(new[] { "show", "a.yaml", "--verbose" }, "unknown option '--verbose'")]
-    public void BadUsageIsAUserErrorWithTheUsageLine(string[] args, string expected)
+    [Fact]
+    public void TheCommandLineTakesBothSetForms()
     {
-        var e = Assert.Throws<UserError>(() => ConfigCommand.Run(args, TestFamilies.Instance, new StringWriter()));
-        Assert.Contains(expected, e.Message);
-        Assert.Contains(ConfigCommand.Usage, e.Message);
+        var dir = Directory.CreateTempSubdirectory("fv-config-");
+        try
+        {
+            var path = Path.Combine(dir.FullName, "recipe.yaml");
+            File.WriteAllText(path, Minimal);
+            var (stdout, stderr) = (new StringWriter(), new StringWriter());
+            int code = Cli.Cli.Run(["config", "show", path, "--set", "training.loop.max_train_steps=9", "--set=pipeline.flow_shift=4.5"], stdout, stderr);
+            Assert.True(code == 0, stderr.ToString());
+            Assert.Contains("\n    max_train_steps: 9\n", stdout.ToString());
+            Assert.Contains("\npipeline:\n  flow_shift: 4.5\n", stdout.ToString());
+        }
+        finally
+        {
+            dir.Delete(recursive: true);
+        }
+    }
+
+    [Theory]
+    [InlineData(new[] { "config" }, "Required command was not provided.", "fastvideo config --help")]
+    [InlineData(new[] { "config", "print", "r.yaml" }, "Unrecognized command or argument 'print'", "fastvideo config --help")]
+    [InlineData(new[] { "config", "show" }, "Required argument 'RECIPE' missing", "fastvideo config show --help")]
+    [InlineData(new[] { "config", "show", "a.yaml", "b.yaml" }, "Unrecognized command or argument 'b.yaml'", "fastvideo config show --help")]
+    [InlineData(new[] { "config", "show", "a.yaml", "--set" }, "Required argument missing for option: '--set'", "fastvideo config show --help")]
+    [InlineData(new[] { "config", "show", "a.yaml", "--verbose" }, "Unrecognized command or argument '--verbose'", "fastvideo config show --help")]
+    [InlineData(new[] { "config", "show", "--verbose", "a.yaml" }, "Unrecognized command or argument '--verbose'", "fastvideo config show --help")]
+    public void BadUsageIsExitCode2WithAPointerToTheUsage(string[] args, string expected, string pointer)
+    {
+        var (stdout, stderr) = (new StringWriter(), new StringWriter());
+        Assert.Equal(ExitCodes.BadInput, Cli.Cli.Run(args, stdout, stderr));
+        Assert.Contains("error: " + expected, stderr.ToString());
+        Assert.Contains($"see '{pointer}' for the usage", stderr.ToString());
+        Assert.Equal("", stdout.ToString());
     }
 
     [Fact]
     public void RecipeErrorsPropagate()
     {
         var path = Path.Combine(Path.GetTempPath(), $"missing-{Guid.NewGuid():N}.yaml");
-        var e = Assert.Throws<RecipeError>(() => ConfigCommand.Run(["show", path], TestFamilies.Instance, new StringWriter()));
+        var e = Assert.Throws<RecipeError>(() => ConfigCommand.Run(path, [], TestFamilies.Instance, new StringWriter()));
         Assert.Contains("recipe file not found", e.Message);
     }
 }

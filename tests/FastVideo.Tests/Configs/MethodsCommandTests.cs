@@ -12,7 +12,7 @@ public class MethodsCommandTests
     public void MethodsCommandListsMethodsAndCallbacksWithTheirOptions()
     {
         var output = new StringWriter();
-        Assert.Equal(0, MethodsCommand.Run([], MethodRegistry.Default, CallbackRegistry.Default, output));
+        Assert.Equal(0, MethodsCommand.Run(MethodRegistry.Default, CallbackRegistry.Default, output));
         var text = output.ToString();
         var lines = text.Split('\n');
         string Line(string start) => Assert.Single(lines, l => l.TrimStart().StartsWith(start + " ", StringComparison.Ordinal));
@@ -35,7 +35,11 @@ public class MethodsCommandTests
         var cli = new StringWriter();
         Assert.Equal(0, FastVideo.Cli.Cli.Run(["methods"], cli, new StringWriter()));
         Assert.Equal(text, cli.ToString());
-        Assert.Contains("  methods ", FastVideo.Cli.Cli.Usage);
-        Assert.Throws<UserError>(() => MethodsCommand.Run(["dmd2"], MethodRegistry.Default, CallbackRegistry.Default, new StringWriter()));
+        var usage = new StringWriter();
+        Assert.Equal(0, FastVideo.Cli.Cli.Run(["--help"], usage, new StringWriter()));
+        Assert.Contains("\n  methods ", usage.ToString());
+        var stderr = new StringWriter();
+        Assert.Equal(ExitCodes.BadInput, FastVideo.Cli.Cli.Run(["methods", "dmd2"], new StringWriter(), stderr));
+        Assert.Contains("error: Unrecognized command or argument 'dmd2'.", stderr.ToString());
     }
 }

@@ -1,4 +1,3 @@
-using FastVideo.Cli.Commands;
 using FastVideo.Data;
 using Xunit;
 
@@ -12,15 +11,15 @@ public class DatasetCommandTests
         using var dir = new TempDir();
         var outDir = dir.Combine("shapes");
         var log = new StringWriter();
-        int code = DatasetCommand.Run(["synth", "--out", outDir, "--colors", "4", "--directions", "4", "--clips-per-class", "2",
+        int code = Cli.Cli.Run(["dataset", "synth", "--out", outDir, "--colors", "4", "--directions", "4", "--clips-per-class", "2",
             "--frames", "5", "--height", "12", "--width", "16", "--shape-size", "3", "--text-len", "8", "--embed-dim", "6",
-            "--seed", "3", "--rows-per-file=20"], log);
+            "--seed", "3", "--rows-per-file=20"], log, TextWriter.Null);
         Assert.Equal(0, code);
         Assert.Contains("done: 32 clips in 2 parquet files", log.ToString());
         Assert.Contains("wrote data/part-00001.parquet (32/32 clips)", log.ToString());
 
         var report = new StringWriter();
-        Assert.Equal(0, DatasetCommand.Run(["inspect", outDir], report));
+        Assert.Equal(0, Cli.Cli.Run(["dataset", "inspect", outDir], report, TextWriter.Null));
         var text = report.ToString();
         Assert.Contains("files: 2", text);
         Assert.Contains("rows: 32", text);
@@ -46,7 +45,7 @@ public class DatasetCommandTests
         File.WriteAllText(dir.Combine("junk.parquet"), "this is not parquet");
 
         var report = new StringWriter();
-        Assert.Equal(1, DatasetCommand.Run(["inspect", dir.Path], report));
+        Assert.Equal(1, Cli.Cli.Run(["dataset", "inspect", dir.Path], report, TextWriter.Null));
         var text = report.ToString();
         Assert.Contains("PROBLEMS: 1 unreadable files, 2 bad rows", text);
         Assert.Contains($"{path}: row 1 (id 'short1'): vae_latent_bytes holds 144 bytes but shape [2, 2, 3, 4]", text);
@@ -59,32 +58,32 @@ public class DatasetCommandTests
     {
         using var dir = new TempDir();
         var outDir = dir.Combine("arrows");
-        Assert.Equal(0, DatasetCommand.Run(["synth", "--out", outDir, "--colors", "1", "--directions", "2", "--clips-per-class", "1",
+        Assert.Equal(0, Cli.Cli.Run(["dataset", "synth", "--out", outDir, "--colors", "1", "--directions", "2", "--clips-per-class", "1",
             "--frames", "3", "--height", "8", "--width", "8", "--shape-size", "3", "--text-len", "8", "--embed-dim", "4",
-            "--shape", "arrow", "--start", "edge", "--max-speed", "1"], new StringWriter()));
+            "--shape", "arrow", "--start", "edge", "--max-speed", "1"], new StringWriter(), TextWriter.Null));
         var classes = File.ReadAllText(Path.Combine(outDir, "classes.json"));
         Assert.Contains("\"prompt\": \"a red arrow moving left\"", classes);
         Assert.Contains("\"start\": \"edge\"", classes);
         Assert.Contains("\"max_speed\": 1", classes);
     }
 
-    [Fact]
-    public void UsageMistakes_AreUserErrors()
+    [Theory]
+    [InlineData(new string[0], "error: Required command was not provided.")]
+    [InlineData(new[] { "frobnicate" }, "error: Unrecognized command or argument 'frobnicate'.")]
+    [InlineData(new[] { "synth" }, "error: Option '--out' is required.")]
+    [InlineData(new[] { "synth", "--out" }, "error: Required argument missing for option: '--out'.")]
+    [InlineData(new[] { "synth", "--out", "x", "--frames", "many" }, "error: --frames expects an integer, got 'many'")]
+    [InlineData(new[] { "synth", "--out", "x", "--colour", "3" }, "error: Unrecognized command or argument '--colour'.")]
+    [InlineData(new[] { "synth", "--out", "x", "--shape", "circle" }, "error: --shape expects one of square, arrow, got 'circle'")]
+    [InlineData(new[] { "synth", "--out", "x", "--start", "1" }, "error: --start expects one of random, edge, lane, got '1'")]
+    [InlineData(new[] { "inspect" }, "error: Required argument 'DIR' missing for command: 'inspect'.")]
+    [InlineData(new[] { "inspect", "/nonexistent/dataset/folder" }, "error: data_path '/nonexistent/dataset/folder' does not exist")]
+    public void UsageMistakes_AreBadInput(string[] args, string message)
     {
-        var o = new StringWriter();
-        Assert.Throws<UserError>(() => DatasetCommand.Run([], o));
-        Assert.Throws<UserError>(() => DatasetCommand.Run(["frobnicate"], o));
-        Assert.Throws<UserError>(() => DatasetCommand.Run(["synth"], o));
-        Assert.Throws<UserError>(() => DatasetCommand.Run(["synth", "--out"], o));
-        Assert.Throws<UserError>(() => DatasetCommand.Run(["synth", "--out", "x", "--frames", "many"], o));
-        Assert.Throws<UserError>(() => DatasetCommand.Run(["synth", "--out", "x", "--colour", "3"], o));
-        var shape = Assert.Throws<UserError>(() => DatasetCommand.Run(["synth", "--out", "x", "--shape", "circle"], o));
-        Assert.Equal("--shape expects one of square, arrow, got 'circle'", shape.Message);
-        var start = Assert.Throws<UserError>(() => DatasetCommand.Run(["synth", "--out", "x", "--start", "1"], o));
-        Assert.Equal("--start expects one of random, edge, lane, got '1'", start.Message);
-        Assert.Throws<UserError>(() => DatasetCommand.Run(["inspect"], o));
-        Assert.Throws<UserError>(() => DatasetCommand.Run(["inspect", "/nonexistent/dataset/folder"], o));
-        Assert.Equal(0, DatasetCommand.Run(["--help"], o));
+        var (stdout, stderr) = (new StringWriter(), new StringWriter());
+        Assert.Equal(ExitCodes.BadInput, Cli.Cli.Run(["dataset", .. args], stdout, stderr));
+        Assert.Contains(message + "\n", stderr.ToString());
+        Assert.Equal("", stdout.ToString());
     }
 
     // Our writer refuses inconsistent rows, so bad rows are written with Parquet.Net directly via the write schema.
@@ -135,6 +134,6 @@ public class DatasetCommandTests
         Assert.False(result.Ok);
         Assert.Contains("PROBLEMS: no rows", report.ToString());
         Assert.Contains("the dataset has no rows: training needs at least one", report.ToString());
-        Assert.NotEqual(0, DatasetCommand.Run(["inspect", data], new StringWriter()));
+        Assert.NotEqual(0, Cli.Cli.Run(["dataset", "inspect", data], new StringWriter(), TextWriter.Null));
     }
 }

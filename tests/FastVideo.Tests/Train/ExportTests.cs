@@ -75,7 +75,8 @@ public class ExportTests(ExportFixture f) : IClassFixture<ExportFixture>
     private static string[] Siblings(string output) =>
         Directory.GetDirectories(Path.GetDirectoryName(output)!).Where(d => Path.GetFileName(d).StartsWith(Path.GetFileName(output), StringComparison.Ordinal)).ToArray();
 
-    private static int Export(params string[] args) => ExportCommand.Run(args, new StringWriter());
+    private static int Export(string checkpoint, string? role, string output, bool ema = false, bool overwrite = false) =>
+        ExportCommand.Run(checkpoint, role, output, ema, overwrite, new StringWriter());
 
     /// <summary>Every tensor of <paramref name="model"/> equals the same-named tensor of <paramref name="expected"/>, bit for bit.</summary>
     private static void AssertWeights(nn.Module model, IReadOnlyDictionary<string, Tensor> expected)
@@ -93,7 +94,7 @@ public class ExportTests(ExportFixture f) : IClassFixture<ExportFixture>
     {
         var output = Out("live");
         var sw = new StringWriter();
-        Assert.Equal(0, ExportCommand.Run([f.EmaRun, "--role", "student", "--out", output], sw));
+        Assert.Equal(0, ExportCommand.Run(f.EmaRun, "student", output, ema: false, overwrite: false, sw));
         Assert.Contains("checkpoint-3", sw.ToString());   // a run folder means its newest checkpoint
 
         // The base pipeline is there, with one set of transformer weights and the base model's config.
@@ -134,7 +135,7 @@ public class ExportTests(ExportFixture f) : IClassFixture<ExportFixture>
     public void ABareTransformerBaseBecomesTheTransformerFolder()
     {
         var output = Out("bare");
-        Assert.Equal(0, Export(f.BareRun, "--role", "student", "--out", output));
+        Assert.Equal(0, Export(f.BareRun, "student", output));
         Assert.Equal(["transformer"], Directory.GetFileSystemEntries(output).Select(Path.GetFileName));
         Assert.Equal(["README.md", "config.json", "diffusion_pytorch_model.safetensors"],
             Directory.GetFiles(Path.Combine(output, "transformer")).Select(Path.GetFileName).Order(StringComparer.Ordinal));
@@ -147,7 +148,7 @@ public class ExportTests(ExportFixture f) : IClassFixture<ExportFixture>
     public void EmaExportsTheShadowWeights()
     {
         var output = Out("ema");
-        Assert.Equal(0, Export(f.EmaRun, "--role", "student", "--ema", "--out", output));
+        Assert.Equal(0, Export(f.EmaRun, "student", output, ema: true));
         var checkpoint = CheckpointManager.PathFor(f.EmaRun, 3);
         var live = SafeTensors.Load(CheckpointManager.RoleWeightsPath(checkpoint, "student"));
         const string prefix = "callbacks.ema.student_ema.";
@@ -164,7 +165,7 @@ public class ExportTests(ExportFixture f) : IClassFixture<ExportFixture>
     public void GenerateRunsOnTheExport()
     {
         var output = Out("gen");
-        Assert.Equal(0, Export(f.EmaRun, "--role", "student", "--ema", "--out", output));
+        Assert.Equal(0, Export(f.EmaRun, "student", output, ema: true));
         var prompt = Path.Combine(f.Root, $"prompt-{Guid.NewGuid():N}.safetensors");
         var latents = Path.Combine(f.Root, $"latents-{Guid.NewGuid():N}.safetensors");
         var result = Path.Combine(f.Root, $"result-{Guid.NewGuid():N}.safetensors");
@@ -186,7 +187,7 @@ public class ExportTests(ExportFixture f) : IClassFixture<ExportFixture>
     [Fact]
     public void UnknownRoleListsTheRoles()
     {
-        var e = Assert.Throws<UserError>(() => Export(f.EmaRun, "--role", "critic", "--out", Out("x")));
+        var e = Assert.Throws<UserError>(() => Export(f.EmaRun, "critic", Out("x")));
         Assert.Contains("no role 'critic'", e.Message);
         Assert.Contains("student (trainable)", e.Message);
         Assert.Contains("teacher (frozen", e.Message);
@@ -195,7 +196,7 @@ public class ExportTests(ExportFixture f) : IClassFixture<ExportFixture>
     [Fact]
     public void FrozenRoleHasNoWeights()
     {
-        var e = Assert.Throws<UserError>(() => Export(f.EmaRun, "--role", "teacher", "--out", Out("x")));
+        var e = Assert.Throws<UserError>(() => Export(f.EmaRun, "teacher", Out("x")));
         Assert.Contains("role 'teacher' was frozen", e.Message);
         Assert.Contains("Exportable roles: student", e.Message);
     }
@@ -203,7 +204,7 @@ public class ExportTests(ExportFixture f) : IClassFixture<ExportFixture>
     [Fact]
     public void MissingRoleNamesTheExportableRoles()
     {
-        var e = Assert.Throws<UserError>(() => Export(f.EmaRun, "--out", Out("x")));
+        var e = Assert.Throws<UserError>(() => Export(f.EmaRun, null, Out("x")));
         Assert.Contains("missing --role (exportable roles of this checkpoint: student)", e.Message);
     }
 
@@ -211,15 +212,15 @@ public class ExportTests(ExportFixture f) : IClassFixture<ExportFixture>
     public void EmaNeedsEmaState()
     {
         var checkpoint = CheckpointManager.PathFor(f.PlainRun, 1);
-        var e = Assert.Throws<UserError>(() => Export(f.PlainRun, "--role", "student", "--ema", "--out", Out("x")));
+        var e = Assert.Throws<UserError>(() => Export(f.PlainRun, "student", Out("x"), ema: true));
         Assert.Contains($"checkpoint '{checkpoint}' has no EMA state", e.Message);
 
         checkpoint = CheckpointManager.PathFor(f.LateEmaRun, 1);
-        e = Assert.Throws<UserError>(() => Export(f.LateEmaRun, "--role", "student", "--ema", "--out", Out("x")));
+        e = Assert.Throws<UserError>(() => Export(f.LateEmaRun, "student", Out("x"), ema: true));
         Assert.Contains($"EMA never started in checkpoint '{checkpoint}'", e.Message);
         Assert.Contains("start_iter 100", e.Message);
 
-        e = Assert.Throws<UserError>(() => Export(f.EmaRun, "--role", "teacher", "--ema", "--out", Out("x")));
+        e = Assert.Throws<UserError>(() => Export(f.EmaRun, "teacher", Out("x"), ema: true));
         Assert.Contains("frozen", e.Message);
     }
 
@@ -229,36 +230,36 @@ public class ExportTests(ExportFixture f) : IClassFixture<ExportFixture>
         var output = Out("existing");
         Directory.CreateDirectory(output);
         File.WriteAllText(Path.Combine(output, "stale.txt"), "old");
-        var e = Assert.Throws<UserError>(() => Export(f.EmaRun, "--role", "student", "--out", output));
+        var e = Assert.Throws<UserError>(() => Export(f.EmaRun, "student", output));
         Assert.Contains("exists and is not empty; pass --overwrite", e.Message);
         Assert.True(File.Exists(Path.Combine(output, "stale.txt")));
 
-        Assert.Equal(0, Export(f.EmaRun, "--role", "student", "--out", output, "--overwrite"));
+        Assert.Equal(0, Export(f.EmaRun, "student", output, overwrite: true));
         Assert.False(File.Exists(Path.Combine(output, "stale.txt")));
         using var model = WanTransformer3DModel.FromPretrained(output);
 
         // An existing empty folder is fine without --overwrite.
         var empty = Out("empty");
         Directory.CreateDirectory(empty);
-        Assert.Equal(0, Export(f.EmaRun, "--role", "student", "--out", empty));
+        Assert.Equal(0, Export(f.EmaRun, "student", empty));
         Assert.True(File.Exists(Path.Combine(empty, "transformer", "diffusion_pytorch_model.safetensors")));
     }
 
     [Fact]
     public void RefusesAnOutInsideTheCheckpointOrBaseModel()
     {
-        var e = Assert.Throws<UserError>(() => Export(f.EmaRun, "--role", "student", "--out", Path.Combine(f.Model, "exported")));
+        var e = Assert.Throws<UserError>(() => Export(f.EmaRun, "student", Path.Combine(f.Model, "exported")));
         Assert.Contains("overlaps the base model", e.Message);
-        e = Assert.Throws<UserError>(() => Export(f.EmaRun, "--role", "student", "--out", f.EmaRun, "--overwrite"));
+        e = Assert.Throws<UserError>(() => Export(f.EmaRun, "student", f.EmaRun, overwrite: true));
         Assert.Contains("overlaps the checkpoint", e.Message);
     }
 
     [Fact]
     public void BadCheckpointPaths()
     {
-        var e = Assert.Throws<UserError>(() => Export(Path.Combine(f.Root, "nope"), "--role", "student", "--out", Out("x")));
+        var e = Assert.Throws<UserError>(() => Export(Path.Combine(f.Root, "nope"), "student", Out("x")));
         Assert.Contains("does not exist", e.Message);
-        e = Assert.Throws<UserError>(() => Export(f.Data, "--role", "student", "--out", Out("x")));
+        e = Assert.Throws<UserError>(() => Export(f.Data, "student", Out("x")));
         Assert.Contains("neither a checkpoint-<step> folder nor a run folder", e.Message);
     }
 
@@ -269,19 +270,19 @@ public class ExportTests(ExportFixture f) : IClassFixture<ExportFixture>
         CheckpointExporter.BeforeRename = _ => throw new IOException("disk full (simulated)");
         try
         {
-            Assert.Throws<IOException>(() => Export(f.EmaRun, "--role", "student", "--out", output));
+            Assert.Throws<IOException>(() => Export(f.EmaRun, "student", output));
         }
         finally { CheckpointExporter.BeforeRename = null; }
         Assert.False(Directory.Exists(output));
         Assert.Empty(Siblings(output));
 
         // With --overwrite, a failure keeps the previous export intact.
-        Assert.Equal(0, Export(f.EmaRun, "--role", "student", "--out", output));
+        Assert.Equal(0, Export(f.EmaRun, "student", output));
         var before = File.ReadAllBytes(Path.Combine(output, "transformer", "diffusion_pytorch_model.safetensors"));
         CheckpointExporter.BeforeRename = _ => throw new IOException("disk full (simulated)");
         try
         {
-            Assert.Throws<IOException>(() => Export(f.EmaRun, "--role", "student", "--ema", "--out", output, "--overwrite"));
+            Assert.Throws<IOException>(() => Export(f.EmaRun, "student", output, ema: true, overwrite: true));
         }
         finally { CheckpointExporter.BeforeRename = null; }
         Assert.Equal(before, File.ReadAllBytes(Path.Combine(output, "transformer", "diffusion_pytorch_model.safetensors")));

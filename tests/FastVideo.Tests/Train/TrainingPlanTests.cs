@@ -73,10 +73,18 @@ public class TrainingPlanTests
               data: {"{"}num_latent_t: 2, num_height: 64, num_width: 64{"}"}
             """);
         var sw = new StringWriter();
-        Assert.Equal(0, TrainCommand.Run([recipe, "--dry-run", "--set", "training.loop.max_train_steps=5"], ModelFamilyRegistry.Default, null, sw));
+        Assert.Equal(0, TrainCommand.Run(recipe, ["training.loop.max_train_steps=5"], dryRun: true, overwrite: false, ModelFamilyRegistry.Default, null, sw));
         Assert.Contains("method: finetune", sw.ToString());
         Assert.Contains("student", sw.ToString());
-        Assert.Throws<UserError>(() => TrainCommand.Run([recipe], ModelFamilyRegistry.Default, null, TextWriter.Null));
-        Assert.Contains("--dry-run", Assert.Throws<UserError>(() => TrainCommand.Run(["--dry", recipe], ModelFamilyRegistry.Default, null, TextWriter.Null)).Message);
+        Assert.Throws<UserError>(() => TrainCommand.Run(recipe, [], dryRun: false, overwrite: false, ModelFamilyRegistry.Default, null, TextWriter.Null));
+
+        // The same through the command line, and a mistyped --dry-run is a usage error that suggests it.
+        var (stdout, stderr) = (new StringWriter(), new StringWriter());
+        Assert.Equal(0, Cli.Cli.Run(["train", recipe, "--dry-run", "--set=training.loop.max_train_steps=5"], stdout, stderr));
+        Assert.Equal(sw.ToString(), stdout.ToString());
+        stderr = new StringWriter();
+        Assert.Equal(ExitCodes.BadInput, Cli.Cli.Run(["train", "--dryrun", recipe], TextWriter.Null, stderr));
+        Assert.Contains("error: Unrecognized command or argument '--dryrun'.", stderr.ToString());
+        Assert.Contains("Did you mean one of the following?\n--dry-run\n", stderr.ToString());
     }
 }
