@@ -180,7 +180,10 @@ public sealed class ValidationCallback : TrainCallback
         if (iteration % EverySteps == 0) Validate(iteration);
     }
 
-    public override void OnTrainEnd(TrainingMethod method, int iteration)
+    public override void OnTrainEnd(TrainingMethod method, int iteration) => Dispose();
+
+    /// <summary>Frees the validation inputs (prompt embeddings); also when a run stops before its end.</summary>
+    public override void Dispose()
     {
         _setup?.Dispose();
         _setup = null;
