@@ -150,7 +150,11 @@ public sealed class Trainer : IDisposable
 
             foreach (var (phase, sec) in timer.Seconds) log.Add($"time/{phase}", sec);
             log.Add("step_time_sec", timer.Total);
-            foreach (var t in _trackers) t.Log(step, log.Values);
+            foreach (var t in _trackers)
+            {
+                t.Log(step, log.Values);
+                if (log.Images.Count > 0) t.LogImages(step, log.Images);
+            }
             _console.WriteLine(Progress(step, start, maxSteps, lossKeys, log, session.Elapsed.TotalSeconds));
 
             timer = new PhaseTimer();

@@ -102,8 +102,9 @@ public sealed record ValidationOptions : ICheckedOptions
 /// the method's generator or the global RNG, so training is the same with or without it.</para>
 /// <para>Logging: the trainer's validation hooks get no step log, so the callback keeps the log of the step it last
 /// saw in <see cref="OnTrainingStepEnd"/> (the same step; the trainer logs it after validation) and adds
-/// <c>val/accuracy_&lt;n&gt;steps</c> and <c>val/sharpness_&lt;n&gt;steps</c> to it. The start-of-run validation has
-/// no step log: its metrics are only in <c>step_0/metrics.json</c>.</para>
+/// <c>val/accuracy_&lt;n&gt;steps</c> and <c>val/sharpness_&lt;n&gt;steps</c> to it, and the GIFs as images
+/// (<c>val/&lt;n&gt;steps_prompt&lt;i&gt;_seed&lt;s&gt;</c>). The start-of-run validation has no step log: its metrics
+/// and GIFs are only in <c>step_0/</c>.</para>
 /// </summary>
 public sealed class ValidationCallback : TrainCallback
 {
@@ -252,11 +253,16 @@ public sealed class ValidationCallback : TrainCallback
             SamplingTimesteps, GuidanceScale, setup.Prompts, seeds, runs, sw.Elapsed.TotalSeconds);
         File.WriteAllText(Path.Combine(dir, "metrics.json"), result.ToJson().ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
         if (_stepLog is { } sl && sl.Step == step)
+        {
             foreach (var r in runs.Where(r => r.Accuracy is not null))
             {
                 sl.Log.Add($"val/accuracy_{r.Steps}steps", r.Accuracy!.Value);
                 sl.Log.Add($"val/sharpness_{r.Steps}steps", r.Sharpness!.Value);
             }
+            // The GIFs too, for trackers that show images (TensorBoard plays them), tagged by their file name.
+            foreach (var gif in runs.SelectMany(r => r.Samples).Select(s => s.Gif).OfType<string>())
+                sl.Log.Images.Add(Tracking.TrackedImage.FromGif($"val/{Path.GetFileNameWithoutExtension(gif)}", File.ReadAllBytes(Path.Combine(dir, gif))));
+        }
         Results.Add(result);
         return result;
     }
