@@ -262,6 +262,8 @@ public sealed partial class WanTransformer3DModel : nn.Module
     public WanTransformer3DModel(WanTransformerConfig config) : base(nameof(WanTransformer3DModel))
     {
         config.Validate("WanTransformer3DModel config");
+        // Parameters belong to their modules; the scope frees what building them leaves (TorchSharp's Conv3d leaves one tensor).
+        using var scope = NewDisposeScope();
         Config = config;
         int dim = config.InnerDim;
         var p = config.PatchSize;
