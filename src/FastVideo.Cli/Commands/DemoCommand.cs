@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Text.Json.Nodes;
-using FastVideo.Models.Dits;
+using FastVideo.Models.Vae;
+using FastVideo.Train.Models;
 using FastVideo.Weights;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -30,32 +31,38 @@ public static class DemoCommand
     {
         outDir = Path.GetFullPath(outDir);
         var modelDir = Path.Combine(outDir, "model");
-        var config = new WanTransformerConfig
+        const string family = "wan";
+        const int textDim = 64, layers = 4, heads = 4, headDim = 32;
+        var config = new JsonObject
         {
-            NumAttentionHeads = 4, AttentionHeadDim = 32, InChannels = 16, OutChannels = 16,
-            TextDim = 64, FfnDim = 512, NumLayers = 4,
+            ["num_attention_heads"] = heads, ["attention_head_dim"] = headDim, ["in_channels"] = 16, ["out_channels"] = 16,
+            ["text_dim"] = textDim, ["ffn_dim"] = 512, ["num_layers"] = layers,
         };
-        using (var model = WanTransformer3DModel.CreateRandom(config, 0)) model.SavePretrained(Path.Combine(modelDir, "transformer"));
+        var write = ModelFamilyRegistry.Default.Get(family).WriteRandomTransformer!;
+        write(config, 0, Path.Combine(modelDir, "transformer"));
+        // The Wan 2.1 VAE's config: latent channels and the normalisation constants the plugin reads.
+        var vae = VaeConfig.WanDefault;
         Directory.CreateDirectory(Path.Combine(modelDir, "vae"));
         File.WriteAllText(Path.Combine(modelDir, "model_index.json"), new JsonObject
         {
-            ["_class_name"] = "WanPipeline",
-            ["transformer"] = new JsonArray("diffusers", "WanTransformer3DModel"),
+            ["transformer"] = new JsonArray("diffusers", (string?)JsonNode.Parse(File.ReadAllText(Path.Combine(modelDir, "transformer", "config.json")))?["_class_name"]),
             ["vae"] = new JsonArray("diffusers", "AutoencoderKLWan"),
         }.ToJsonString());
         File.WriteAllText(Path.Combine(modelDir, "vae", "config.json"), new JsonObject
         {
             ["_class_name"] = "AutoencoderKLWan",
-            ["z_dim"] = 16,
+            ["z_dim"] = vae.LatentChannels,
+            ["latents_mean"] = new JsonArray(vae.LatentsMean!.Select(v => (JsonNode)v).ToArray()),
+            ["latents_std"] = new JsonArray(vae.LatentsStd!.Select(v => (JsonNode)v).ToArray()),
         }.ToJsonString());
         using (var gen = new Generator(1, torch.device("cpu")))
         {
             SafeTensors.Save(Path.Combine(modelDir, "negative_prompt_embeds.safetensors"),
-                [new("negative_prompt_embeds", randn([1, 8, config.TextDim], generator: gen))]);
+                [new("negative_prompt_embeds", randn([1, 8, textDim], generator: gen))]);
             SafeTensors.Save(Path.Combine(outDir, "prompt_embeds.safetensors"),
-                [new("prompt_embeds", randn([2, 12, config.TextDim], generator: gen))]);
+                [new("prompt_embeds", randn([2, 12, textDim], generator: gen))]);
         }
-        stdout.WriteLine($"demo: random Wan model ({config.NumLayers} layers, D={config.InnerDim}) written to {modelDir}");
+        stdout.WriteLine($"demo: random {family} model ({layers} layers, D={heads * headDim}) written to {modelDir}");
         return GenerateCommand.Run(new GenerateOptions
         {
             Model = modelDir, PromptEmbeds = Path.Combine(outDir, "prompt_embeds.safetensors"),

@@ -22,7 +22,7 @@ public static class QuickstartCommand
         var shapeSize = CliOptions.Int("--shape-size", "dataset: side of the shape in pixels", "S").WithDefault(d.Data.ShapeSize);
         var start = CliOptions.Choice<SyntheticStart>("--start", $"dataset: where clips start [default: {SyntheticPalette.Word(d.Data.Start)}]");
         var captions = CliOptions.Choice<SyntheticCaptions>("--captions", $"dataset: whether captions name the direction or only its axis [default: {SyntheticPalette.Word(d.Data.Captions)}]");
-        var overwrite = CliOptions.Flag("--overwrite", "DIR already holds a run: move it aside and start fresh");
+        var overwrite = CliOptions.Flag("--overwrite", "DIR holds an earlier quickstart: move it aside (kept) instead of re-running into it");
         var command = new Command("quickstart",
             "The CPU quickstart: trains a small Wan teacher on a synthetic moving-shapes dataset, distills a 4-step student "
             + "with DMD2, and writes report.html and summary.json into DIR. The dataset options are those of 'dataset synth' "
@@ -65,8 +65,7 @@ public static class QuickstartCommand
     public static int Run(QuickstartOptions options, bool overwrite, TextWriter stdout)
     {
         options.Data.Validate();
-        // main wires --overwrite into QuickstartRunner
-        QuickstartRunner.Run(options, stdout);
+        QuickstartRunner.Run(options with { Overwrite = overwrite || options.Overwrite }, stdout);
         return 0;
     }
 }

@@ -55,10 +55,8 @@ public static class TrainCommand
         }
         using var method = TrainingBuilder.Build(config, families);
         if (dataSource is null) throw new UserError("train: no data loader is available in this build (use --dry-run)");
-        var source = dataSource(config);
-        using var disposeSource = source as IDisposable;
-        // main wires --overwrite into Trainer
-        using var trainer = new Trainer(method, source, console: stdout);
+        using var source = dataSource(config);
+        using var trainer = new Trainer(method, source, console: stdout, overwrite: overwrite);
         trainer.Run();
         return 0;
     }

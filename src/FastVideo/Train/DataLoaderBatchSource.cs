@@ -11,7 +11,7 @@ namespace FastVideo.Train;
 /// The trainer's batch source over FastVideo parquet data: a <see cref="DataLoader"/> configured from
 /// <c>training.data</c> and the student family's text length, with its position checkpointed as JSON.
 /// </summary>
-public sealed class DataLoaderBatchSource : IBatchSource, IDisposable
+public sealed class DataLoaderBatchSource : IBatchSource
 {
     private readonly DataLoader _loader;
 
@@ -33,11 +33,15 @@ public sealed class DataLoaderBatchSource : IBatchSource, IDisposable
         {
             var (embeds, mask) = NegativePromptEmbeds.Load(negPath, "training.data.data_path");
             mask.Dispose();
-            if (embeds.shape[0] != 1)
-                throw new UserError($"training.data.data_path: '{negPath}' holds {embeds.shape[0]} empty-caption embeddings; CFG dropout needs one [1, L, D]");
+            if (embeds.shape[0] is var n && n != 1)
+            {
+                embeds.Dispose();
+                throw new UserError($"training.data.data_path: '{negPath}' holds {n} empty-caption embeddings; CFG dropout needs one [1, L, D]");
+            }
             uncond = embeds;
         }
-        return new DataLoaderBatchSource(DataLoader.FromConfig(data, textLen, uncond));
+        // The loader's collator copies the empty-caption embedding, so the tensor is freed here.
+        using (uncond) return new DataLoaderBatchSource(DataLoader.FromConfig(data, textLen, uncond));
     }
 
     public RawBatch Next() => _loader.Next();

@@ -28,6 +28,7 @@ public sealed class Trainer : IDisposable
     private readonly TextWriter _console;
     private List<ITracker>? _trackers;
     private readonly bool _ownsTrackers;
+    private readonly bool _ownsCallbacks;
     private readonly bool _overwrite;
     private RunFolder? _folder;
 
@@ -41,6 +42,7 @@ public sealed class Trainer : IDisposable
         _data = data;
         _console = console ?? Console.Out;
         Callbacks = callbacks ?? CallbackRegistry.Default.Build(method.Config);
+        _ownsCallbacks = callbacks is null;
         _trackers = trackers?.ToList();
         _ownsTrackers = trackers is null;
         var ck = method.Training.Checkpoint;
@@ -74,20 +76,25 @@ public sealed class Trainer : IDisposable
                                "long runs may stop on an intermittent 'toFloat' error (see build/scalar_guard.c)");
         var resumeSpec = training.Checkpoint.ResumeFromCheckpoint;
         _folder ??= RunFolder.Open(training.Checkpoint.OutputDir, resuming: !string.IsNullOrEmpty(resumeSpec), _overwrite, _console);
-        _method.OnTrainStart();
         int start = 0;
-        foreach (var cb in Callbacks) cb.OnTrainStart(_method, start);
-        var resume = CheckpointManager.ResolveResume(resumeSpec, training.Checkpoint.OutputDir, _console.WriteLine);
-        if (resume is not null)
+        // Setup and resume in one dispose scope: what the hooks and the checkpoint keep (EMA shadows, validation
+        // inputs, optimizer moments) is detached by its owner; every intermediate tensor is freed here.
+        using (NewDisposeScope())
         {
-            start = Checkpoints.Load(resume, _method, Callbacks, _data);
-            Checkpoints.SetAsideLaterThan(start);
-            _console.WriteLine($"resumed from {resume} at step {start}");
-        }
-        _trackers ??= Trackers.Create(_method.Config, training.Checkpoint.OutputDir, start);
+            _method.OnTrainStart();
+            foreach (var cb in Callbacks) cb.OnTrainStart(_method, start);
+            var resume = CheckpointManager.ResolveResume(resumeSpec, training.Checkpoint.OutputDir, _console.WriteLine);
+            if (resume is not null)
+            {
+                start = Checkpoints.Load(resume, _method, Callbacks, _data);
+                Checkpoints.SetAsideLaterThan(start);
+                _console.WriteLine($"resumed from {resume} at step {start}");
+            }
+            _trackers ??= Trackers.Create(_method.Config, training.Checkpoint.OutputDir, start);
 
-        foreach (var cb in Callbacks) cb.OnValidationBegin(_method, start);
-        _method.OptimizersZeroGrad(start);
+            foreach (var cb in Callbacks) cb.OnValidationBegin(_method, start);
+            _method.OptimizersZeroGrad(start);
+        }
 
         var session = Stopwatch.StartNew();
         int end = Math.Min(maxSteps, stopAfterStep ?? maxSteps);
@@ -143,7 +150,11 @@ public sealed class Trainer : IDisposable
 
             foreach (var (phase, sec) in timer.Seconds) log.Add($"time/{phase}", sec);
             log.Add("step_time_sec", timer.Total);
-            foreach (var t in _trackers) t.Log(step, log.Values);
+            foreach (var t in _trackers)
+            {
+                t.Log(step, log.Values);
+                if (log.Images.Count > 0) t.LogImages(step, log.Images);
+            }
             _console.WriteLine(Progress(step, start, maxSteps, lossKeys, log, session.Elapsed.TotalSeconds));
 
             timer = new PhaseTimer();
@@ -152,8 +163,11 @@ public sealed class Trainer : IDisposable
         }
 
         if (end < maxSteps) return end;
-        foreach (var cb in Callbacks) cb.OnTrainEnd(_method, maxSteps);
-        if (Checkpoints.SaveSteps > 0 && Checkpoints.LastSavedStep != maxSteps) SaveCheckpoint(maxSteps);
+        using (NewDisposeScope())
+        {
+            foreach (var cb in Callbacks) cb.OnTrainEnd(_method, maxSteps);
+            if (Checkpoints.SaveSteps > 0 && Checkpoints.LastSavedStep != maxSteps) SaveCheckpoint(maxSteps);
+        }
         return maxSteps;
     }
 
@@ -192,9 +206,11 @@ public sealed class Trainer : IDisposable
         return sb.ToString();
     }
 
+    /// <summary>Closes what the trainer made itself: the trackers and callbacks it built (not ones passed in), then the run folder.</summary>
     public void Dispose()
     {
         if (_ownsTrackers && _trackers is not null) foreach (var t in _trackers) t.Dispose();
+        if (_ownsCallbacks) foreach (var cb in Callbacks) cb.Dispose();
         _folder?.Dispose();   // releases the run folder last, after every file of the run is closed
         _folder = null;
     }

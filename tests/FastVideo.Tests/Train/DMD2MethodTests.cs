@@ -3,6 +3,7 @@ using FastVideo.Train;
 using FastVideo.Train.Checkpointing;
 using FastVideo.Train.Methods;
 using FastVideo.Train.Methods.DistributionMatching;
+using FastVideo.Train.Models;
 using FastVideo.Train.Tracking;
 using Xunit;
 using static TorchSharp.torch;
@@ -109,8 +110,7 @@ public class DMD2MethodTests
     [Fact]
     public void GeneratorGradientIsTheNormalisedScoreDifference()
     {
-        // d(0.5 MSE(x, x - g))/dx = g / numel: with real guidance 1 the student's output gradient equals (fake - real)/norm/numel.
-        // Checked indirectly: the loss value is 0.5 * mean(g^2) and is scale-free (norm makes mean|g|·... bounded).
+        // The degenerate case (the formula itself is checked by the test above).
         using var m = (DMD2Method)TrainingBuilder.Build(Config(TestPaths.TempDir("dmd-loss"), method: MethodOptions("data_latent")));
         m.OnTrainStart();
         using var b = new RandomBatchSource().Next();
@@ -118,6 +118,60 @@ public class DMD2MethodTests
         float loss = r.Losses["generator_loss"].item<float>();
         // Student, critic and teacher start identical, so fake == real and the gradient (and loss) vanish.
         Assert.Equal(0f, loss, 6);
+    }
+
+    [Fact]
+    public void GeneratorGradientIsTheGuidedNormalisedScoreDifferenceWhenTeacherAndCriticDiffer()
+    {
+        // Spec 6.3: real = real_u + g (real_c - real_u); grad = (fake - real) / mean|x_gen - real|;
+        // loss = 0.5 MSE(x_gen, (x_gen - grad).detach()), so d loss / d x_gen = grad / numel and loss = 0.5 mean(grad^2).
+        const double guidance = 3.0;
+        using var m = (DMD2Method)TrainingBuilder.Build(Config(TestPaths.TempDir("dmd-grad"), method: MethodOptions("data_latent", guidance: guidance)));
+        m.OnTrainStart();
+        // The critic drifts away from the teacher, as it does once it trains: fake and real scores differ.
+        using (no_grad())
+        using (var drift = new Generator(11, CPU))
+            foreach (var p in m.Critic.TrainableParameters())
+            {
+                using var d = randn(p.shape, generator: drift).mul_(0.05);
+                p.add_(d);
+            }
+        using var batch = new RandomBatchSource().Next();
+        using var tb = m.Student.PrepareBatch(batch, m.Generator, LatentsSource.Data);
+        using var sampleGen = new Generator(12, CPU);
+        using var xGen = randn(tb.Latents.shape, generator: sampleGen).mul_(0.8).requires_grad_();
+        using var before = m.Generator.get_state();
+        var metrics = new Dictionary<string, Tensor>();
+        using var loss = m.DmdLoss(xGen, tb, metrics);
+        loss.backward();
+        using var grad = xGen.grad!.clone();
+
+        // The same draws by hand (the DMD timestep, then the noise, from the method's generator), then the formula.
+        m.Generator.set_state(before);
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var t = m.Student.ShiftAndClampTimestep(randint(0, 1000, [1], ScalarType.Int64, generator: m.Generator).to_type(ScalarType.Float32));
+        var x = xGen.detach();
+        var xt = m.Student.AddNoise(x, randn(x.shape, generator: m.Generator), t);
+        var fake = m.Critic.PredictX0(xt, t, tb, conditional: true, m.CfgUncond);
+        var realCond = m.Teacher.PredictX0(xt, t, tb, conditional: true, m.CfgUncond);
+        var realUncond = m.Teacher.PredictX0(xt, t, tb, conditional: false, m.CfgUncond);
+        var real = realUncond + guidance * (realCond - realUncond);
+        var norm = (x - real).abs().mean();
+        var expected = (fake - real) / norm;
+        long n = x.numel();
+
+        Assert.Equal(t.item<float>(), metrics["dmd_timestep"].item<float>());
+        Assert.True(grad.allclose(expected / n, rtol: 1e-4, atol: 1e-10),
+            $"d loss / d x_gen differs from (fake - real) / norm / numel by up to {(grad - expected / n).abs().max().item<float>()} (scale {(expected / n).abs().max().item<float>()})");
+        Assert.Equal(0.5 * expected.pow(2).mean().item<float>(), loss.item<float>(), 1e-4 * loss.item<float>());
+
+        // What makes the check bite: the normalisation is far from 1, the guided real score is far from the
+        // conditional one, and fake and real differ, so a missing norm, a missing guidance or a flipped sign all fail.
+        Assert.True(Math.Abs(norm.item<float>() - 1) > 0.2, $"norm {norm.item<float>()} is too close to 1 to tell");
+        var unguided = (fake - realCond) / (x - realCond).abs().mean();
+        Assert.False(grad.allclose(unguided / n, rtol: 0.05, atol: 1e-10), "the guidance scale makes no difference here");
+        Assert.True(expected.abs().mean().item<float>() > 1e-3, "fake and real scores barely differ");
     }
 
     [Fact]

@@ -357,6 +357,10 @@ public class RunFolderTests
         Assert.Equal(ExitCodes.RunFolder, code);
         Assert.StartsWith("error: training.checkpoint.output_dir:", err);
         Assert.DoesNotContain("   at ", err);   // no stack trace
+        var over = Cli("train", recipe, "--overwrite");                     // the CLI flag reaches the trainer
+        Assert.True(over.Code == 0, over.Err);
+        var aside = Assert.Single(Directory.GetDirectories(Path.GetDirectoryName(output)!, "run.previous-*"));
+        Assert.True(Directory.Exists(CheckpointManager.PathFor(aside, 2)));
 
         Directory.Move(output, output + ".moved");
         File.WriteAllText(output, "a file");

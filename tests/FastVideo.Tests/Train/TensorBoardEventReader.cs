@@ -15,7 +15,10 @@ namespace FastVideo.Tests.Train;
 /// </remarks>
 internal static class TensorBoardEventReader
 {
-    public sealed record Event(double WallTime, long Step, string? FileVersion, int? SessionStatus, List<(string Tag, float Value)> Scalars);
+    public sealed record Event(double WallTime, long Step, string? FileVersion, int? SessionStatus, List<(string Tag, float Value)> Scalars,
+        List<Image> Images);
+
+    public sealed record Image(string Tag, int Height, int Width, int Colorspace, byte[] Encoded);
 
     private static readonly uint[] Table = MakeTable();
 
@@ -100,6 +103,7 @@ internal static class TensorBoardEventReader
     {
         double wall = 0; long step = 0; string? version = null; int? status = null;
         var scalars = new List<(string, float)>();
+        var images = new List<Image>();
         foreach (var (field, wire, value) in Fields(data))
             switch (field, wire)
             {
@@ -110,15 +114,31 @@ internal static class TensorBoardEventReader
                     foreach (var (vf, vw, v) in Fields((byte[])value))
                     {
                         if ((vf, vw) != (1, 2)) throw new InvalidDataException($"unexpected Summary field {vf}/{vw}");
-                        string? tag = null; float? simple = null;
+                        string? tag = null; float? simple = null; byte[]? image = null;
                         foreach (var (f, w, x) in Fields((byte[])v))
                             switch (f, w)
                             {
                                 case (1, 2): tag = Encoding.UTF8.GetString((byte[])x); break;
                                 case (2, 5): simple = BitConverter.Int32BitsToSingle((int)(uint)x); break;
+                                case (4, 2): image = (byte[])x; break;   // Summary.Image
                                 default: throw new InvalidDataException($"unexpected Summary.Value field {f}/{w}");
                             }
-                        scalars.Add((tag ?? throw new InvalidDataException("value without tag"), simple ?? throw new InvalidDataException("value without simple_value")));
+                        if (tag is null) throw new InvalidDataException("value without tag");
+                        if (image is not null)
+                        {
+                            int height = 0, width = 0, colorspace = 0; byte[]? encoded = null;
+                            foreach (var (f, w, x) in Fields(image))
+                                switch (f, w)
+                                {
+                                    case (1, 0): height = (int)(ulong)x; break;
+                                    case (2, 0): width = (int)(ulong)x; break;
+                                    case (3, 0): colorspace = (int)(ulong)x; break;
+                                    case (4, 2): encoded = (byte[])x; break;
+                                    default: throw new InvalidDataException($"unexpected Summary.Image field {f}/{w}");
+                                }
+                            images.Add(new Image(tag, height, width, colorspace, encoded ?? throw new InvalidDataException("image without encoded_image_string")));
+                        }
+                        else scalars.Add((tag, simple ?? throw new InvalidDataException("value without simple_value or image")));
                     }
                     break;
                 case (7, 2):   // session_log (6 is log_message)
@@ -127,7 +147,7 @@ internal static class TensorBoardEventReader
                     break;
                 default: throw new InvalidDataException($"unexpected Event field {field}/{wire}");
             }
-        return new Event(wall, step, version, status, scalars);
+        return new Event(wall, step, version, status, scalars, images);
     }
 
     /// <summary>Generic protobuf fields: varint and fixed64 as ulong, fixed32 as uint, length-delimited as byte[].</summary>

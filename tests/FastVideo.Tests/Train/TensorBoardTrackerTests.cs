@@ -82,6 +82,38 @@ public class TensorBoardTrackerTests
     }
 
     [Fact]
+    public void ImagesReadBackWithTheirBytesAndSizeAndAreCutBackOnResume()
+    {
+        var dir = TestPaths.TempDir("tb");
+        var gif = FastVideo.Data.GifWriter.Encode([new byte[2 * 3 * 3], Enumerable.Repeat((byte)200, 2 * 3 * 3).ToArray()], width: 2, height: 3, fps: 4, scale: 5);
+        string first;
+        using (var t = new TensorBoardTracker(dir))
+        {
+            first = t.FilePath;
+            t.Log(1, M(("loss", 1)));
+            t.LogImages(2, [TrackedImage.FromGif("val/a", gif), TrackedImage.FromGif("val/b", gif)]);
+            t.Log(2, M(("loss", 2)));
+            t.LogImages(3, []);   // nothing to write
+            t.LogImages(4, [TrackedImage.FromGif("val/a", gif)]);
+        }
+        var events = Reader.ReadEvents(first);
+        Assert.Equal(6, events.Count);   // version, session start, step 1, step 2's images, step 2's scalars, step 4's images
+        var withImages = events.Where(e => e.Images.Count > 0).ToList();
+        Assert.Equal([2L, 4L], withImages.Select(e => e.Step));
+        Assert.Equal(["val/a", "val/b"], withImages[0].Images.Select(i => i.Tag));
+        foreach (var im in withImages.SelectMany(e => e.Images))
+        {
+            Assert.Equal((3 * 5, 2 * 5, 3), (im.Height, im.Width, im.Colorspace));
+            Assert.Equal(gif, im.Encoded);
+        }
+        Assert.Empty(withImages[0].Scalars);
+
+        // A resume from step 2 cuts step 4's images from the earlier file, as it does scalars.
+        using (new TensorBoardTracker(dir, startStep: 2)) { }
+        Assert.Equal([2L], Reader.ReadEvents(first).Where(e => e.Images.Count > 0).Select(e => e.Step));
+    }
+
+    [Fact]
     public void EachStepIsOnDiskBeforeTheTrackerCloses()
     {
         var dir = TestPaths.TempDir("tb");

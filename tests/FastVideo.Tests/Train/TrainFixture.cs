@@ -25,6 +25,7 @@ internal sealed class RandomBatchSource : IBatchSource
 
     public JsonNode? GetState() => new JsonObject { ["position"] = Position };
     public void Restore(JsonNode? state) => Position = state!["position"]!.GetValue<long>();
+    public void Dispose() { }
 }
 
 internal static class TrainFixture

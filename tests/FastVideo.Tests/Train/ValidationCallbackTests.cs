@@ -102,6 +102,16 @@ public class ValidationCallbackTests
         }
         var cb = trainer.Callbacks.OfType<ValidationCallback>().Single();
         Assert.Equal(byStep[4]["val/accuracy_2steps"], cb.Results[^1].Runs[1].Accuracy);
+        // The GIFs reach the trackers as images at the same steps, byte for byte, tagged by their file names.
+        Assert.Equal([2, 4], memory.Images.Select(i => i.Step).Distinct());
+        foreach (var (step, image) in memory.Images)
+        {
+            var file = Path.Combine(dir, $"step_{step}", image.Tag["val/".Length..] + ".gif");
+            Assert.Equal(File.ReadAllBytes(file), image.Encoded);
+            Assert.Equal((8 * 16, 8 * 16), (image.Width, image.Height));   // 8x8 clips at the 128-pixel preview scale
+        }
+        Assert.Equal(2 * 16, memory.Images.Count);
+        Assert.Contains(memory.Images, i => i.Step == 4 && i.Image.Tag == "val/1steps_prompt03_seed6");
         Assert.True(method.Student.Transformer.training);   // eval during validation only
 
         // Validation draws nothing from the training RNGs: the same run without it has bit-identical losses.

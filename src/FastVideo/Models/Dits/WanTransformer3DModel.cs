@@ -186,7 +186,7 @@ public sealed class WanTransformerBlock : nn.Module
     {
         int dim = c.InnerDim;
         _eps = c.Eps;
-        scale_shift_table = new Parameter(randn(1, 6, dim) / Math.Sqrt(dim));
+        scale_shift_table = ModuleParameter.Create(() => randn(1, 6, dim) / Math.Sqrt(dim));
         attn1 = new WanAttention(dim, c.NumAttentionHeads, c.Eps);
         attn2 = new WanAttention(dim, c.NumAttentionHeads, c.Eps);
         norm2 = c.CrossAttnNorm ? new Fp32AffineLayerNorm(dim, c.Eps) : null;
@@ -262,6 +262,8 @@ public sealed partial class WanTransformer3DModel : nn.Module
     public WanTransformer3DModel(WanTransformerConfig config) : base(nameof(WanTransformer3DModel))
     {
         config.Validate("WanTransformer3DModel config");
+        // Parameters belong to their modules; the scope frees what building them leaves (TorchSharp's Conv3d leaves one tensor).
+        using var scope = NewDisposeScope();
         Config = config;
         int dim = config.InnerDim;
         var p = config.PatchSize;
@@ -269,7 +271,7 @@ public sealed partial class WanTransformer3DModel : nn.Module
         condition_embedder = new WanTimeTextEmbedding(config);
         blocks = nn.ModuleList(Enumerable.Range(0, config.NumLayers).Select(_ => new WanTransformerBlock(config)).ToArray());
         proj_out = nn.Linear(dim, (long)config.OutChannels * p[0] * p[1] * p[2]);
-        scale_shift_table = new Parameter(randn(1, 2, dim) / Math.Sqrt(dim));
+        scale_shift_table = ModuleParameter.Create(() => randn(1, 2, dim) / Math.Sqrt(dim));
         RegisterComponents();
     }
 

@@ -12,7 +12,7 @@ public sealed class RMSNorm : nn.Module<Tensor, Tensor>
     public RMSNorm(long dim, double eps = 1e-6, string name = "RMSNorm") : base(name)
     {
         _eps = eps;
-        weight = new TorchSharp.Modules.Parameter(ones(dim));
+        weight = ModuleParameter.Create(() => ones(dim));
         RegisterComponents();
     }
 
@@ -47,8 +47,8 @@ public sealed class Fp32AffineLayerNorm : nn.Module<Tensor, Tensor>
     public Fp32AffineLayerNorm(long dim, double eps, string name = "LayerNorm") : base(name)
     {
         _eps = eps;
-        weight = new TorchSharp.Modules.Parameter(ones(dim));
-        bias = new TorchSharp.Modules.Parameter(zeros(dim));
+        weight = ModuleParameter.Create(() => ones(dim));
+        bias = ModuleParameter.Create(() => zeros(dim));
         RegisterComponents();
     }
 

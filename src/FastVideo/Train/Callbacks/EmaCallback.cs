@@ -55,6 +55,7 @@ public sealed class EmaCallback : TrainCallback
         using var noGrad = no_grad();
         foreach (var (name, p) in Trainable(method))
         {
+            using var scope = NewDisposeScope();   // frees the detach/to views; the shadow itself is detached
             if (_shadow.Remove(name, out var old)) old.Dispose();
             _shadow[name] = p.detach().to(ScalarType.Float32, CPU).clone().DetachFromDisposeScope();
         }
@@ -81,6 +82,7 @@ public sealed class EmaCallback : TrainCallback
         var saved = new List<(TorchSharp.Modules.Parameter, Tensor)>();
         foreach (var (name, p) in Trainable(_method))
         {
+            using var scope = NewDisposeScope();
             saved.Add((p, p.detach().clone().DetachFromDisposeScope()));
             p.copy_(_shadow[name]);
         }
@@ -106,10 +108,20 @@ public sealed class EmaCallback : TrainCallback
     public override void LoadState(StateScope s)
     {
         Started = s.GetValue<bool>("started");
+        using var scope = NewDisposeScope();
         foreach (var name in _shadow.Keys.ToList())
         {
             var t = s.Scope("student_ema").GetTensor(name, _shadow[name].shape);
             _shadow[name].copy_(t);
         }
+    }
+
+    /// <summary>Frees the shadows.</summary>
+    public override void Dispose()
+    {
+        foreach (var t in _shadow.Values) t.Dispose();
+        _shadow.Clear();
+        Started = false;
+        _method = null;
     }
 }

@@ -4,13 +4,15 @@ namespace FastVideo.Train.Callbacks;
 
 /// <summary>
 /// One step's log: scalar tensors (kept on the device until <see cref="Materialize"/> reads them all with one
-/// transfer, so a step synchronises once) and plain numbers.
+/// transfer, so a step synchronises once), plain numbers, and images for the trackers that show them.
 /// </summary>
 public sealed class StepLog
 {
     private readonly List<(string Key, Tensor Value)> _pending = new();
 
     public SortedDictionary<string, double> Values { get; } = new(StringComparer.Ordinal);
+
+    public List<Tracking.TrackedImage> Images { get; } = new();
 
     public void Add(string key, Tensor scalar) => _pending.Add((key, scalar.detach()));
 

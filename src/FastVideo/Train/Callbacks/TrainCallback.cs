@@ -6,9 +6,11 @@ namespace FastVideo.Train.Callbacks;
 
 /// <summary>
 /// A training callback. The trainer calls every hook of every callback in recipe order (spec 7.3). Logged values go
-/// into the step's <see cref="StepLog"/>; state returned by <see cref="SaveState"/> is checkpointed.
+/// into the step's <see cref="StepLog"/>; state returned by <see cref="SaveState"/> is checkpointed. A callback
+/// disposes what it holds (tensors, validation inputs) in <see cref="Dispose"/>; whoever built it disposes it (the
+/// trainer, for the callbacks it builds from the recipe).
 /// </summary>
-public abstract class TrainCallback
+public abstract class TrainCallback : IDisposable
 {
     /// <summary>The recipe key (<c>callbacks.&lt;Name&gt;</c>).</summary>
     public string Name { get; internal set; } = "";
@@ -22,6 +24,7 @@ public abstract class TrainCallback
     public virtual void OnTrainEnd(TrainingMethod method, int iteration) { }
     public virtual void SaveState(StateScope s) { }
     public virtual void LoadState(StateScope s) { }
+    public virtual void Dispose() { }
 }
 
 /// <summary>

@@ -108,7 +108,8 @@ public sealed record ValidationOptions : ICheckedOptions
 /// the method's generator or the global RNG, so training is the same with or without it.</para>
 /// <para>Logging: the trainer hands the step's log to the validation hook; the scorer's run averages go into it as
 /// <c>val/&lt;measure&gt;_&lt;n&gt;steps</c> (<c>val/&lt;role&gt;/...</c> for roles other than the student). The
-/// start-of-run validation has no step log: its metrics are only in <c>step_0/metrics.json</c>.</para>
+/// start-of-run validation has no step log: its metrics are only in <c>step_0/metrics.json</c>. The GIFs go into the
+/// log too, as images for trackers that show them (TensorBoard plays them), tagged by their file name.</para>
 /// </summary>
 public sealed class ValidationCallback : TrainCallback
 {
@@ -171,7 +172,10 @@ public sealed class ValidationCallback : TrainCallback
         if (iteration % EverySteps == 0) ValidateAll(iteration, log);
     }
 
-    public override void OnTrainEnd(TrainingMethod method, int iteration)
+    public override void OnTrainEnd(TrainingMethod method, int iteration) => Dispose();
+
+    /// <summary>Frees the validation inputs (prompt embeddings); also when a run stops before its end.</summary>
+    public override void Dispose()
     {
         _setup?.Dispose();
         _setup = null;
@@ -193,6 +197,9 @@ public sealed class ValidationCallback : TrainCallback
                 log.Add($"{prefix}accuracy_{r.Steps}steps", r.Accuracy!.Value);
                 foreach (var (measure, value) in r.Measures) log.Add($"{prefix}{measure}_{r.Steps}steps", value);
             }
+            foreach (var gif in result.Runs.SelectMany(r => r.Samples).Select(s => s.Gif).OfType<string>())
+                log.Images.Add(Tracking.TrackedImage.FromGif($"{prefix}{Path.GetFileNameWithoutExtension(gif)}",
+                    File.ReadAllBytes(Path.Combine(result.Directory, gif))));
         }
     }
 

@@ -7,6 +7,7 @@ using FastVideo.Train.Callbacks;
 using FastVideo.Train.Methods;
 using FastVideo.Train.State;
 using FastVideo.Weights;
+using static TorchSharp.torch;
 
 namespace FastVideo.Train.Checkpointing;
 
@@ -76,6 +77,8 @@ public sealed partial class CheckpointManager
                 AfterFileWritten?.Invoke(path);
             }
 
+            // The snapshots are the state's (disposed with it); the views and generator states taken here, the scope's.
+            using (NewDisposeScope())
             using (var state = new TrainingState())
             {
                 var root = state.Root;
@@ -286,6 +289,9 @@ public sealed partial class CheckpointManager
     /// </summary>
     public int Load(string checkpoint, TrainingMethod method, IReadOnlyList<TrainCallback> callbacks, IBatchSource data)
     {
+        // Everything read here is copied into its owner (weights, moments, shadows, generator states) or disposed with
+        // the loaded state; the owners detach what they keep, and the scope frees every conversion in between.
+        using var scope = NewDisposeScope();
         try { return LoadCore(checkpoint, method, callbacks, data); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or JsonException or FormatException)
         {

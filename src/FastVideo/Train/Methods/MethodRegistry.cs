@@ -1,5 +1,6 @@
 using FastVideo.Configs;
 using FastVideo.Train.Models;
+using static TorchSharp.torch;
 
 namespace FastVideo.Train.Methods;
 
@@ -83,6 +84,11 @@ public sealed class MethodRegistry : IMethodCatalog
 /// <summary>Builds the roles and the method of a recipe, checking everything cheap before any weights load.</summary>
 public static class TrainingBuilder
 {
+    /// <summary>
+    /// Builds inside a dispose scope: module parameters and buffers survive it (modules register them), and so must
+    /// any other tensor a family or method keeps from its constructor (detach it with DetachFromDisposeScope); the
+    /// loaded weights and every conversion in between are freed when the build returns.
+    /// </summary>
     public static TrainingMethod Build(RunConfig config, ModelFamilyRegistry? families = null, MethodRegistry? methods = null)
     {
         families ??= ModelFamilyRegistry.Default;
@@ -90,6 +96,7 @@ public static class TrainingBuilder
         method.CheckRoles(config);
         CheckSharedLatentSpace(config, families);
 
+        using var scope = NewDisposeScope();
         var models = new Dictionary<string, ModelBase>(StringComparer.Ordinal);
         try
         {

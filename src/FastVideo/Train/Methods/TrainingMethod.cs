@@ -118,8 +118,10 @@ public abstract class TrainingMethod : IDisposable
         return RoleOptimizer.Create(model, cfg ?? Training.Optimizer, Training.Loop.MaxTrainSteps, _lrStepRules, keyPath);
     }
 
+    /// <summary>Disposes what the method owns: its optimizers (their moments), its generator and its role models.</summary>
     public virtual void Dispose()
     {
+        foreach (var o in Optimizers.Values) o.Dispose();
         Generator?.Dispose();
         foreach (var m in Roles.Values) m.Dispose();
     }

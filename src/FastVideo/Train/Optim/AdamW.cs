@@ -7,9 +7,10 @@ namespace FastVideo.Train.Optim;
 /// <summary>
 /// AdamW with decoupled weight decay and bias correction, written out as torch.optim.AdamW's single-tensor path
 /// (no amsgrad). Written here rather than using TorchSharp's optimizer so its state (step, exp_avg, exp_avg_sq per
-/// parameter) is plain tensors that a checkpoint saves and restores bit for bit.
+/// parameter) is plain tensors that a checkpoint saves and restores bit for bit. Owns those moments (disposed with
+/// it); the parameters belong to their module.
 /// </summary>
-public sealed class AdamW
+public sealed class AdamW : IDisposable
 {
     private sealed class Slot
     {
@@ -87,8 +88,8 @@ public sealed class AdamW
     public void LoadState(State.StateScope s)
     {
         using var noGrad = no_grad();
-        foreach (var slot in _state.Values) { slot.ExpAvg.Dispose(); slot.ExpAvgSq.Dispose(); }
-        _state.Clear();
+        using var scope = NewDisposeScope();   // the dtype/device conversions; the moments kept are detached
+        DisposeMoments();
         foreach (var (name, p) in _params)
         {
             var ps = s.Scope("state").Scope(name);
@@ -104,4 +105,13 @@ public sealed class AdamW
     }
 
     public long StepOf(string name) => _state.TryGetValue(name, out var s) ? s.Step : 0;
+
+    private void DisposeMoments()
+    {
+        foreach (var slot in _state.Values) { slot.ExpAvg.Dispose(); slot.ExpAvgSq.Dispose(); }
+        _state.Clear();
+    }
+
+    /// <summary>Frees the moments (exp_avg, exp_avg_sq) of every parameter.</summary>
+    public void Dispose() => DisposeMoments();
 }

@@ -3,8 +3,8 @@ using FastVideo.Train.Models;
 
 namespace FastVideo.Train.Optim;
 
-/// <summary>One role's AdamW and its LR scheduler, stepped together.</summary>
-public sealed class RoleOptimizer
+/// <summary>One role's AdamW and its LR scheduler, stepped together. Owns the AdamW (and so its moments).</summary>
+public sealed class RoleOptimizer : IDisposable
 {
     public RoleOptimizer(string role, AdamW optimizer, LambdaLrScheduler scheduler)
     {
@@ -14,6 +14,8 @@ public sealed class RoleOptimizer
     public string Role { get; }
     public AdamW Optimizer { get; }
     public LambdaLrScheduler Scheduler { get; }
+
+    public void Dispose() => Optimizer.Dispose();
 
     /// <summary>
     /// Spec 7.1: AdamW over the role's trainable transformer parameters (named as the module names them, i.e. the

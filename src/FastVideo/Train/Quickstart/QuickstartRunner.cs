@@ -28,6 +28,9 @@ public sealed record QuickstartOptions
     public IReadOnlyList<long> EvalSeeds { get; init; } = Enumerable.Range(1001, 24).Select(i => (long)i).ToList();
     /// <summary>Reuse a finished teacher in the run folder instead of training it again.</summary>
     public bool ReuseTeacher { get; init; }
+    /// <summary>An earlier quickstart in the folder is moved to <c>&lt;out&gt;.previous-&lt;time&gt;</c> (kept) instead of
+    /// being re-run into and replaced.</summary>
+    public bool Overwrite { get; init; }
     public IReadOnlyList<string> TeacherOverrides { get; init; } = [];
     public IReadOnlyList<string> DistillOverrides { get; init; } = [];
     /// <summary>Dataset and teacher architecture (tests shrink them).</summary>
@@ -79,6 +82,14 @@ public static class QuickstartRunner
         var wall = Stopwatch.StartNew();
         var root = Path.GetFullPath(o.OutDir);
         if (File.Exists(root)) throw new StorageError($"quickstart --out: '{o.OutDir}' is a file; expected a folder");
+        if (o.Overwrite && Directory.Exists(root) && Directory.EnumerateFileSystemEntries(root).Any())
+        {
+            if (o.ReuseTeacher) throw new UserError("quickstart: --overwrite moves the earlier run (and its teacher) aside, so --reuse-teacher has nothing to reuse; give one of them");
+            if (RunFolders.RunLock.IsHeld(root)) throw new RunFolderError($"quickstart --out: '{o.OutDir}' is in use by another quickstart");
+            var aside = $"{root}.previous-{DateTime.Now:yyyyMMdd-HHmmss}";
+            Directory.Move(root, aside);
+            console.WriteLine($"--overwrite: the earlier quickstart in {root} was moved to {aside}");
+        }
         Directory.CreateDirectory(root);
         // One quickstart per folder at a time; its stages re-run into their own sub-folders.
         using var folderLock = RunFolders.RunLock.Acquire(root, "quickstart --out");

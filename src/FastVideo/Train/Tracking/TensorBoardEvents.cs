@@ -5,9 +5,11 @@ using System.Text;
 namespace FastVideo.Train.Tracking;
 
 /// <summary>
-/// The on-disk pieces of a TensorBoard event file, written by hand so that no protobuf or TensorFlow package is
-/// needed: TFRecord framing (<see cref="WriteRecord"/>), its masked CRC32C, and the few <c>tensorflow.Event</c>
-/// messages the tracker writes (<see cref="FileVersion"/>, <see cref="SessionStart"/>, <see cref="Scalars"/>).
+/// The on-disk pieces of a TensorBoard event file, written by hand (no generated protobuf classes, no TensorFlow
+/// package) and read back for the resume cut: TFRecord framing (<see cref="WriteRecord"/>, <see cref="ReadRecords"/>),
+/// its masked CRC32C, and the few <c>tensorflow.Event</c> messages the tracker writes (<see cref="FileVersion"/>,
+/// <see cref="SessionStart"/>, <see cref="Scalars"/>, <see cref="Images"/>). TorchSharp's SummaryWriter was measured
+/// against it and not taken (bench/results/tensorboard-summarywriter-2026-12-03.md).
 /// </summary>
 public static class TensorBoardEvents
 {
@@ -16,8 +18,10 @@ public static class TensorBoardEvents
 
     // tensorflow.Event field numbers (tensorflow/core/util/event.proto; 6 is log_message, not session_log).
     private const int EventWallTime = 1, EventStep = 2, EventFileVersion = 3, EventSummary = 5, EventSessionLog = 7;
-    // tensorflow.Summary: repeated Value value = 1; Value: tag = 1, simple_value = 2. SessionLog: status = 1.
-    private const int SummaryValue = 1, ValueTag = 1, ValueSimpleValue = 2, SessionLogStatus = 1;
+    // tensorflow.Summary: repeated Value value = 1; Value: tag = 1, simple_value = 2, image = 4. SessionLog: status = 1.
+    private const int SummaryValue = 1, ValueTag = 1, ValueSimpleValue = 2, ValueImage = 4, SessionLogStatus = 1;
+    // tensorflow.Summary.Image: height = 1, width = 2, colorspace = 3, encoded_image_string = 4.
+    private const int ImageHeight = 1, ImageWidth = 2, ImageColorspace = 3, ImageEncoded = 4;
     private const int SessionLogStart = 1;   // SessionLog.SessionStatus.START
 
     /// <summary>CRC32C (Castagnoli), as TFRecord uses; BitOperations.Crc32C is the hardware step when available.</summary>
@@ -81,6 +85,32 @@ public static class TensorBoardEvents
             var v = new ProtoWriter();
             v.String(ValueTag, tag);
             v.Float(ValueSimpleValue, (float)value);
+            summary.Message(SummaryValue, v);
+        }
+        var e = new ProtoWriter();
+        e.Double(EventWallTime, wallTime);
+        e.Varint(EventStep, (ulong)step);
+        e.Message(EventSummary, summary);
+        return e.ToArray();
+    }
+
+    /// <summary>
+    /// One event holding encoded images (PNG, or an animated GIF that TensorBoard's image dashboard plays, as
+    /// PyTorch's add_video writes videos). Colorspace 3 = RGB.
+    /// </summary>
+    public static byte[] Images(double wallTime, long step, IEnumerable<TrackedImage> images)
+    {
+        var summary = new ProtoWriter();
+        foreach (var im in images)
+        {
+            var image = new ProtoWriter();
+            image.Varint(ImageHeight, (ulong)im.Height);
+            image.Varint(ImageWidth, (ulong)im.Width);
+            image.Varint(ImageColorspace, 3);
+            image.Bytes(ImageEncoded, im.Encoded);
+            var v = new ProtoWriter();
+            v.String(ValueTag, im.Tag);
+            v.Message(ValueImage, image);
             summary.Message(SummaryValue, v);
         }
         var e = new ProtoWriter();
@@ -189,7 +219,7 @@ public static class TensorBoardEvents
 
         public void Message(int field, ProtoWriter message) => Bytes(field, message._buffer.GetBuffer().AsSpan(0, (int)message._buffer.Length));
 
-        private void Bytes(int field, ReadOnlySpan<byte> value)
+        public void Bytes(int field, ReadOnlySpan<byte> value)
         {
             Tag(field, WireLengthDelimited);
             RawVarint((ulong)value.Length);

@@ -5,7 +5,9 @@ namespace FastVideo.Train.Tracking;
 
 /// <summary>
 /// TensorBoard scalars: <c>&lt;dir&gt;/tensorboard/events.out.tfevents.&lt;unix-seconds&gt;.&lt;hostname&gt;</c>, one event
-/// per step holding every metric (tag = metric name), flushed each step so a crashed run keeps what it logged.
+/// per step holding every metric (tag = metric name), flushed each step so a crashed run keeps what it logged; a
+/// step's images (validation GIFs, which the image dashboard plays) go into one more event of that step.
+/// TorchSharp's SummaryWriter was measured against this writer and not taken (bench/results/tensorboard-summarywriter-2026-12-03.md).
 /// Each tracker writes a new file and never touches older ones; it opens with a <c>SessionLog START</c> at
 /// <c>startStep + 1</c>, so on resume from step N TensorBoard drops the interrupted run's steps after N and shows the
 /// resumed run's instead (as <see cref="JsonlTracker"/> does by rewriting its file).
@@ -66,6 +68,20 @@ public sealed class TensorBoardTracker : ITracker
         {
             TensorBoardEvents.WriteRecord(_stream, TensorBoardEvents.Scalars(WallTime(), step, metrics));
             _stream.Flush();   // to the OS: survives a crash of this process
+        }
+        catch (IOException e)
+        {
+            throw new StorageError($"step {step}: cannot append to the TensorBoard file '{FilePath}': {e.Message}", e);
+        }
+    }
+
+    public void LogImages(int step, IReadOnlyList<TrackedImage> images)
+    {
+        if (images.Count == 0) return;
+        try
+        {
+            TensorBoardEvents.WriteRecord(_stream, TensorBoardEvents.Images(WallTime(), step, images));
+            _stream.Flush();
         }
         catch (IOException e)
         {

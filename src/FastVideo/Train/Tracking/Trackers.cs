@@ -7,10 +7,25 @@ using FastVideo.IO;
 
 namespace FastVideo.Train.Tracking;
 
-/// <summary>Receives each step's materialised metrics.</summary>
+/// <summary>An encoded image of a step (a PNG, or an animated GIF for a clip), with its pixel size.</summary>
+public sealed record TrackedImage(string Tag, byte[] Encoded, int Width, int Height)
+{
+    /// <summary>A GIF, sized from its header (the logical screen width and height).</summary>
+    public static TrackedImage FromGif(string tag, byte[] gif)
+    {
+        if (gif.Length < 10 || gif[0] != 'G' || gif[1] != 'I' || gif[2] != 'F')
+            throw new ArgumentException($"image '{tag}' is not a GIF");
+        return new TrackedImage(tag, gif, gif[6] | gif[7] << 8, gif[8] | gif[9] << 8);
+    }
+}
+
+/// <summary>Receives each step's materialised metrics (and its images, for trackers that show them).</summary>
 public interface ITracker : IDisposable
 {
     void Log(int step, IReadOnlyDictionary<string, double> metrics);
+
+    /// <summary>The step's images (validation samples); ignored by trackers that cannot show them.</summary>
+    void LogImages(int step, IReadOnlyList<TrackedImage> images) { }
 
     /// <summary>Makes what was logged so far durable (called before a checkpoint is written).</summary>
     void Sync() { }
@@ -91,11 +106,13 @@ public sealed class JsonlTracker : ITracker
     }
 }
 
-/// <summary>Keeps every step's metrics in memory (tests, reports).</summary>
+/// <summary>Keeps every step's metrics and images in memory (tests, reports).</summary>
 public sealed class MemoryTracker : ITracker
 {
     public List<(int Step, IReadOnlyDictionary<string, double> Metrics)> Entries { get; } = new();
+    public List<(int Step, TrackedImage Image)> Images { get; } = new();
     public void Log(int step, IReadOnlyDictionary<string, double> metrics) => Entries.Add((step, new Dictionary<string, double>(metrics)));
+    public void LogImages(int step, IReadOnlyList<TrackedImage> images) => Images.AddRange(images.Select(i => (step, i)));
     public void Dispose() { }
 }
 

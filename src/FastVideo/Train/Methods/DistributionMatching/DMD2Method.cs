@@ -234,8 +234,9 @@ public sealed class DMD2Method : TrainingMethod
         return Student.ShiftAndClampTimestep(f);
     }
 
-    /// <summary>0.5 MSE(x_gen, x_gen - g) with g = (fake - real) / mean|x_gen - real|, so d loss / d x_gen = g / numel.</summary>
-    private Tensor DmdLoss(Tensor xGen, TrainingBatch tb, Dictionary<string, Tensor> metrics)
+    /// <summary>0.5 MSE(x_gen, x_gen - g) with g = (fake - real) / mean|x_gen - real|, so d loss / d x_gen = g / numel.
+    /// Internal for the test that checks it against the formula.</summary>
+    internal Tensor DmdLoss(Tensor xGen, TrainingBatch tb, Dictionary<string, Tensor> metrics)
     {
         Tensor grad;
         using (no_grad())

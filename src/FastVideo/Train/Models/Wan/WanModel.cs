@@ -249,4 +249,11 @@ public class WanModel : ModelBase
         using var scaled = loss / Math.Max(1, gradAccumRounds);
         scaled.backward();
     }
+
+    public override void Dispose()
+    {
+        _negative?.Dispose();
+        _negative = null;
+        base.Dispose();
+    }
 }
