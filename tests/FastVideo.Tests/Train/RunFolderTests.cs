@@ -366,7 +366,7 @@ public class RunFolderTests
         File.WriteAllText(output, "a file");
         (code, err) = Cli("train", recipe);
         Assert.Equal(ExitCodes.Storage, code);
-        Assert.Equal(1, err.Trim().Split('\n').Length);
+        Assert.Single(err.Trim().Split('\n'));
         Assert.DoesNotContain("   at ", err);
 
         File.Delete(output);

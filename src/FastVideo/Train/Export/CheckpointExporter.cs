@@ -29,7 +29,7 @@ public sealed record ExportResult(
 
 /// <summary>
 /// Spec 8.4 (dcp_to_diffusers) for this port's checkpoints: writes one role of a training checkpoint as a Diffusers
-/// folder that <c>fastvideo generate --model</c> (and <see cref="Models.Dits.WanTransformer3DModel.FromPretrained"/>)
+/// folder that <c>fastvideo generate --model</c> (and the family that trained it)
 /// loads. The role's base model (<c>roles.&lt;role&gt;.init_from</c> of the checkpoint's recipe) is copied with hard
 /// links where possible, minus its transformer weights; then <c>transformer/config.json</c> (the base model's) and
 /// <c>transformer/diffusion_pytorch_model.safetensors</c> (the checkpoint's weights, Diffusers key names, the master

@@ -4,26 +4,7 @@ using static TorchSharp.torch;
 
 namespace FastVideo.Train.Methods;
 
-/// <summary>
-/// A method by name. <see cref="OptionsType"/> is the record its <c>method:</c> options bind into (a
-/// <see cref="MethodOptions"/> subclass; the recipe loader binds it once, with line-numbered errors);
-/// <see cref="CheckRoles"/> validates the recipe's roles before any weights load (names the role and what is wrong);
-/// <see cref="Create"/> builds the method from the loaded role models. Declare one with <see cref="Of{TOptions}"/>.
-/// </summary>
-public sealed record MethodDescriptor(
-    string Name,
-    string Description,
-    Type OptionsType,
-    Action<RunConfig> CheckRoles,
-    Func<RunConfig, IReadOnlyDictionary<string, ModelBase>, TrainingMethod> Create)
-{
-    /// <summary>A method whose options are <typeparamref name="TOptions"/>; <paramref name="create"/> gets them typed
-    /// (from <see cref="RunConfig.Method"/>).</summary>
-    public static MethodDescriptor Of<TOptions>(string name, string description, Action<RunConfig> checkRoles,
-        Func<RunConfig, TOptions, IReadOnlyDictionary<string, ModelBase>, TrainingMethod> create) where TOptions : MethodOptions =>
-        new(name, description, typeof(TOptions), checkRoles, (config, roles) => create(config, config.MethodOptions<TOptions>(), roles));
-}
-
+/// <summary>Method name -> descriptor. <see cref="Default"/> holds the built-in methods; users may register more.</summary>
 public sealed class MethodRegistry : IMethodCatalog
 {
     private readonly Dictionary<string, MethodDescriptor> _methods = new(StringComparer.Ordinal);
@@ -78,49 +59,5 @@ public sealed class MethodRegistry : IMethodCatalog
             throw new UserError($"roles.{role}: method '{method}' needs a {(trainable ? "trainable" : "frozen")} '{role}' role, and the recipe has none (roles: {string.Join(", ", config.Roles.Keys)})");
         if (rc.Trainable != trainable)
             throw new UserError($"roles.{role}.trainable: method '{method}' needs '{role}' to be {(trainable ? "trainable" : "frozen")} (trainable: {(trainable ? "true" : "false")})");
-    }
-}
-
-/// <summary>Builds the roles and the method of a recipe, checking everything cheap before any weights load.</summary>
-public static class TrainingBuilder
-{
-    /// <summary>
-    /// Builds inside a dispose scope: module parameters and buffers survive it (modules register them), and so must
-    /// any other tensor a family or method keeps from its constructor (detach it with DetachFromDisposeScope); the
-    /// loaded weights and every conversion in between are freed when the build returns.
-    /// </summary>
-    public static TrainingMethod Build(RunConfig config, ModelFamilyRegistry? families = null, MethodRegistry? methods = null)
-    {
-        families ??= ModelFamilyRegistry.Default;
-        var method = (methods ?? MethodRegistry.Default).Get(config.Recipe.Method);
-        method.CheckRoles(config);
-        CheckSharedLatentSpace(config, families);
-
-        using var scope = NewDisposeScope();
-        var models = new Dictionary<string, ModelBase>(StringComparer.Ordinal);
-        try
-        {
-            foreach (var (role, rc) in config.Roles) models[role] = families.Create(role, rc, config);
-            return method.Create(config, models);
-        }
-        catch
-        {
-            foreach (var m in models.Values) m.Dispose();
-            throw;
-        }
-    }
-
-    /// <summary>Roles of one method exchange latents, so their families must share a latent space.</summary>
-    public static void CheckSharedLatentSpace(RunConfig config, ModelFamilyRegistry families)
-    {
-        var spaces = config.Roles.Select(kv =>
-        {
-            var family = kv.Value.Family ?? config.Recipe.Family ?? throw new UserError($"roles.{kv.Key}.family: no family given and recipe.family is not set");
-            return (Role: kv.Key, Family: family, Space: families.Get(family).LatentSpace);
-        }).ToList();
-        var distinct = spaces.Select(s => s.Space).Distinct().ToList();
-        if (distinct.Count > 1)
-            throw new UserError("roles: the roles' families do not share a latent space: " +
-                string.Join(", ", spaces.Select(s => $"{s.Role} ({s.Family}: {s.Space})")));
     }
 }

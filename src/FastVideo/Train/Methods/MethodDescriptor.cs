@@ -1,0 +1,25 @@
+using FastVideo.Configs;
+using FastVideo.Train.Models;
+using static TorchSharp.torch;
+
+namespace FastVideo.Train.Methods;
+
+/// <summary>
+/// A method by name. <see cref="OptionsType"/> is the record its <c>method:</c> options bind into (a
+/// <see cref="MethodOptions"/> subclass; the recipe loader binds it once, with line-numbered errors);
+/// <see cref="CheckRoles"/> validates the recipe's roles before any weights load (names the role and what is wrong);
+/// <see cref="Create"/> builds the method from the loaded role models. Declare one with <see cref="Of{TOptions}"/>.
+/// </summary>
+public sealed record MethodDescriptor(
+    string Name,
+    string Description,
+    Type OptionsType,
+    Action<RunConfig> CheckRoles,
+    Func<RunConfig, IReadOnlyDictionary<string, ModelBase>, TrainingMethod> Create)
+{
+    /// <summary>A method whose options are <typeparamref name="TOptions"/>; <paramref name="create"/> gets them typed
+    /// (from <see cref="RunConfig.Method"/>).</summary>
+    public static MethodDescriptor Of<TOptions>(string name, string description, Action<RunConfig> checkRoles,
+        Func<RunConfig, TOptions, IReadOnlyDictionary<string, ModelBase>, TrainingMethod> create) where TOptions : MethodOptions =>
+        new(name, description, typeof(TOptions), checkRoles, (config, roles) => create(config, config.MethodOptions<TOptions>(), roles));
+}

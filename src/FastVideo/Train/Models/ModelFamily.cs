@@ -1,0 +1,46 @@
+using System.Reflection;
+using FastVideo.Configs;
+using FastVideo.Models.Vae;
+
+namespace FastVideo.Train.Models;
+
+/// <summary>Pipeline defaults of a family, overridable by the recipe's <c>pipeline:</c> section.</summary>
+public sealed record FamilyDefaults(double FlowShift, int TextLen, VaeConfig Vae);
+
+/// <summary>What a family's activation estimate reads: its transformer's config.json, the data shape and the VAE.</summary>
+public sealed record ActivationQuery(System.Text.Json.Nodes.JsonObject TransformerConfig, TrainingConfig Training, VaeConfig Vae)
+{
+    public int BytesPerValue => Precision.BytesPerValue(Training.DitPrecision);
+}
+
+/// <summary>
+/// A model family: its name, the record its role options bind into, the latent space it works in (roles of one
+/// method must share it), its pipeline defaults and how to build a model. <see cref="EstimateActivations"/> gives
+/// the dry-run plan the activations a trainable role keeps for one micro-batch (null: unknown).
+/// </summary>
+public sealed record ModelFamily(
+    string Name,
+    string Description,
+    Type RoleConfigType,
+    string LatentSpace,
+    FamilyDefaults Defaults,
+    Func<ModelBuildContext, ModelBase> Create)
+{
+    public Func<ActivationQuery, long?>? EstimateActivations { get; init; }
+
+    /// <summary>
+    /// Writes a transformer folder (config.json + Diffusers-named weights) of the given config with weights drawn
+    /// from a seed: for tests, the demo and the quickstart's untrained teacher. Null when the family has none.
+    /// </summary>
+    public Action<System.Text.Json.Nodes.JsonObject, ulong, string>? WriteRandomTransformer { get; init; }
+}
+
+/// <summary>A model to sample with outside training: family, model folder and how to run it.</summary>
+public sealed record InferenceModel(string Family, string ModelPath, string Device = "cpu", string Precision = "fp32",
+    double? FlowShift = null, string? NegativePromptEmbeds = null, string Role = "generator");
+
+/// <summary>Implemented by user assemblies that add families; loaded with <see cref="ModelFamilyRegistry.LoadPlugins"/>.</summary>
+public interface IModelFamilyProvider
+{
+    IEnumerable<ModelFamily> Families();
+}
