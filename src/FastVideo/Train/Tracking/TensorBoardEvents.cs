@@ -69,11 +69,7 @@ public static class TensorBoardEvents
     {
         var log = new ProtoWriter();
         log.Varint(SessionLogStatus, SessionLogStart);
-        var e = new ProtoWriter();
-        e.Double(EventWallTime, wallTime);
-        e.Varint(EventStep, (ulong)step);
-        e.Message(EventSessionLog, log);
-        return e.ToArray();
+        return Event(wallTime, step, EventSessionLog, log);
     }
 
     /// <summary>One event holding every metric of a step as a scalar (<c>simple_value</c> is a float32).</summary>
@@ -87,11 +83,7 @@ public static class TensorBoardEvents
             v.Float(ValueSimpleValue, (float)value);
             summary.Message(SummaryValue, v);
         }
-        var e = new ProtoWriter();
-        e.Double(EventWallTime, wallTime);
-        e.Varint(EventStep, (ulong)step);
-        e.Message(EventSummary, summary);
-        return e.ToArray();
+        return Event(wallTime, step, EventSummary, summary);
     }
 
     /// <summary>
@@ -113,11 +105,7 @@ public static class TensorBoardEvents
             v.Message(ValueImage, image);
             summary.Message(SummaryValue, v);
         }
-        var e = new ProtoWriter();
-        e.Double(EventWallTime, wallTime);
-        e.Varint(EventStep, (ulong)step);
-        e.Message(EventSummary, summary);
-        return e.ToArray();
+        return Event(wallTime, step, EventSummary, summary);
     }
 
     /// <summary>
@@ -183,6 +171,16 @@ public static class TensorBoardEvents
             if (x < 0x80) return true;
         }
         return false;
+    }
+
+    /// <summary>An event at <paramref name="step"/> holding <paramref name="payload"/> in field <paramref name="field"/>.</summary>
+    private static byte[] Event(double wallTime, long step, int field, ProtoWriter payload)
+    {
+        var e = new ProtoWriter();
+        e.Double(EventWallTime, wallTime);
+        e.Varint(EventStep, (ulong)step);
+        e.Message(field, payload);
+        return e.ToArray();
     }
 
     /// <summary>The handful of protobuf wire encodings the events above need.</summary>
