@@ -76,6 +76,7 @@ public static class RecipeLoader
         CheckOptions(config.Method, "method", root, binder);
         foreach (var (name, options) in config.Callbacks)
             CheckOptions(options, $"callbacks.{name}", root, binder);
+        CheckLora(config, root, binder);
         Validate(config, root, binder);
         // Raw is rebuilt from the typed config so it carries every default and each role's resolved family.
         return config with { Raw = RecipeTree.ToPlain(config) };
@@ -243,6 +244,20 @@ public static class RecipeLoader
         if (checkedOptions.Check().FirstOrDefault() is not { } problem) return;
         var keyPath = Key(path, problem.Key);
         throw binder.Error(Locate(root, keyPath), keyPath, problem.Detail);
+    }
+
+    /// <summary>Each role's <c>lora</c> block: its own checks, and LoRA only on a trainable role (as upstream).</summary>
+    private static void CheckLora(RunConfig config, RawMap root, RecipeBinder binder)
+    {
+        foreach (var (name, role) in config.Roles)
+        {
+            CheckOptions(role.Lora, $"roles.{name}.lora", root, binder);
+            if (role.Lora.Enable && !role.Trainable)
+            {
+                var path = $"roles.{name}.lora.enable";
+                throw binder.Error(Locate(root, path), path, "LoRA training requires trainable: true for the role");
+            }
+        }
     }
 
     private static string Key(string path, string key) => key.Length == 0 ? path : key[0] == '[' ? path + key : $"{path}.{key}";

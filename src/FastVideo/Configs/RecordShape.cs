@@ -55,16 +55,25 @@ internal static class RecordShape
         Activator.CreateInstance(type) ?? throw new InvalidOperationException($"cannot create {type.Name}");
 
     /// <summary>The options of <paramref name="type"/> with their defaults and descriptions.</summary>
-    public static IReadOnlyList<OptionInfo> Describe(Type type)
+    /// <remarks>A nested options record (a role's <c>lora</c>) is listed as its own options, <c>lora.rank</c>, ...</remarks>
+    public static IReadOnlyList<OptionInfo> Describe(Type type) => Describe(type, CreateDefault(type), "").ToList();
+
+    private static IEnumerable<OptionInfo> Describe(Type type, object defaults, string prefix)
     {
-        var defaults = CreateDefault(type);
-        return Of(type).Select(p =>
+        foreach (var (key, property) in Of(type))
         {
-            bool required = IsRequired(p.Property);
-            var description = p.Property.GetCustomAttribute<DescriptionAttribute>()?.Description ?? "";
-            return new OptionInfo(p.Key, TypeName(p.Property.PropertyType, IsNullable(p.Property)),
-                required ? "(required)" : FormatDefault(p.Property.GetValue(defaults)), description, required);
-        }).ToList();
+            bool required = IsRequired(property);
+            var value = property.GetValue(defaults);
+            if (!required && IsRecord(property.PropertyType))
+            {
+                foreach (var nested in Describe(property.PropertyType, value ?? CreateDefault(property.PropertyType), $"{prefix}{key}."))
+                    yield return nested;
+                continue;
+            }
+            var description = property.GetCustomAttribute<DescriptionAttribute>()?.Description ?? "";
+            yield return new OptionInfo(prefix + key, TypeName(property.PropertyType, IsNullable(property)),
+                required ? "(required)" : FormatDefault(value), description, required);
+        }
     }
 
     /// <summary>The snake_case names an enum accepts (canonical first, then its <see cref="AliasesAttribute"/> names).</summary>

@@ -72,6 +72,8 @@ public record RoleConfig
     /// <summary>Precomputed negative-prompt embeddings (safetensors with <c>negative_prompt_embeds</c> [1,L,D]);
     /// null = look for <c>negative_prompt_embeds.safetensors</c> in the model folder.</summary>
     public string? NegativePromptEmbeds { get; init; }
+    /// <summary>LoRA training of this role (upstream's <c>lora: {enable, rank, alpha, target_modules}</c>).</summary>
+    public LoraOptions Lora { get; init; } = new();
 }
 
 public sealed record TrainingConfig

@@ -9,6 +9,7 @@ namespace FastVideo.Train;
 /// <summary>One role's line of the dry-run plan; memory in bytes.</summary>
 public sealed record RolePlan(string Role, string Family, bool Trainable, long Parameters, long TrainableParameters,
     long WeightBytes, long GradBytes, long OptimizerBytes, long? ActivationBytes);
+// With LoRA, TrainableParameters, GradBytes and OptimizerBytes count the float32 adapters only.
 
 /// <summary>
 /// What <c>fastvideo train --dry-run</c> prints: per role its family, parameter counts and a memory estimate
@@ -49,14 +50,28 @@ public static class TrainingPlan
         {
             var family = rc.Family ?? config.Recipe.Family!;
             var folder = Weights.DiffusersModelFolder.Resolve(rc.InitFrom);
-            long total = folder.WeightFiles.Sum(f => Weights.SafeTensors.ReadHeader(f).Values.Sum(i => i.NumElements));
+            var headers = folder.WeightFiles.SelectMany(f => Weights.SafeTensors.ReadHeader(f)).ToList();
+            long total = headers.Sum(h => h.Value.NumElements);
             long weights = total * bytes;
             long trainable = rc.Trainable ? total : 0;
+            long trainableBytes = trainable * bytes;
             var plugin = families.Get(family);
+            if (rc.Lora.Enable)
+            {
+                // Float32 adapters A [r, in] and B [out, r] on the chosen layers; the base is frozen.
+                var capable = plugin.IsLoraCapable ?? throw new UserError($"roles.{role}.lora.enable: the '{family}' family does not support LoRA");
+                var layers = headers.Where(h => h.Key.EndsWith(".weight", StringComparison.Ordinal) && h.Value.Shape.Length == 2)
+                    .ToDictionary(h => h.Key[..^".weight".Length], h => h.Value.Shape);
+                var chosen = FastVideo.Models.Layers.LoraAdapters.SelectTargets(layers.Keys.Where(capable).Order(StringComparer.Ordinal).ToList(), rc.Lora, $"roles.{role}.lora");
+                trainable = chosen.Sum(l => (long)rc.Lora.Rank!.Value * (layers[l][0] + layers[l][1]));
+                trainableBytes = trainable * 4;
+                total += trainable;
+                weights += trainableBytes;
+            }
             long? act = !rc.Trainable ? 0
                 : plugin.EstimateActivations?.Invoke(new ActivationQuery(folder.ReadConfig(), config.Training,
                     VaeConfig.FromModelFolder(folder, plugin.Defaults.Vae)));   // the VAE as the model loads it
-            plans.Add(new RolePlan(role, family, rc.Trainable, total, trainable, weights, trainable * bytes, 2 * trainable * bytes, act));
+            plans.Add(new RolePlan(role, family, rc.Trainable, total, trainable, weights, trainableBytes, 2 * trainableBytes, act));
         }
         return plans;
     }

@@ -95,7 +95,7 @@ public sealed record WanTransformerConfig
 /// <summary>Multi-head attention with q/k RMSNorm across all heads; self-attention takes RoPE tables.</summary>
 public sealed class WanAttention : nn.Module
 {
-    public readonly Linear to_q, to_k, to_v;
+    public readonly LoraLinear to_q, to_k, to_v;   // LoraLinear: nn.Linear's keys, can take a LoRA adapter
     public readonly ModuleList<nn.Module<Tensor, Tensor>> to_out; // [Linear, Dropout] as in Diffusers: key "to_out.0"
     public readonly RMSNorm norm_q, norm_k;
     private readonly int _heads;
@@ -103,10 +103,10 @@ public sealed class WanAttention : nn.Module
     public WanAttention(int dim, int heads, double eps) : base(nameof(WanAttention))
     {
         _heads = heads;
-        to_q = nn.Linear(dim, dim);
-        to_k = nn.Linear(dim, dim);
-        to_v = nn.Linear(dim, dim);
-        to_out = nn.ModuleList<nn.Module<Tensor, Tensor>>(nn.Linear(dim, dim), nn.Dropout(0.0));
+        to_q = new LoraLinear(dim, dim);
+        to_k = new LoraLinear(dim, dim);
+        to_v = new LoraLinear(dim, dim);
+        to_out = nn.ModuleList<nn.Module<Tensor, Tensor>>(new LoraLinear(dim, dim), nn.Dropout(0.0));
         norm_q = new RMSNorm(dim, eps);
         norm_k = new RMSNorm(dim, eps);
         RegisterComponents();
@@ -142,7 +142,7 @@ public sealed class WanFeedForward : nn.Module<Tensor, Tensor>
 
     public WanFeedForward(int dim, int innerDim) : base(nameof(WanFeedForward))
     {
-        net = nn.ModuleList<nn.Module<Tensor, Tensor>>(new GeluTanhProjection(dim, innerDim), nn.Dropout(0.0), nn.Linear(innerDim, dim));
+        net = nn.ModuleList<nn.Module<Tensor, Tensor>>(new GeluTanhProjection(dim, innerDim), nn.Dropout(0.0), new LoraLinear(innerDim, dim));
         RegisterComponents();
     }
 
@@ -154,11 +154,11 @@ public sealed class WanFeedForward : nn.Module<Tensor, Tensor>
 
     private sealed class GeluTanhProjection : nn.Module<Tensor, Tensor>
     {
-        public readonly Linear proj;
+        public readonly LoraLinear proj;
 
         public GeluTanhProjection(int dim, int inner) : base("GELU")
         {
-            proj = nn.Linear(dim, inner);
+            proj = new LoraLinear(dim, inner);
             RegisterComponents();
         }
 
@@ -256,7 +256,7 @@ public sealed partial class WanTransformer3DModel : nn.Module
     public readonly Conv3d patch_embedding;
     public readonly WanTimeTextEmbedding condition_embedder;
     public readonly ModuleList<WanTransformerBlock> blocks;
-    public readonly Linear proj_out;
+    public readonly LoraLinear proj_out;
     public readonly Parameter scale_shift_table; // [1, 2, D]: index 0 = shift, 1 = scale
 
     public WanTransformer3DModel(WanTransformerConfig config) : base(nameof(WanTransformer3DModel))
@@ -270,7 +270,7 @@ public sealed partial class WanTransformer3DModel : nn.Module
         patch_embedding = nn.Conv3d(config.InChannels, dim, kernel_size: (p[0], p[1], p[2]), stride: (p[0], p[1], p[2]));
         condition_embedder = new WanTimeTextEmbedding(config);
         blocks = nn.ModuleList(Enumerable.Range(0, config.NumLayers).Select(_ => new WanTransformerBlock(config)).ToArray());
-        proj_out = nn.Linear(dim, (long)config.OutChannels * p[0] * p[1] * p[2]);
+        proj_out = new LoraLinear(dim, (long)config.OutChannels * p[0] * p[1] * p[2]);
         scale_shift_table = ModuleParameter.Create(() => randn(1, 2, dim) / Math.Sqrt(dim));
         RegisterComponents();
     }

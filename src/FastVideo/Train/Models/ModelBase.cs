@@ -44,7 +44,41 @@ public abstract class ModelBase : IDisposable
 
     public ModelBuildContext Context { get; }
     public string Role { get; }
+    /// <summary>The role trains (roles.&lt;role&gt;.trainable); with LoRA only its adapters do.</summary>
     public bool Trainable { get; }
+
+    /// <summary>The role's LoRA options when <c>lora.enable</c> is true, else null.</summary>
+    public LoraOptions? Lora => Context.Options.Lora.Enable ? Context.Options.Lora : null;
+
+    /// <summary>The layers that carry a trainable LoRA adapter (empty for a role without LoRA).</summary>
+    public IReadOnlyList<string> LoraLayers { get; private set; } = [];
+
+    /// <summary>Only LoRA adapters train: checkpoints hold them alone, export merges them or writes them for Diffusers.</summary>
+    public bool IsLora => LoraLayers.Count > 0;
+
+    /// <summary>
+    /// Upstream's <c>_enable_lora_if_configured</c>: with <c>lora.enable</c>, freezes <paramref name="transformer"/>
+    /// (its weights loaded) and adds the adapters to the chosen <see cref="FastVideo.Models.Layers.LoraLinear"/> layers, A drawn
+    /// from a generator seeded with (training.data.seed, role) so that it depends on neither the global RNG nor
+    /// the order roles are built in. A family calls it at the end of building its transformer; a family that does
+    /// not is refused LoRA by the registry.
+    /// </summary>
+    protected void EnableLoraIfConfigured(nn.Module transformer)
+    {
+        if (Lora is not { } options) return;
+        if (!Trainable) throw new UserError($"roles.{Role}.lora.enable: LoRA training requires trainable: true for the role");
+        using var generator = new Generator(LoraSeed(Context.Training.Data.Seed, Role), torch.device("cpu"));
+        LoraLayers = FastVideo.Models.Layers.LoraAdapters.Enable(transformer, options, generator, $"roles.{Role}.lora");
+        transformer.train();
+    }
+
+    /// <summary>The seed of a role's adapter initialisation: data.seed mixed with the role name (FNV-1a), stable across runs.</summary>
+    public static ulong LoraSeed(long dataSeed, string role)
+    {
+        ulong h = 14695981039346656037UL;
+        foreach (char c in role) { h ^= c; h *= 1099511628211UL; }
+        return unchecked((ulong)dataSeed * 0x9E3779B97F4A7C15UL) ^ h;
+    }
     public Device Device { get; }
     public abstract nn.Module Transformer { get; }
     public abstract INoiseScheduler NoiseScheduler { get; }
@@ -88,7 +122,28 @@ public abstract class ModelBase : IDisposable
         Directory.CreateDirectory(transformerDir);
         IO.Durable.WriteAllText(Path.Combine(transformerDir, "config.json"),
             TransformerConfig.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
-        StateDict.SaveModule(Transformer, Path.Combine(transformerDir, "diffusion_pytorch_model.safetensors"));
+        var path = Path.Combine(transformerDir, "diffusion_pytorch_model.safetensors");
+        if (!IsLora) { StateDict.SaveModule(Transformer, path); return; }
+        // A LoRA role is written merged (W + (alpha/rank)·B A, float32), under the base model's keys.
+        using var scope = NewDisposeScope();
+        SafeTensors.Save(path, FastVideo.Models.Layers.LoraAdapters.MergedState(Transformer));
+    }
+
+    /// <summary>
+    /// A role's frozen base weights as its options name them: <c>transformer_override_safetensor</c> (unless
+    /// <c>disable_custom_init_weights</c>), else the model folder's weights. Returns the tensors and where they came from.
+    /// </summary>
+    public static (Dictionary<string, Tensor> Weights, string Source) ResolveBaseWeights(RoleConfig options, DiffusersModelFolder folder)
+    {
+        var over = options.TransformerOverrideSafetensor;
+        if (!string.IsNullOrEmpty(over) && !options.DisableCustomInitWeights)
+        {
+            // Upstream silently ignores a missing override path; a typo there would train the wrong weights.
+            if (!File.Exists(over) && !Directory.Exists(over))
+                throw new UserError($"transformer_override_safetensor '{over}' does not exist");
+            return (StateDict.LoadSafetensorsFileOrFolder(over), over);
+        }
+        return (StateDict.LoadWeights(folder), string.Join(", ", folder.WeightFiles));
     }
 
     /// <summary>The transformer's config.json as loaded (what the family's estimates read).</summary>

@@ -33,6 +33,12 @@ public sealed record ModelFamily(
     /// from a seed: for tests, the demo and the quickstart's untrained teacher. Null when the family has none.
     /// </summary>
     public Action<System.Text.Json.Nodes.JsonObject, ulong, string>? WriteRandomTransformer { get; init; }
+
+    /// <summary>
+    /// Which layers (module names, the weight key without <c>.weight</c>) of the family's transformer can take a
+    /// LoRA adapter, for the dry-run plan that reads only safetensors headers. Null when the family has no LoRA.
+    /// </summary>
+    public Func<string, bool>? IsLoraCapable { get; init; }
 }
 
 /// <summary>A model to sample with outside training: family, model folder and how to run it.</summary>

@@ -63,7 +63,14 @@ public sealed class ModelFamilyRegistry : IFamilyCatalog
     public ModelBase Create(string role, RoleConfig options, RunConfig run)
     {
         var family = Get(options.Family ?? run.Recipe.Family ?? throw new UserError($"roles.{role}.family: no family given and recipe.family is not set"));
-        return family.Create(new ModelBuildContext(role, options, run, family));
+        var model = family.Create(new ModelBuildContext(role, options, run, family));
+        if (options.Lora.Enable && !model.IsLora)
+        {
+            // The family built the role without calling EnableLoraIfConfigured: training would update every weight.
+            model.Dispose();
+            throw new UserError($"roles.{role}.lora.enable: the '{family.Name}' family does not support LoRA");
+        }
+        return model;
     }
 
     /// <summary>Loads families from user assemblies: every public <see cref="IModelFamilyProvider"/> with a parameterless constructor.</summary>

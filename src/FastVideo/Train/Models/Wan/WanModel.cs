@@ -15,7 +15,7 @@ namespace FastVideo.Train.Models.Wan;
 /// The <c>wan</c> family: Wan 2.1 text-to-video from a Diffusers folder. One instance per role; owns its
 /// <see cref="WanTransformer3DModel"/> and a <see cref="FlowMatchEulerDiscreteScheduler"/> with the role's shift.
 /// </summary>
-public class WanModel : ModelBase
+public partial class WanModel : ModelBase
 {
     public static ModelFamily Family { get; } = new(
         Name: "wan",
@@ -31,7 +31,12 @@ public class WanModel : ModelBase
             using var m = WanTransformer3DModel.CreateRandom(WanTransformerConfig.FromJson(config, "random transformer config"), seed);
             m.SavePretrained(dir);
         },
+        // The LoraLinear layers of WanTransformer3DModel: upstream's Wan minus its excluded "embedder" layers.
+        IsLoraCapable = name => LoraCapableLayer().IsMatch(name),
     };
+
+    [System.Text.RegularExpressions.GeneratedRegex(@"^(blocks\.\d+\.(attn[12]\.(to_q|to_k|to_v|to_out\.0)|ffn\.net\.(0\.proj|2))|proj_out)$")]
+    private static partial System.Text.RegularExpressions.Regex LoraCapableLayer();
 
     private readonly WanTransformer3DModel _transformer;
     private readonly FlowMatchEulerDiscreteScheduler _scheduler;
@@ -47,11 +52,13 @@ public class WanModel : ModelBase
         MasterDtype = Precision.Parse(context.Training.DitPrecision);
 
         _transformer = new WanTransformer3DModel(config);
-        var (weights, source) = ResolveWeights(options, Folder);
+        var (weights, source) = ResolveBaseWeights(options, Folder);
         try { StateDict.LoadInto(_transformer, weights, source); }
         finally { foreach (var w in weights.Values) w.Dispose(); }
         _transformer.to(MasterDtype).to(Device);
         ApplyTrainable();
+        // LoRA: the base (in the master dtype, bf16 if dit_precision says so) is frozen; float32 adapters train.
+        EnableLoraIfConfigured(_transformer);
 
         double shift = options.FlowShift ?? context.Family.Defaults.FlowShift;
         _scheduler = new FlowMatchEulerDiscreteScheduler(shift);
@@ -70,19 +77,6 @@ public class WanModel : ModelBase
     public double TimestepShift { get; private set; }
     public int MinTimestep { get; } = 0;
     public int MaxTimestep => NumTrainTimesteps;
-
-    private static (Dictionary<string, Tensor> Weights, string Source) ResolveWeights(RoleConfig options, DiffusersModelFolder folder)
-    {
-        var over = options.TransformerOverrideSafetensor;
-        if (!string.IsNullOrEmpty(over) && !options.DisableCustomInitWeights)
-        {
-            // Upstream silently ignores a missing override path; a typo there would train the wrong weights.
-            if (!File.Exists(over) && !Directory.Exists(over))
-                throw new UserError($"transformer_override_safetensor '{over}' does not exist");
-            return (StateDict.LoadSafetensorsFileOrFolder(over), over);
-        }
-        return (StateDict.LoadWeights(folder), string.Join(", ", folder.WeightFiles));
-    }
 
     private void ApplyTrainable()
     {
