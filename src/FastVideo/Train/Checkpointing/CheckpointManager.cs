@@ -15,10 +15,11 @@ namespace FastVideo.Train.Checkpointing;
 /// Training checkpoints (spec 8). Layout of <c>&lt;output_dir&gt;/checkpoint-&lt;step&gt;/</c>:
 /// <code>
 ///   &lt;role&gt;/transformer/diffusion_pytorch_model.safetensors   every trainable role's weights (Diffusers keys)
+///   &lt;role&gt;/lora/adapter_model.safetensors    instead, for a LoRA role: its adapters only (what trains; unscaled A, B)
 ///   training_state.safetensors   optimizer moments, callback tensors (EMA shadows), generator states
 ///   training_state.json          optimizer steps, scheduler counters, loader state, callback values
 ///   recipe.yaml                  the resolved recipe
-///   metadata.json                {"step", "roles", "format"}: written last, so its presence marks a whole checkpoint
+///   metadata.json                {"step", "roles", "lora_roles", "format"}: written last, so its presence marks a whole checkpoint
 /// </code>
 /// A checkpoint is built in <c>checkpoint-&lt;step&gt;.tmp-*</c>, fsynced, and renamed into place, so a crash or a
 /// power loss mid-write leaves the previous checkpoints untouched; only the newest <c>keep_last</c> are kept.
@@ -27,6 +28,7 @@ public sealed partial class CheckpointManager
 {
     public const string Format = "fastvideo-sharp-checkpoint/1";
     public const string WeightsFile = "diffusion_pytorch_model.safetensors";
+    public const string AdapterFile = "adapter_model.safetensors";
     private const string StateTensors = "training_state.safetensors";
     private const string StateValues = "training_state.json";
     public const string MetadataFile = "metadata.json";
@@ -58,6 +60,9 @@ public sealed partial class CheckpointManager
 
     public static string RoleWeightsPath(string checkpoint, string role) => Path.Combine(checkpoint, role, "transformer", WeightsFile);
 
+    /// <summary>Where a LoRA role's adapters are (its only weights in the checkpoint).</summary>
+    public static string RoleAdapterPath(string checkpoint, string role) => Path.Combine(checkpoint, role, "lora", AdapterFile);
+
     public bool ShouldSave(int step) => SaveSteps > 0 && step % SaveSteps == 0 && LastSavedStep != step;
 
     public string Save(int step, TrainingMethod method, IReadOnlyList<TrainCallback> callbacks, IBatchSource data)
@@ -71,9 +76,10 @@ public sealed partial class CheckpointManager
             var roles = method.TrainableRoles.ToList();
             foreach (var model in roles)
             {
-                var path = RoleWeightsPath(tmp, model.Role);
+                var path = model.IsLora ? RoleAdapterPath(tmp, model.Role) : RoleWeightsPath(tmp, model.Role);
                 Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-                StateDict.SaveModule(model.Transformer, path);
+                if (model.IsLora) SaveAdapters(model, path);
+                else StateDict.SaveModule(model.Transformer, path);
                 AfterFileWritten?.Invoke(path);
             }
 
@@ -96,6 +102,8 @@ public sealed partial class CheckpointManager
                 ["step"] = step,
                 ["roles"] = new JsonArray(roles.Select(r => (JsonNode)r.Role).ToArray()),
             };
+            if (roles.Any(r => r.IsLora))
+                meta["lora_roles"] = new JsonArray(roles.Where(r => r.IsLora).Select(r => (JsonNode)r.Role).ToArray());
             Write(Path.Combine(tmp, MetadataFile), p => File.WriteAllText(p, meta.ToJsonString(Indented)));
             // Durable before it is published: every file and folder of the tree, then the rename, then the parent.
             Durable.SyncTree(tmp);
@@ -130,6 +138,27 @@ public sealed partial class CheckpointManager
     }
 
     private static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
+
+    /// <summary>A LoRA role's trainable tensors (its adapters, as held: float32), with rank and alpha as metadata.</summary>
+    private static void SaveAdapters(Models.ModelBase model, string path)
+    {
+        var state = FastVideo.Models.Layers.LoraAdapters.TrainableState(model.Transformer);
+        var lora = model.Lora!;
+        SafeTensors.Save(path, state, new Dictionary<string, string>
+        {
+            ["format"] = "pt",
+            ["lora_rank"] = lora.Rank!.Value.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            ["lora_alpha"] = lora.EffectiveAlpha.ToString(System.Globalization.CultureInfo.InvariantCulture),
+        });
+    }
+
+    /// <summary>The roles whose checkpoint weights are LoRA adapters (metadata <c>lora_roles</c>; absent = none).</summary>
+    public static IReadOnlyList<string> LoraRoles(JsonNode meta) =>
+        meta["lora_roles"]?.AsArray().Select(r => r!.GetValue<string>()).ToList() ?? [];
+
+    /// <summary>The weights file of <paramref name="role"/>: its adapters for a LoRA role, else its full weights.</summary>
+    public static string RoleFile(string checkpoint, string role, IReadOnlyList<string> loraRoles) =>
+        loraRoles.Contains(role) ? RoleAdapterPath(checkpoint, role) : RoleWeightsPath(checkpoint, role);
 
     private void Write(string path, Action<string> write)
     {
@@ -195,14 +224,15 @@ public sealed partial class CheckpointManager
             if (CheckpointName().Match(name) is { Success: true } m && m.Groups[1].Value != step.ToString(System.Globalization.CultureInfo.InvariantCulture))
                 return $"{file}: step {step} does not match the folder name '{name}'";
             var roles = meta["roles"]?.AsArray().Select(r => r!.GetValue<string>()).ToList() ?? throw new FormatException("no \"roles\"");
+            var loraRoles = LoraRoles(meta);
             file = StateValues;
             if (JsonNode.Parse(File.ReadAllText(Path.Combine(checkpoint, file))) is not JsonObject) throw new FormatException("not a JSON object");
             file = StateTensors;
             SafeTensors.ReadHeader(Path.Combine(checkpoint, file));
             foreach (var role in roles)
             {
-                file = Path.GetRelativePath(checkpoint, RoleWeightsPath(checkpoint, role));
-                SafeTensors.ReadHeader(RoleWeightsPath(checkpoint, role));
+                file = Path.GetRelativePath(checkpoint, RoleFile(checkpoint, role, loraRoles));
+                SafeTensors.ReadHeader(RoleFile(checkpoint, role, loraRoles));
             }
             return null;
         }
@@ -299,6 +329,24 @@ public sealed partial class CheckpointManager
         }
     }
 
+    /// <summary>Copies <paramref name="weights"/> into the role's trainable parameters; names, shapes and count must match.</summary>
+    private static void LoadTrainable(Models.ModelBase model, IReadOnlyDictionary<string, Tensor> weights, string source)
+    {
+        var target = FastVideo.Models.Layers.LoraAdapters.TrainableState(model.Transformer);
+        var missing = target.Keys.Where(k => !weights.ContainsKey(k)).Order(StringComparer.Ordinal).ToList();
+        var unexpected = weights.Keys.Where(k => !target.ContainsKey(k)).Order(StringComparer.Ordinal).ToList();
+        var shape = target.Where(kv => weights.TryGetValue(kv.Key, out var w) && !w.shape.SequenceEqual(kv.Value.shape))
+            .Select(kv => $"{kv.Key}: model [{string.Join(", ", kv.Value.shape)}], checkpoint [{string.Join(", ", weights[kv.Key].shape)}]").ToList();
+        if (missing.Count + unexpected.Count + shape.Count > 0)
+            throw new UserError($"the LoRA adapters in '{source}' do not fit role '{model.Role}' (rank, alpha or target_modules changed?): " +
+                                $"{missing.Count} missing, {unexpected.Count} unexpected, {shape.Count} with another shape" +
+                                (missing.Count > 0 ? $"\n  missing: {string.Join(", ", missing.Take(10))}" : "") +
+                                (unexpected.Count > 0 ? $"\n  unexpected: {string.Join(", ", unexpected.Take(10))}" : "") +
+                                (shape.Count > 0 ? $"\n  shape: {string.Join(", ", shape.Take(10))}" : ""));
+        using var noGrad = no_grad();
+        foreach (var (k, p) in target) p.copy_(weights[k]);
+    }
+
     private int LoadCore(string checkpoint, TrainingMethod method, IReadOnlyList<TrainCallback> callbacks, IBatchSource data)
     {
         var meta = JsonNode.Parse(File.ReadAllText(Path.Combine(checkpoint, MetadataFile)))!;
@@ -306,12 +354,28 @@ public sealed partial class CheckpointManager
             throw new UserError($"checkpoint '{checkpoint}': unknown format '{meta["format"]}' (expected {Format})");
         int step = meta["step"]!.GetValue<int>();
 
+        var loraRoles = LoraRoles(meta);
         foreach (var model in method.TrainableRoles)
         {
-            var path = RoleWeightsPath(checkpoint, model.Role);
+            if (model.IsLora != loraRoles.Contains(model.Role))
+                throw new UserError($"checkpoint '{checkpoint}': role '{model.Role}' was trained {(model.IsLora ? "without" : "with")} LoRA, " +
+                                    $"but the recipe {(model.IsLora ? "enables" : "does not enable")} roles.{model.Role}.lora; resume with the recipe it was trained with");
+            var path = RoleFile(checkpoint, model.Role, loraRoles);
             if (!File.Exists(path)) throw new UserError($"checkpoint '{checkpoint}' has no weights for role '{model.Role}' ({path})");
             var weights = SafeTensors.Load(path);
-            try { StateDict.LoadInto(model.Transformer, weights, path); }
+            try
+            {
+                // A LoRA role: its trainable tensors (the adapters) exactly; the frozen base is the one it was built with.
+                if (model.IsLora)
+                {
+                    var saved = SafeTensors.ReadMetadata(path).GetValueOrDefault("lora_alpha");
+                    var alpha = model.Lora!.EffectiveAlpha.ToString(System.Globalization.CultureInfo.InvariantCulture);
+                    if (saved is not null && saved != alpha)
+                        throw new UserError($"checkpoint '{checkpoint}': role '{model.Role}' was trained with lora.alpha {saved}, the recipe gives {alpha}");
+                    LoadTrainable(model, weights, path);
+                }
+                else StateDict.LoadInto(model.Transformer, weights, path);
+            }
             finally { foreach (var w in weights.Values) w.Dispose(); }
         }
 
