@@ -32,6 +32,8 @@ public sealed record GenerateOptions
     public string Dtype { get; init; } = "fp32";
     /// <summary>The model family that loads <see cref="Model"/> (see <c>fastvideo families</c>).</summary>
     public string Family { get; init; } = "wan";
+    /// <summary>A Diffusers LoRA file for the transformer (<c>pytorch_lora_weights.safetensors</c>, or its folder) applied as Diffusers does.</summary>
+    public string? Lora { get; init; }
 }
 
 /// <summary><c>fastvideo generate</c>: flow-matching Euler sampling with CFG from precomputed text embeddings.</summary>
@@ -56,10 +58,11 @@ public static class GenerateCommand
         var dtype = CliOptions.OneOf("--dtype", "the transformer's precision", [.. Precision.Names]).WithDefault("fp32");
         var family = CliOptions.Text("--family", "FAMILY", "the model family that loads it (see 'fastvideo families')").WithDefault("wan");
         family.CompletionSources.Add(_ => ModelFamilyRegistry.Default.Families.Select(f => f.Name));
+        var lora = CliOptions.Text("--lora", "FILE", "a Diffusers LoRA for the transformer (pytorch_lora_weights.safetensors or its folder, e.g. from 'fastvideo export --lora-format adapter'), applied as load_lora_weights does");
 
         var command = new Command("generate", "Sample latents from precomputed text embeddings (Euler flow matching, classifier-free guidance).")
         {
-            model, prompt, negative, latents, seed, frames, height, width, steps, guidance, shift, output, device, dtype, family,
+            model, prompt, negative, latents, seed, frames, height, width, steps, guidance, shift, output, device, dtype, family, lora,
         };
         command.SetAction(r => Run(new GenerateOptions
         {
@@ -67,7 +70,7 @@ public static class GenerateCommand
             Latents = r.GetValue(latents), Seed = r.GetValue(seed), NumFrames = r.GetValue(frames), Height = r.GetValue(height), Width = r.GetValue(width),
             Steps = r.GetValue(steps), GuidanceScale = r.GetValue(guidance), FlowShift = r.GetValue(shift),
             OutputLatents = r.GetRequiredValue(output), Device = r.GetRequiredValue(device), Dtype = r.GetRequiredValue(dtype),
-            Family = r.GetRequiredValue(family),
+            Family = r.GetRequiredValue(family), Lora = r.GetValue(lora),
         }, r.InvocationConfiguration.Output, r.InvocationConfiguration.Error));
         return command;
     }
@@ -93,6 +96,12 @@ public static class GenerateCommand
             FlowShift: shift, NegativePromptEmbeds: o.NegativePromptEmbeds));
         var config = model.TransformerConfig;
         int channels = model.Vae.LatentChannels;
+        if (o.Lora is { } loraPath)
+        {
+            var file = Directory.Exists(loraPath) ? Path.Combine(loraPath, FastVideo.Models.Layers.LoraAdapters.DiffusersFileName) : loraPath;
+            var layers = FastVideo.Models.Layers.LoraAdapters.LoadDiffusers(model.Transformer, file);
+            stderr.WriteLine($"generate: LoRA {file} on {layers.Count} layers");
+        }
 
         var promptPath = o.PromptEmbeds;
         var prompt = ReadTensor(promptPath, "prompt_embeds", 3);

@@ -2,6 +2,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
 using FastVideo.Configs;
+using FastVideo.Models.Layers;
 using FastVideo.Train.Checkpointing;
 using FastVideo.Train.Models;
 using FastVideo.Weights;
@@ -20,12 +21,23 @@ public sealed record ExportRequest
     public bool Ema { get; init; }
     /// <summary>Replace an existing non-empty <see cref="OutputDir"/>.</summary>
     public bool Overwrite { get; init; }
+    /// <summary>For a LoRA role: the merged Diffusers folder or the adapter alone; null = merged. Refused for other roles.</summary>
+    public LoraExportFormat? LoraFormat { get; init; }
 }
 
-/// <summary>What an export wrote.</summary>
+/// <summary>How a LoRA role is exported.</summary>
+public enum LoraExportFormat
+{
+    /// <summary>A Diffusers model folder whose transformer weights are base + (alpha/rank)·B A (float32).</summary>
+    Merged,
+    /// <summary>Only <c>pytorch_lora_weights.safetensors</c> with Diffusers' Wan keys, for <c>pipe.load_lora_weights</c>.</summary>
+    Adapter,
+}
+
+/// <summary>What an export wrote. <paramref name="LoraFormat"/> is null for a role trained without LoRA.</summary>
 public sealed record ExportResult(
     string Checkpoint, int Step, string Role, bool Ema, string OutputDir, string BaseModel,
-    int Tensors, string WeightsPath, FolderCopy.Stats Copied);
+    int Tensors, string WeightsPath, FolderCopy.Stats Copied, LoraExportFormat? LoraFormat = null);
 
 /// <summary>
 /// Spec 8.4 (dcp_to_diffusers) for this port's checkpoints: writes one role of a training checkpoint as a Diffusers
@@ -36,6 +48,9 @@ public sealed record ExportResult(
 /// dtype) are written. Everything goes into a temporary sibling folder renamed into place at the end, so a failed
 /// export leaves nothing behind. Unlike upstream, nothing is rebuilt or trained: the checkpoint already stores each
 /// trainable role's weights under Diffusers names, and only the key set and shapes are checked against the base model.
+/// A LoRA role's checkpoint holds its adapters only: merged export adds (alpha/rank)·B A to the role's base weights
+/// (init_from, or its transformer_override_safetensor) as the model held them, in float32; adapter export writes
+/// <c>pytorch_lora_weights.safetensors</c> alone (see <see cref="LoraExportFormat"/>).
 /// </summary>
 public static partial class CheckpointExporter
 {
@@ -63,6 +78,14 @@ public static partial class CheckpointExporter
         var roleConfig = CheckRole(checkpoint, config, savedRoles, role);
         if (request.Ema && role != "student")
             throw new UserError($"export: --ema: EMA weights exist only for the student (callbacks.ema tracks the student), not for role '{role}'");
+        bool isLora = ReadLoraRoles(checkpoint).Contains(role);
+        if (isLora != roleConfig.Lora.Enable)
+            throw new UserError($"export: checkpoint '{checkpoint}' {(isLora ? "holds LoRA adapters" : "holds full weights")} for role '{role}' " +
+                                $"but its recipe says roles.{role}.lora.enable: {(roleConfig.Lora.Enable ? "true" : "false")}");
+        if (!isLora && request.LoraFormat is not null)
+            throw new UserError($"export: --lora-format: role '{role}' was not trained with LoRA (roles.{role}.lora.enable is false), so there is no adapter to " +
+                                "merge or write; export without --lora-format");
+        LoraExportFormat? loraFormat = isLora ? request.LoraFormat ?? LoraExportFormat.Merged : null;
 
         var output = Path.TrimEndingDirectorySeparator(Path.GetFullPath(request.OutputDir));
         CheckOutput(output, request.Overwrite);
@@ -76,17 +99,33 @@ public static partial class CheckpointExporter
             if (Overlaps(output, dir))
                 throw new UserError($"export: the output folder '{output}' overlaps {what} '{dir}'; choose another --out");
 
-        log?.WriteLine($"export: role '{role}'{(request.Ema ? " (EMA weights)" : "")} of {checkpoint} (step {step}); base model {baseRoot ?? baseModel.ComponentFolder}");
+        log?.WriteLine($"export: role '{role}'{(request.Ema ? " (EMA weights)" : "")}{(isLora ? $" (LoRA, {(loraFormat == LoraExportFormat.Merged ? "merged" : "adapter only")})" : "")} " +
+                       $"of {checkpoint} (step {step}); base model {baseRoot ?? baseModel.ComponentFolder}");
 
-        var weightsPath = CheckpointManager.RoleWeightsPath(checkpoint, role);
+        var weightsPath = isLora ? CheckpointManager.RoleAdapterPath(checkpoint, role) : CheckpointManager.RoleWeightsPath(checkpoint, role);
         if (!File.Exists(weightsPath))
             throw new UserError($"export: checkpoint '{checkpoint}' lists role '{role}' but has no weights file {weightsPath}");
         var weights = SafeTensors.Load(weightsPath);
         var extra = new List<Tensor>();
         try
         {
-            CheckAgainstBase(weights, weightsPath, baseModel);
+            if (!isLora) CheckAgainstBase(weights, weightsPath, baseModel);
             if (request.Ema) ApplyEma(checkpoint, step, config, weights, extra);
+            var lora = roleConfig.Lora;
+            if (loraFormat == LoraExportFormat.Adapter)
+                return WriteAdapter(request, checkpoint, step, role, output, baseRoot ?? baseModel.ComponentFolder,
+                    LoraAdapters.ToDiffusers(weights, lora.Scale, weightsPath), lora, log);
+            if (loraFormat == LoraExportFormat.Merged)
+            {
+                // The frozen base as the role loaded it (its override file if any), in the dtype it was held in, plus B A.
+                var (baseWeights, baseSource) = ModelBase.ResolveBaseWeights(roleConfig, baseModel);
+                Dictionary<string, Tensor> merged;
+                try { merged = LoraAdapters.Merge(baseWeights, weights, lora.Scale, Precision.Parse(config.Training.DitPrecision), $"{weightsPath} + {baseSource}"); }
+                finally { foreach (var t in baseWeights.Values) t.Dispose(); }
+                extra.AddRange(weights.Values);
+                weights = merged;
+                CheckAgainstBase(weights, baseSource, baseModel);
+            }
 
             var tmp = $"{output}.tmp-{Guid.NewGuid():N}";
             try
@@ -108,22 +147,19 @@ public static partial class CheckpointExporter
                     ["fastvideo_role"] = role,
                     ["fastvideo_ema"] = request.Ema ? "true" : "false",
                 };
+                if (isLora)
+                {
+                    metadata["fastvideo_lora_merged"] = "true";
+                    metadata["fastvideo_lora_rank"] = roleConfig.Lora.Rank!.Value.ToString(System.Globalization.CultureInfo.InvariantCulture);
+                    metadata["fastvideo_lora_alpha"] = roleConfig.Lora.EffectiveAlpha.ToString(System.Globalization.CultureInfo.InvariantCulture);
+                }
                 SafeTensors.Save(outWeights, weights, metadata);
 
                 BeforeRename?.Invoke(tmp);
-                // Re-check at the end: another process may have created the folder meanwhile.
-                CheckOutput(output, request.Overwrite);
-                string? aside = null;
-                if (Directory.Exists(output))
-                {
-                    aside = $"{output}.old-{Guid.NewGuid():N}";
-                    Directory.Move(output, aside);
-                }
-                Directory.Move(tmp, output);
-                if (aside is not null) Directory.Delete(aside, recursive: true);
+                Publish(tmp, output, request.Overwrite);
 
                 var result = new ExportResult(checkpoint, step, role, request.Ema, output, baseRoot ?? baseModel.ComponentFolder,
-                    weights.Count, Path.Combine(output, TransformerFolder, CheckpointManager.WeightsFile), copied);
+                    weights.Count, Path.Combine(output, TransformerFolder, CheckpointManager.WeightsFile), copied, loraFormat);
                 log?.WriteLine($"export: wrote {output} ({weights.Count} tensors; base files: {copied.Linked} hard-linked, {copied.Copied} copied)");
                 return result;
             }
@@ -139,6 +175,69 @@ public static partial class CheckpointExporter
             foreach (var t in extra) t.Dispose();
         }
     }
+
+    /// <summary>Moves the finished temporary folder into place (replacing an existing one only with overwrite).</summary>
+    private static void Publish(string tmp, string output, bool overwrite)
+    {
+        // Re-check at the end: another process may have created the folder meanwhile.
+        CheckOutput(output, overwrite);
+        string? aside = null;
+        if (Directory.Exists(output))
+        {
+            aside = $"{output}.old-{Guid.NewGuid():N}";
+            Directory.Move(output, aside);
+        }
+        Directory.Move(tmp, output);
+        if (aside is not null) Directory.Delete(aside, recursive: true);
+    }
+
+    /// <summary>
+    /// <c>--lora-format adapter</c>: <c>&lt;out&gt;/pytorch_lora_weights.safetensors</c> alone, with Diffusers' Wan keys
+    /// (<c>transformer.blocks.N.attn1.to_q.lora_A.weight</c>, ...) and alpha/rank multiplied into B, so that
+    /// <c>WanPipeline.load_lora_weights(out)</c> on the base model reproduces the merged model.
+    /// </summary>
+    private static ExportResult WriteAdapter(ExportRequest request, string checkpoint, int step, string role, string output, string baseModel,
+        List<KeyValuePair<string, Tensor>> tensors, LoraOptions lora, TextWriter? log)
+    {
+        var tmp = $"{output}.tmp-{Guid.NewGuid():N}";
+        try
+        {
+            Directory.CreateDirectory(tmp);
+            var metadata = new Dictionary<string, string>
+            {
+                ["format"] = "pt",
+                ["fastvideo_checkpoint"] = checkpoint,
+                ["fastvideo_step"] = step.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                ["fastvideo_role"] = role,
+                ["fastvideo_ema"] = request.Ema ? "true" : "false",
+                ["fastvideo_base_model"] = baseModel,
+                ["fastvideo_lora_rank"] = lora.Rank!.Value.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                ["fastvideo_lora_alpha"] = lora.EffectiveAlpha.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                // The file has no PEFT metadata (lora_adapter_metadata), so Diffusers scales by 1: alpha/rank is in B.
+                ["fastvideo_lora_scale_in_b"] = lora.Scale.ToString("R", System.Globalization.CultureInfo.InvariantCulture),
+            };
+            SafeTensors.Save(Path.Combine(tmp, LoraAdapters.DiffusersFileName), tensors, metadata);
+            BeforeRename?.Invoke(tmp);
+            Publish(tmp, output, request.Overwrite);
+        }
+        catch
+        {
+            try { if (Directory.Exists(tmp)) Directory.Delete(tmp, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+            throw;
+        }
+        finally
+        {
+            foreach (var (_, t) in tensors) t.Dispose();
+        }
+        log?.WriteLine($"export: wrote {Path.Combine(output, LoraAdapters.DiffusersFileName)} ({tensors.Count} tensors, LoRA rank {lora.Rank}, " +
+                       $"alpha {lora.EffectiveAlpha}; alpha/rank = {lora.Scale:R} is multiplied into lora_B) for the base model {baseModel}");
+        return new ExportResult(checkpoint, step, role, request.Ema, output, baseModel, tensors.Count,
+            Path.Combine(output, LoraAdapters.DiffusersFileName), new FolderCopy.Stats(0, 0, 0), LoraExportFormat.Adapter);
+    }
+
+    /// <summary>The roles whose checkpoint weights are LoRA adapters.</summary>
+    public static IReadOnlyList<string> ReadLoraRoles(string checkpoint) =>
+        CheckpointManager.LoraRoles(JsonNode.Parse(File.ReadAllText(Path.Combine(checkpoint, CheckpointManager.MetadataFile)))!);
 
     /// <summary>The checkpoint's step and the roles whose weights it holds (the trainable ones).</summary>
     public static (int Step, IReadOnlyList<string> Roles) ReadMetadata(string checkpoint)
