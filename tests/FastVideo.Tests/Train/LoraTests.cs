@@ -318,6 +318,48 @@ public class LoraTests
         Assert.Equal(2 * (plan.Parameters - adapters) + 4 * adapters, plan.WeightBytes);
     }
 
+    [Fact]
+    public void CommandLineRecipeTrainsValidatesResumesAndExportsALoraRole()
+    {
+        var root = TestPaths.TempDir("lora-cli");
+        var (data, model) = TrainFixture.SyntheticDataAndModel(root);
+        var output = Path.Combine(root, "run");
+        var recipe = Path.Combine(root, "recipe.yaml");
+        File.WriteAllText(recipe, $"""
+            recipe: {"{"}family: wan, method: finetune{"}"}
+            roles:
+              student:
+                init_from: "{model}"
+                lora: {"{"}enable: true, rank: 2, alpha: 4, target_modules: [to_q, to_v]{"}"}
+            training:
+              data: {"{"}data_path: "{data}", train_batch_size: 2, seed: 7{"}"}
+              optimizer: {"{"}learning_rate: 1.0e-2{"}"}
+              loop: {"{"}max_train_steps: 2, gradient_accumulation_steps: 2{"}"}
+              checkpoint: {"{"}output_dir: "{output}", training_state_checkpointing_steps: 1{"}"}
+            pipeline: {"{"}text_len: 6{"}"}
+            callbacks:
+              ema: {"{"}decay: 0.5{"}"}
+              validation: {"{"}every_steps: 2, sampling_steps: [2], use_ema: true{"}"}
+            """);
+        var (stdout, stderr) = (new StringWriter(), new StringWriter());
+        Assert.True(Cli.Cli.Run(["train", recipe, "--dry-run"], stdout, stderr) == 0, stderr.ToString());
+        Assert.Matches(@"student\s+wan\s+yes\s+\S+\s+384\s", stdout.ToString());   // rank 2 x (24 + 24) x to_q, to_v of both attentions
+        Assert.True(Cli.Cli.Run(["train", recipe], stdout, stderr) == 0, stderr.ToString() + stdout);
+        Assert.True(File.Exists(CheckpointManager.RoleAdapterPath(CheckpointManager.PathFor(output, 2), "student")));
+        Assert.True(Cli.Cli.Run(["train", recipe, "--set", "training.checkpoint.resume_from_checkpoint=latest", "--set", "training.loop.max_train_steps=3"],
+            stdout, stderr) == 0, stderr.ToString() + stdout);
+        Assert.Equal(3, File.ReadAllLines(Path.Combine(output, "metrics.jsonl")).Length);
+
+        var adapter = Path.Combine(root, "adapter");
+        stdout = new StringWriter();
+        Assert.True(Cli.Cli.Run(["export", output, "--role", "student", "--lora-format", "adapter", "--out", adapter], stdout, stderr) == 0, stderr.ToString());
+        Assert.Contains("checkpoint-3", stdout.ToString());
+        Assert.Equal(8, SafeTensors.ReadHeader(Path.Combine(adapter, LoraAdapters.DiffusersFileName)).Count);
+        var merged = Path.Combine(root, "merged");
+        Assert.True(Cli.Cli.Run(["export", output, "--role", "student", "--ema", "--out", merged], stdout, stderr) == 0, stderr.ToString());
+        using var m = WanTransformer3DModel.FromPretrained(merged);
+    }
+
     // ---------------------------------------------------------------- DMD2, plan
 
     private static RunConfig Dmd2Config(string dir, int maxSteps = 3, int saveSteps = 0)
@@ -449,6 +491,11 @@ public class LoraExportTests(LoraExportFixture f) : IClassFixture<LoraExportFixt
         var live = ((FastVideo.Train.Models.Wan.WanModel)f.Method.Student).WanTransformer;
         live.eval();
         Close(Forward(live), Forward(model), 1e-5, "merged export vs the trained LoRA model");
+        // SavePretrained (the quickstart's export) writes a LoRA role merged too.
+        var saved = Out("saved");
+        f.Method.Student.SavePretrained(Path.Combine(saved, "transformer"));
+        using (var fromSaved = WanTransformer3DModel.FromPretrained(saved))
+            Close(Forward(model), Forward(fromSaved), 1e-6, "SavePretrained vs merged export");
         // ... which is not the base model.
         using var plain = WanTransformer3DModel.FromPretrained(Tiny);
         Assert.True((Forward(plain) - Forward(model)).abs().max().item<float>() > 1e-3);
