@@ -120,18 +120,19 @@ public sealed class WanAttention : nn.Module
         using var scope = NewDisposeScope();
         var kv = context ?? x;
         long b = x.shape[0], s = x.shape[1], l = kv.shape[1], d = x.shape[2], hd = d / _heads;
-        var q = norm_q.forward(to_q.forward(x)).view(b, s, _heads, hd);   // [B,S,H,hd]
-        var k = norm_k.forward(to_k.forward(kv)).view(b, l, _heads, hd);
-        var v = to_v.forward(kv).view(b, l, _heads, hd);
+        // Linears and attention go through ActivationCheckpoint, which keeps their outputs under the "ops" policy.
+        var q = norm_q.forward(ActivationCheckpoint.Linear(to_q, x)).view(b, s, _heads, hd);   // [B,S,H,hd]
+        var k = norm_k.forward(ActivationCheckpoint.Linear(to_k, kv)).view(b, l, _heads, hd);
+        var v = ActivationCheckpoint.Linear(to_v, kv).view(b, l, _heads, hd);
         if (rope is { } r)
         {
             q = RotaryPosEmbed3D.Apply(q, r.Cos, r.Sin);
             k = RotaryPosEmbed3D.Apply(k, r.Cos, r.Sin);
         }
         // [B,S,H,hd] -> [B,H,S,hd] for SDPA, and back.
-        var o = nn.functional.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2));
+        var o = ActivationCheckpoint.Attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2));
         o = o.transpose(1, 2).reshape(b, s, d);
-        return to_out[0].forward(o).MoveToOuterDisposeScope();
+        return ActivationCheckpoint.Linear(to_out[0], o).MoveToOuterDisposeScope();
     }
 }
 
@@ -149,7 +150,7 @@ public sealed class WanFeedForward : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var h = net[0].forward(x);
-        return net[2].forward(h);
+        return ActivationCheckpoint.Linear(net[2], h);
     }
 
     private sealed class GeluTanhProjection : nn.Module<Tensor, Tensor>
@@ -164,7 +165,7 @@ public sealed class WanFeedForward : nn.Module<Tensor, Tensor>
 
         public override Tensor forward(Tensor x)
         {
-            using var h = proj.forward(x);
+            using var h = ActivationCheckpoint.Linear(proj, x);
             return nn.functional.gelu(h, GELU.Approximate.tanh);
         }
     }
@@ -279,6 +280,12 @@ public sealed partial class WanTransformer3DModel : nn.Module
     public static long ForwardCount => Interlocked.Read(ref _forwardCount);
     private static long _forwardCount;
 
+    /// <summary>
+    /// Activation checkpointing of the blocks (null: none), set by the model plugin for a trainable role. Applies only
+    /// when grad mode is on; sampling and frozen forwards run plainly.
+    /// </summary>
+    public CheckpointingPolicy? GradientCheckpointing { get; set; }
+
     /// <summary>dtype of the parameters; inputs are cast to it.</summary>
     public ScalarType ParamDtype => proj_out.weight!.dtype;
 
@@ -303,7 +310,14 @@ public sealed partial class WanTransformer3DModel : nn.Module
         var (temb, tproj, context) = condition_embedder.Forward(timestep.reshape(b), encoderHiddenStates, dtype);
         tproj = tproj.unflatten(1, [6, Config.InnerDim]);  // [B,6,D]
 
-        foreach (var block in blocks) x = block.Forward(x, context, tproj, rope);
+        for (int i = 0; i < blocks.Count; i++)
+        {
+            var block = blocks[i];
+            x = GradientCheckpointing is { } policy && policy.Checkpoints(i)
+                ? ActivationCheckpoint.Apply(a => block.Forward(a[0], a[1], a[2], (a[3], a[4])), [x, context, tproj, rope.Cos, rope.Sin],
+                    block.parameters(), policy.Selective)
+                : block.Forward(x, context, tproj, rope);
+        }
 
         var mod = (scale_shift_table.to_type(ScalarType.Float32) + temb.to_type(ScalarType.Float32).unsqueeze(1)).chunk(2, 1);
         x = (Fp32LayerNorm.Apply(x, Config.Eps) * (mod[1] + 1.0) + mod[0]).to_type(dtype);

@@ -1,0 +1,394 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using static TorchSharp.torch.autograd;
+
+namespace FastVideo.Models.Layers;
+
+/// <summary>Which activations a checkpointed transformer keeps for backward (upstream's three policies).</summary>
+public enum CheckpointingMode
+{
+    /// <summary>Every block keeps only its inputs and is recomputed in backward.</summary>
+    Full,
+    /// <summary>Blocks 0, n, 2n, ... (index % n == 0) are checkpointed as in <see cref="Full"/>; the others keep everything.</summary>
+    BlockSkip,
+    /// <summary>Selective: every block keeps its inputs, its attention outputs and every other linear output (the
+    /// 1st, 3rd, ... of the block); the rest (norms, modulation, RoPE, activations, the other linears) is recomputed.</summary>
+    Ops,
+}
+
+/// <summary>
+/// An activation checkpointing policy, set on a transformer by its model plugin. <see cref="Every"/> is block_skip's n
+/// (upstream's <c>n_layer</c>, which its recipes cannot set and which defaults to 1: block_skip then checkpoints every
+/// block, like full).
+/// </summary>
+public sealed record CheckpointingPolicy(CheckpointingMode Mode, int Every = 1)
+{
+    public static CheckpointingPolicy Full { get; } = new(CheckpointingMode.Full);
+    public static CheckpointingPolicy Ops { get; } = new(CheckpointingMode.Ops);
+    public static CheckpointingPolicy BlockSkip(int every = 1) => new(CheckpointingMode.BlockSkip, every);
+
+    /// <summary>The recipe value (<c>enable_gradient_checkpointing_type</c>: full, ops, block_skip) as a policy; null stays null.</summary>
+    public static CheckpointingPolicy? FromRecipe(string? type) => type switch
+    {
+        null => null,
+        "full" => Full,
+        "ops" => Ops,
+        "block_skip" => BlockSkip(),
+        _ => throw new UserError($"enable_gradient_checkpointing_type: invalid value '{type}' (expected one of: full, ops, block_skip)"),
+    };
+
+    public bool Selective => Mode == CheckpointingMode.Ops;
+
+    /// <summary>Whether block <paramref name="index"/> is checkpointed.</summary>
+    public bool Checkpoints(int index) => Mode != CheckpointingMode.BlockSkip || index % Math.Max(1, Every) == 0;
+
+    public override string ToString() => Mode switch
+    {
+        CheckpointingMode.Full => "full",
+        CheckpointingMode.Ops => "ops",
+        _ => Every == 1 ? "block_skip" : $"block_skip every {Every}",
+    };
+}
+
+/// <summary>
+/// Activation checkpointing on TorchSharp's custom autograd functions (TorchSharp has no torch.utils.checkpoint).
+/// <see cref="Apply"/> runs a function of tensors under no_grad and keeps only its inputs (for the selective policy
+/// also the outputs that <see cref="Linear"/> and <see cref="Attention"/> mark as kept); in backward it recomputes the
+/// function under enable_grad from detached inputs and backpropagates the incoming gradient through it: the
+/// trainable parameters it was given accumulate their gradients there (they are also inputs of the node, so that the
+/// node is part of the graph even when no input requires grad), and the node returns the input gradients. The
+/// recomputation must see what the forward saw: the function may not draw random numbers (the Wan blocks draw none)
+/// nor read state that changes between forward and backward.
+/// <para>Errors inside backward cannot cross the native autograd engine, so they are kept and rethrown by
+/// <see cref="CompleteBackward"/>, which a plugin's backward calls after <c>loss.backward()</c> (and by the next
+/// <see cref="Apply"/> on the thread). Gradients a node hands to the engine must outlive the callback (the engine
+/// copies them when it returns), so they are disposed on the next callback or by <see cref="CompleteBackward"/>.</para>
+/// </summary>
+public static class ActivationCheckpoint
+{
+    /// <summary>
+    /// <paramref name="forward"/>(<paramref name="inputs"/>), checkpointed when grad mode is on and an input or one of
+    /// <paramref name="parameters"/> requires grad; otherwise (no_grad, eval sampling, frozen roles) a plain call.
+    /// <paramref name="parameters"/> must hold every parameter the function uses that may require grad.
+    /// </summary>
+    public static Tensor Apply(Func<Tensor[], Tensor> forward, Tensor[] inputs, IEnumerable<Parameter> parameters, bool selective = false)
+    {
+        ThrowIfFailed();
+        if (!is_grad_enabled()) return forward(inputs);
+        var trainable = parameters.Where(p => p.requires_grad).ToArray();
+        var requiresGrad = inputs.Select(t => t.requires_grad).ToArray();
+        if (trainable.Length == 0 && !requiresGrad.Any(r => r)) return forward(inputs);
+
+        CheckpointedOnThread++;
+        var call = new Call(forward, requiresGrad, trainable.Length, selective, Environment.CurrentManagedThreadId);
+        var vars = new object[1 + inputs.Length + trainable.Length];
+        vars[0] = call;
+        inputs.CopyTo(vars, 1);
+        trainable.CopyTo(vars, 1 + inputs.Length);
+        try
+        {
+            // TorchSharp's apply also leaves an empty_like of the output per node (used only to materialise undefined
+            // gradients, which this node does not ask for): a scope of its own frees it now rather than at the caller's.
+            using var scope = NewDisposeScope();
+            return CheckpointFunction.apply(vars).MoveToOuterDisposeScope();
+        }
+        finally { call.DisposeKept(); }   // the node holds its own references (saved variables)
+    }
+
+    /// <summary>
+    /// A linear layer inside a checkpointed function: a plain call, except under the selective policy, where every
+    /// other call (1st, 3rd, ...) of the function keeps its output in forward and reuses it in the recomputation.
+    /// </summary>
+    public static Tensor Linear(nn.Module<Tensor, Tensor> layer, Tensor x)
+    {
+        var s = Selective.Current;
+        if (s is null) return layer.forward(x);
+        bool keep = ++s.LinearCount % 2 == 1 && layer is TorchSharp.Modules.Linear;
+        if (!keep) return layer.forward(x);
+        if (!s.Replaying) return s.Record(layer.forward(x));
+        var lin = (TorchSharp.Modules.Linear)layer;
+        ReusedOnThread++;
+        var kept = s.Next(x.shape[..^1].Append(lin.weight!.shape[0]).ToArray());
+        return KeptLinearFunction.apply(new Kept(kept), x, lin.weight, lin.bias!);
+    }
+
+    /// <summary>Scaled dot-product attention on [B,H,S,d] q and [B,H,L,d] k/v; its output is kept under the selective policy.</summary>
+    public static Tensor Attention(Tensor q, Tensor k, Tensor v)
+    {
+        var s = Selective.Current;
+        if (s is null) return nn.functional.scaled_dot_product_attention(q, k, v);
+        if (!s.Replaying) return s.Record(nn.functional.scaled_dot_product_attention(q, k, v));
+        ReusedOnThread++;
+        var kept = s.Next(q.shape[..^1].Append(v.shape[^1]).ToArray());
+        return KeptAttentionFunction.apply(new Kept(kept), q, k, v);
+    }
+
+    /// <summary>After <c>loss.backward()</c>: frees the gradients the checkpoint nodes returned and rethrows an error
+    /// that happened while recomputing in backward.</summary>
+    public static void CompleteBackward()
+    {
+        DisposeReturned();
+        ThrowIfFailed();
+    }
+
+    /// <summary>Checkpointed calls made, recomputations run and kept outputs reused by them on this thread (tests
+    /// check that a policy is really applied).</summary>
+    [ThreadStatic] internal static int CheckpointedOnThread, RecomputedOnThread, ReusedOnThread;
+
+    // --- errors and returned gradients -------------------------------------------------------------------------------
+
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<int, Exception> Failures = new();
+    [ThreadStatic] private static List<Tensor>? _returned;
+
+    private static void ThrowIfFailed()
+    {
+        if (Failures.TryRemove(Environment.CurrentManagedThreadId, out var e))
+            throw new InvalidOperationException($"activation checkpointing: recomputing a checkpointed block in backward failed: {e.Message}", e);
+    }
+
+    private static void DisposeReturned()
+    {
+        if (_returned is null) return;
+        foreach (var t in _returned) t.Dispose();
+        _returned.Clear();
+    }
+
+    /// <summary>Hands gradients to the engine: they leave every dispose scope and are freed after the engine copied them.</summary>
+    private static List<Tensor> Return(List<Tensor> grads)
+    {
+        _returned ??= [];
+        foreach (var g in grads)
+            if (g is not null) _returned.Add(g.DetachFromDisposeScope());
+        return grads;
+    }
+
+    /// <summary>n undefined gradients (null entries, as TorchSharp's custom functions take them).</summary>
+    private static List<Tensor> Nulls(int n) => Enumerable.Repeat<Tensor>(null!, n).ToList();
+
+    /// <summary>Runs a backward body; an exception becomes a recorded failure and undefined gradients.</summary>
+    private static List<Tensor> Guarded(int count, int ownerThread, Tensor? gradOutput, Func<List<Tensor>> body)
+    {
+        DisposeReturned();   // returned by earlier callbacks: the engine has copied them
+        try
+        {
+            if (gradOutput is null || gradOutput.IsInvalid) return Nulls(count);
+            return Return(body());
+        }
+        catch (Exception e)
+        {
+            Failures.TryAdd(ownerThread, e);
+            return Nulls(count);
+        }
+        finally { gradOutput?.Dispose(); }
+    }
+
+    // --- the checkpoint node -----------------------------------------------------------------------------------------
+
+    /// <summary>What one checkpointed call needs in backward besides its saved tensors.</summary>
+    private sealed class Call(Func<Tensor[], Tensor> forward, bool[] requiresGrad, int parameterCount, bool selective, int ownerThread)
+    {
+        public Func<Tensor[], Tensor> Forward { get; } = forward;
+        public bool[] RequiresGrad { get; } = requiresGrad;
+        public int InputCount => RequiresGrad.Length;
+        public int ParameterCount { get; } = parameterCount;
+        public bool IsSelective { get; } = selective;
+        public int OwnerThread { get; } = ownerThread;
+        public Parameter[] Parameters { get; set; } = [];
+        public int KeptCount { get; set; }
+        public List<Tensor>? KeptInForward { get; set; }
+
+        public void DisposeKept()
+        {
+            foreach (var t in KeptInForward ?? []) t.Dispose();
+            KeptInForward = null;
+        }
+    }
+
+    private sealed class CheckpointFunction : SingleTensorFunction<CheckpointFunction>
+    {
+        public override string Name => "ActivationCheckpoint";
+
+        // vars: [Call, inputs..., trainable parameters...]; runs under no_grad (TorchSharp's apply).
+        public override Tensor forward(AutogradContext ctx, params object[] vars)
+        {
+            var call = (Call)vars[0];
+            var inputs = vars.Skip(1).Take(call.InputCount).Cast<Tensor>().ToArray();
+            call.Parameters = vars.Skip(1 + call.InputCount).Cast<Parameter>().ToArray();
+            ctx.save_data("call", call);
+            ctx.set_materialize_grads(false);
+            Tensor y;
+            if (call.IsSelective)
+            {
+                using var session = Selective.Begin(kept: null);
+                call.KeptInForward = session.Kept;   // disposed by Apply, also when the forward throws
+                y = call.Forward(inputs);
+            }
+            else y = call.Forward(inputs);
+            call.KeptCount = call.KeptInForward?.Count ?? 0;
+            ctx.save_for_backward([.. inputs, .. call.KeptInForward ?? []]);
+            return y;
+        }
+
+        public override List<Tensor> backward(AutogradContext ctx, Tensor gradOutput)
+        {
+            var call = (Call)ctx.get_data("call");
+            int count = 1 + call.InputCount + call.ParameterCount;
+            return Guarded(count, call.OwnerThread, gradOutput, () =>
+            {
+                using var scope = NewDisposeScope();
+                var saved = ctx.get_saved_variables();
+                var inputs = new Tensor[call.InputCount];
+                for (int i = 0; i < inputs.Length; i++)
+                    inputs[i] = call.RequiresGrad[i] ? saved[i].detach().requires_grad_() : saved[i];
+                Tensor y;
+                RecomputedOnThread++;
+                using (enable_grad())
+                {
+                    using var session = call.IsSelective ? Selective.Begin(saved.Skip(call.InputCount).ToList()) : null;
+                    y = call.Forward(inputs);
+                    session?.CheckAllUsed();
+                }
+                var grads = Nulls(count);
+                if (!y.requires_grad) return grads;
+                // Parameters get their gradients here, accumulated into .grad by this inner backward (restricted to
+                // them and the detached inputs); the node returns only the input gradients. (torch.autograd.grad would
+                // avoid the side effect, but TorchSharp's binding lets a native error in it terminate the process.)
+                var wrt = new List<Tensor>(call.Parameters);
+                for (int i = 0; i < inputs.Length; i++)
+                    if (call.RequiresGrad[i]) wrt.Add(inputs[i]);
+                torch.autograd.backward([y], [gradOutput], inputs: wrt);
+                for (int i = 0; i < inputs.Length; i++)
+                    if (call.RequiresGrad[i] && inputs[i].grad is { } gi) grads[1 + i] = gi.MoveToOuterDisposeScope();
+                return grads;
+            });
+        }
+    }
+
+    // --- the selective policy: kept outputs --------------------------------------------------------------------------
+
+    /// <summary>A kept tensor passed to a replay node as data, so that it is not an input of the node.</summary>
+    private sealed record Kept(Tensor Value);
+
+    /// <summary>Recording (forward) or replaying (recomputation) the kept outputs of one checkpointed call.</summary>
+    private sealed class Selective : IDisposable
+    {
+        [ThreadStatic] private static Selective? _current;
+        public static Selective? Current => _current;
+
+        private readonly Selective? _outer;
+        private int _next;
+        public List<Tensor> Kept { get; }
+        public bool Replaying { get; }
+        public int LinearCount { get; set; }
+
+        private Selective(List<Tensor>? kept)
+        {
+            _outer = _current;
+            Replaying = kept is not null;
+            Kept = kept ?? [];
+            _current = this;
+        }
+
+        public static Selective Begin(List<Tensor>? kept) => new(kept);
+
+        /// <summary>Keeps a reference to <paramref name="y"/> outside every dispose scope; returns y.</summary>
+        public Tensor Record(Tensor y)
+        {
+            Kept.Add(y.alias().DetachFromDisposeScope());
+            return y;
+        }
+
+        public Tensor Next(long[] shape)
+        {
+            if (_next >= Kept.Count) throw new InvalidOperationException("the recomputation asked for more kept outputs than the forward kept");
+            var t = Kept[_next++];
+            if (!t.shape.SequenceEqual(shape))
+                throw new InvalidOperationException($"kept output {_next} has shape [{string.Join(",", t.shape)}], the recomputation expects [{string.Join(",", shape)}]");
+            return t;
+        }
+
+        public void CheckAllUsed()
+        {
+            if (_next != Kept.Count) throw new InvalidOperationException($"the recomputation used {_next} of {Kept.Count} kept outputs");
+        }
+
+        public void Dispose() => _current = _outer;
+    }
+
+    /// <summary>y = x Wᵀ + b with y taken from the forward; backward is the linear's.</summary>
+    private sealed class KeptLinearFunction : SingleTensorFunction<KeptLinearFunction>
+    {
+        public override string Name => "KeptLinear";
+
+        // vars: [Kept, x, weight, bias (may be null)]
+        public override Tensor forward(AutogradContext ctx, params object[] vars)
+        {
+            var (x, w, b) = ((Tensor)vars[1], (Tensor)vars[2], vars[3] as Tensor);
+            ctx.save_for_backward([x, w]);
+            ctx.save_data("needs", new[] { x.requires_grad, w.requires_grad, b?.requires_grad ?? false });
+            ctx.save_data("thread", Environment.CurrentManagedThreadId);
+            ctx.set_materialize_grads(false);
+            return ((Kept)vars[0]).Value.detach();
+        }
+
+        public override List<Tensor> backward(AutogradContext ctx, Tensor g)
+        {
+            var needs = (bool[])ctx.get_data("needs");
+            return Guarded(4, (int)ctx.get_data("thread"), g, () =>
+            {
+                using var scope = NewDisposeScope();
+                var saved = ctx.get_saved_variables();
+                var (x, w) = (saved[0], saved[1]);
+                var g2 = g.reshape(-1, g.shape[^1]);                            // [N, out]
+                var gx = needs[0] ? g.matmul(w) : null;                          // [..., in]
+                var gw = needs[1] ? g2.t().mm(x.reshape(-1, x.shape[^1])) : null; // [out, in]
+                var gb = needs[2] ? g2.sum([0L]) : null;                         // [out]
+                return [null!, gx?.MoveToOuterDisposeScope()!, gw?.MoveToOuterDisposeScope()!, gb?.MoveToOuterDisposeScope()!];
+            });
+        }
+    }
+
+    /// <summary>
+    /// o = softmax(q kᵀ / sqrt(d)) v with o taken from the forward. Backward as flash attention's: the probabilities
+    /// are recomputed from q and k, and rowsum(dO ∘ O) replaces rowsum(dP ∘ P).
+    /// </summary>
+    private sealed class KeptAttentionFunction : SingleTensorFunction<KeptAttentionFunction>
+    {
+        public override string Name => "KeptAttention";
+
+        // vars: [Kept, q [B,H,S,d], k [B,H,L,d], v [B,H,L,d]]
+        public override Tensor forward(AutogradContext ctx, params object[] vars)
+        {
+            var kept = ((Kept)vars[0]).Value;
+            var (q, k, v) = ((Tensor)vars[1], (Tensor)vars[2], (Tensor)vars[3]);
+            ctx.save_for_backward([q, k, v, kept]);
+            ctx.save_data("needs", new[] { q.requires_grad, k.requires_grad, v.requires_grad });
+            ctx.save_data("thread", Environment.CurrentManagedThreadId);
+            ctx.set_materialize_grads(false);
+            return kept.detach();
+        }
+
+        public override List<Tensor> backward(AutogradContext ctx, Tensor g)
+        {
+            var needs = (bool[])ctx.get_data("needs");
+            return Guarded(4, (int)ctx.get_data("thread"), g, () =>
+            {
+                using var scope = NewDisposeScope();
+                var saved = ctx.get_saved_variables();
+                var f32 = ScalarType.Float32;
+                var (q, k, v, o) = (saved[0].to_type(f32), saved[1].to_type(f32), saved[2].to_type(f32), saved[3].to_type(f32));
+                var gf = g.to_type(f32);
+                double scale = 1.0 / Math.Sqrt(q.shape[^1]);
+                var p = q.matmul(k.transpose(-2, -1)).mul_(scale).softmax(-1);              // [B,H,S,L]
+                var gv = needs[2] ? p.transpose(-2, -1).matmul(gf) : null;                  // [B,H,L,d]
+                var ds = gf.matmul(v.transpose(-2, -1))                                     // dP
+                    .sub_((gf * o).sum(-1, keepdim: true)).mul_(p);                         // dS = P ∘ (dP − rowsum(dO ∘ O))
+                var gq = needs[0] ? ds.matmul(k).mul_(scale) : null;
+                var gk = needs[1] ? ds.transpose(-2, -1).matmul(q).mul_(scale) : null;
+                Tensor Out(Tensor? t, int i) => t?.to_type(saved[i].dtype).MoveToOuterDisposeScope()!;
+                return [null!, Out(gq, 0), Out(gk, 1), Out(gv, 2)];
+            });
+        }
+    }
+}
