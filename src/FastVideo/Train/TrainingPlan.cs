@@ -8,7 +8,7 @@ namespace FastVideo.Train;
 
 /// <summary>One role's line of the dry-run plan; memory in bytes.</summary>
 public sealed record RolePlan(string Role, string Family, bool Trainable, long Parameters, long TrainableParameters,
-    long WeightBytes, long GradBytes, long OptimizerBytes, long? ActivationBytes);
+    long WeightBytes, long GradBytes, long OptimizerBytes, long? ActivationBytes, string? Checkpointing = null);
 // With LoRA, TrainableParameters, GradBytes and OptimizerBytes count the float32 adapters only.
 
 /// <summary>
@@ -30,7 +30,7 @@ public static class TrainingPlan
             long grads = tps.Sum(p => p.numel() * p.element_size());
             long optim = 2 * grads;   // exp_avg and exp_avg_sq in the parameter dtype
             plans.Add(new RolePlan(role, model.Context.Family.Name, model.Trainable, total, trainable, weights, grads, optim,
-                model.ActivationBytes(method.Training)));
+                model.ActivationBytes(method.Training), model.CheckpointingType));
         }
         return plans;
     }
@@ -68,10 +68,11 @@ public static class TrainingPlan
                 total += trainable;
                 weights += trainableBytes;
             }
+            var checkpointing = ModelBase.RequestedCheckpointing(rc, config.Training);
             long? act = !rc.Trainable ? 0
                 : plugin.EstimateActivations?.Invoke(new ActivationQuery(folder.ReadConfig(), config.Training,
-                    VaeConfig.FromModelFolder(folder, plugin.Defaults.Vae)));   // the VAE as the model loads it
-            plans.Add(new RolePlan(role, family, rc.Trainable, total, trainable, weights, trainableBytes, 2 * trainableBytes, act));
+                    VaeConfig.FromModelFolder(folder, plugin.Defaults.Vae), checkpointing));   // the VAE as the model loads it
+            plans.Add(new RolePlan(role, family, rc.Trainable, total, trainable, weights, trainableBytes, 2 * trainableBytes, act, checkpointing));
         }
         return plans;
     }
@@ -87,10 +88,10 @@ public static class TrainingPlan
             long roleTotal = p.WeightBytes + p.GradBytes + p.OptimizerBytes + (p.ActivationBytes ?? 0);
             sum += roleTotal;
             sb.AppendLine(CultureInfo.InvariantCulture,
-                $"{p.Role,-10} {p.Family,-7} {(p.Trainable ? "yes" : "no"),-10} {p.Parameters,-13:N0} {p.TrainableParameters,-13:N0} {Bytes(p.WeightBytes),-11} {Bytes(p.GradBytes),-11} {Bytes(p.OptimizerBytes),-11} {(p.ActivationBytes is long a ? Bytes(a) : "unknown")}");
+                $"{p.Role,-10} {p.Family,-7} {(p.Trainable ? "yes" : "no"),-10} {p.Parameters,-13:N0} {p.TrainableParameters,-13:N0} {Bytes(p.WeightBytes),-11} {Bytes(p.GradBytes),-11} {Bytes(p.OptimizerBytes),-11} {(p.ActivationBytes is long a ? Bytes(a) : "unknown")}{(p.Checkpointing is { } ck ? $" ({ck} checkpointing)" : "")}");
         }
         sb.AppendLine(CultureInfo.InvariantCulture, $"total memory estimate: {Bytes(sum)}");
-        sb.AppendLine("* activations: rough estimate for one micro-batch without activation checkpointing");
+        sb.AppendLine("* activations: rough estimate for one micro-batch, with the role's activation checkpointing if any");
         return sb.ToString();
     }
 

@@ -232,6 +232,18 @@ public class RecipeErrorTests
     }
 
     [Theory]
+    [InlineData("full")]
+    [InlineData("ops")]
+    [InlineData("block_skip")]
+    public void CheckpointingTypesAreAcceptedOnTrainingModelAndRoles(string type)
+    {
+        var config = Load(Minimal + $"\ntraining:\n  model: {{enable_gradient_checkpointing_type: {type}}}\n");
+        Assert.Equal(type, config.Training.Model.EnableGradientCheckpointingType);
+        config = Load(Minimal + $"\n    enable_gradient_checkpointing_type: {type}\n");
+        Assert.Equal(type, config.Roles["student"].EnableGradientCheckpointingType);
+    }
+
+    [Theory]
     [InlineData("training:\n  data: {train_batch_size: 0}", "training.data.train_batch_size: must be >= 1, got 0")]
     [InlineData("training:\n  loop: {gradient_accumulation_steps: 0}", "training.loop.gradient_accumulation_steps: must be >= 1, got 0")]
     [InlineData("training:\n  loop: {max_train_steps: -1}", "training.loop.max_train_steps: must be >= 0, got -1")]
@@ -302,7 +314,6 @@ public class RecipeErrorTests
     }
 
     [Theory]
-    [InlineData("training:\n  model: {enable_gradient_checkpointing_type: full}\n", "training.model.enable_gradient_checkpointing_type", "activation checkpointing")]
     [InlineData("training:\n  vsa: {sparsity: 0.9}\n", "training.vsa.sparsity", "video sparse attention (VSA)")]
     public void OptionsThatAreNotImplementedAreRefusedNotIgnored(string section, string key, string what)
     {

@@ -26,9 +26,10 @@ public class DisposalTests(ITestOutputHelper output)
     private static long LiveTensors => DisposeScopeManager.Statistics.TensorStatistics.ThreadTotalLiveCount;
 
     [Theory]
-    [InlineData("data_latent")]
-    [InlineData("simulate")]
-    public void BuildingTrainingResumingAndDisposingADmd2RunTwentyTimesLeavesNoLiveTensors(string rollout)
+    [InlineData("data_latent", null)]
+    [InlineData("simulate", null)]
+    [InlineData("simulate", "ops")]   // activation checkpointing (selective: kept outputs too) on the student and critic
+    public void BuildingTrainingResumingAndDisposingADmd2RunTwentyTimesLeavesNoLiveTensors(string rollout, string? checkpointing)
     {
         var root = TestPaths.TempDir("dispose");
         var (data, model) = TrainFixture.SyntheticDataAndModel(root);
@@ -37,7 +38,7 @@ public class DisposalTests(ITestOutputHelper output)
         var live = new long[rounds];
         for (int i = 0; i < rounds; i++)
         {
-            RunOnce(Path.Combine(root, $"run{i}"), data, model, rollout);
+            RunOnce(Path.Combine(root, $"run{i}"), data, model, rollout, checkpointing);
             live[i] = LiveTensors;
         }
         output.WriteLine($"live tensors before: {before}; after each round: {string.Join(", ", live)}");
@@ -49,7 +50,7 @@ public class DisposalTests(ITestOutputHelper output)
 
     /// <summary>Two DMD2 steps on the synthetic data with grad_clip, EMA and validation: step 1 saved, the run stopped
     /// (as a preemption), resumed from the checkpoint and finished.</summary>
-    private static void RunOnce(string dir, string data, string model, string rollout)
+    private static void RunOnce(string dir, string data, string model, string rollout, string? checkpointing)
     {
         var method = DMD2MethodTests.MethodOptions(rollout);
         var baseCfg = DMD2MethodTests.Config(dir, maxSteps: 2, saveSteps: 1, method: method, initFrom: model);
@@ -61,6 +62,7 @@ public class DisposalTests(ITestOutputHelper output)
                 Data = new DataConfig { DataPath = [new DataSource(data, 1)], Seed = 1234, TrainBatchSize = 2, PrefetchBatches = 0, NumLatentT = 2, NumHeight = 8, NumWidth = 8 },
             },
             Pipeline = new PipelineConfig { TextLen = 6 },
+            Roles = baseCfg.Roles.ToDictionary(r => r.Key, r => r.Value with { EnableGradientCheckpointingType = checkpointing }),
             Callbacks =
             [
                 TrainFixture.Callback("grad_clip", ("max_grad_norm", 1.0)),

@@ -181,6 +181,20 @@ public class TwoChannelFamilyTests
     }
 
     [Fact]
+    public void AFamilyThatDoesNotApplyCheckpointingRefusesTheKey()
+    {
+        // The recipe accepts enable_gradient_checkpointing_type; a family that cannot apply it refuses it rather than
+        // train with every activation kept. A frozen role is not asked (upstream applies it to trainable roles only).
+        var cfg = Base(TestPaths.TempDir("two-ckpt"), "finetune", new FastVideo.Train.Methods.FineTuning.FineTuneOptions(), "student");
+        var asked = cfg with { Training = cfg.Training with { Model = cfg.Training.Model with { EnableGradientCheckpointingType = "full" } } };
+        var e = Assert.Throws<UserError>(() => TrainingBuilder.Build(asked, Families()).Dispose());
+        Assert.StartsWith("training.model.enable_gradient_checkpointing_type: the pooled_test family does not implement activation checkpointing", e.Message);
+        var onRole = cfg with { Roles = cfg.Roles.ToDictionary(r => r.Key, r => r.Value with { EnableGradientCheckpointingType = "ops" }) };
+        e = Assert.Throws<UserError>(() => TrainingBuilder.Build(onRole, Families()).Dispose());
+        Assert.StartsWith("roles.student.enable_gradient_checkpointing_type:", e.Message);
+    }
+
+    [Fact]
     public void ThePooledChannelReachesThePrediction()
     {
         var cfg = Base(TestPaths.TempDir("two-pred"), "finetune", new FastVideo.Train.Methods.FineTuning.FineTuneOptions(), "student");

@@ -108,10 +108,25 @@ public abstract class ModelBase : IDisposable
 
     /// <summary>
     /// Activations this role keeps for backward on one micro-batch of <paramref name="training"/>'s data shape, for
-    /// the dry-run plan: the family's estimate for its own transformer config, 0 for a frozen role, null when unknown.
+    /// the dry-run plan: the family's estimate for its own transformer config and checkpointing, 0 for a frozen role,
+    /// null when unknown.
     /// </summary>
     public long? ActivationBytes(TrainingConfig training) =>
-        !Trainable ? 0 : Context.Family.EstimateActivations?.Invoke(new ActivationQuery(TransformerConfig, training, Vae));
+        !Trainable ? 0 : Context.Family.EstimateActivations?.Invoke(new ActivationQuery(TransformerConfig, training, Vae, CheckpointingType));
+
+    /// <summary>
+    /// The activation checkpointing asked of this role, as upstream resolves it: the role's
+    /// <c>enable_gradient_checkpointing_type</c>, else <c>training.model</c>'s, and only for a trainable role
+    /// (full, ops, block_skip; null = none). The family applies it its own way and reports it in <see cref="AppliedCheckpointing"/>.
+    /// </summary>
+    public string? CheckpointingType => RequestedCheckpointing(Context.Options, Context.Training);
+
+    public static string? RequestedCheckpointing(RoleConfig role, TrainingConfig training) =>
+        role.Trainable ? role.EnableGradientCheckpointingType ?? training.Model.EnableGradientCheckpointingType : null;
+
+    /// <summary>The checkpointing policy the family applied to the transformer (null: none); a family that cannot apply
+    /// <see cref="CheckpointingType"/> leaves it null and the role is refused.</summary>
+    public virtual string? AppliedCheckpointing => null;
 
     /// <summary>
     /// Writes this role's transformer as a Diffusers transformer folder: its config.json as loaded and its weights

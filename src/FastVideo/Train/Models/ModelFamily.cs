@@ -7,8 +7,10 @@ namespace FastVideo.Train.Models;
 /// <summary>Pipeline defaults of a family, overridable by the recipe's <c>pipeline:</c> section.</summary>
 public sealed record FamilyDefaults(double FlowShift, int TextLen, VaeConfig Vae);
 
-/// <summary>What a family's activation estimate reads: its transformer's config.json, the data shape and the VAE.</summary>
-public sealed record ActivationQuery(System.Text.Json.Nodes.JsonObject TransformerConfig, TrainingConfig Training, VaeConfig Vae)
+/// <summary>What a family's activation estimate reads: its transformer's config.json, the data shape, the VAE and the
+/// role's activation checkpointing type (full, ops, block_skip; null = none).</summary>
+public sealed record ActivationQuery(System.Text.Json.Nodes.JsonObject TransformerConfig, TrainingConfig Training, VaeConfig Vae,
+    string? Checkpointing = null)
 {
     public int BytesPerValue => Precision.BytesPerValue(Training.DitPrecision);
 }

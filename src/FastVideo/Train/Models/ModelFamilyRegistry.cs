@@ -70,6 +70,13 @@ public sealed class ModelFamilyRegistry : IFamilyCatalog
             model.Dispose();
             throw new UserError($"roles.{role}.lora.enable: the '{family.Name}' family does not support LoRA");
         }
+        if (model.CheckpointingType is { } requested && model.AppliedCheckpointing is null)
+        {
+            model.Dispose();
+            var key = options.EnableGradientCheckpointingType is null ? "training.model" : $"roles.{role}";
+            throw new UserError($"{key}.enable_gradient_checkpointing_type: the {family.Name} family does not implement activation checkpointing " +
+                                $"('{requested}' was asked for role '{role}'); remove the key (training then keeps all activations)");
+        }
         return model;
     }
 

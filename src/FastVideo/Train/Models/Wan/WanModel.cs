@@ -59,12 +59,16 @@ public partial class WanModel : ModelBase
         ApplyTrainable();
         // LoRA: the base (in the master dtype, bf16 if dit_precision says so) is frozen; float32 adapters train.
         EnableLoraIfConfigured(_transformer);
+        // Upstream applies the role's (else training.model's) checkpointing type to a trainable role's blocks only.
+        _transformer.GradientCheckpointing = CheckpointingPolicy.FromRecipe(CheckpointingType);
 
         double shift = options.FlowShift ?? context.Family.Defaults.FlowShift;
         _scheduler = new FlowMatchEulerDiscreteScheduler(shift);
         TimestepShift = shift;
         Vae = LoadVaeConfig(context, Folder);
     }
+
+    public override string? AppliedCheckpointing => _transformer.GradientCheckpointing?.ToString();
 
     public DiffusersModelFolder Folder { get; }
     public WanTransformer3DModel WanTransformer => _transformer;
@@ -238,10 +242,13 @@ public partial class WanModel : ModelBase
         };
     }
 
+    /// <summary>(loss / max(1, rounds)).backward(); checkpointed blocks recompute inside it (upstream wraps the call in
+    /// its forward context for that recomputation; the Wan DiT reads no such context).</summary>
     public override void Backward(Tensor loss, object? context, int gradAccumRounds)
     {
         using var scaled = loss / Math.Max(1, gradAccumRounds);
         scaled.backward();
+        ActivationCheckpoint.CompleteBackward();
     }
 
     public override void Dispose()
