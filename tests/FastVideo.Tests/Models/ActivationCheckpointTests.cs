@@ -20,11 +20,12 @@ public class ActivationCheckpointTests(ITestOutputHelper log)
         NumAttentionHeads = 2, AttentionHeadDim = 12, InChannels = 4, OutChannels = 4, TextDim = 16, FfnDim = 40, NumLayers = 4,
     };
 
-    public static TheoryData<string> Policies => new() { "full", "ops", "block_skip", "block_skip/2", "block_skip/3" };
+    public static TheoryData<string> Policies => new() { "full", "ops", "ops/chunked", "block_skip", "block_skip/2", "block_skip/3" };
 
     internal static CheckpointingPolicy? Parse(string name) => name switch
     {
         "none" => null,
+        "ops/chunked" => CheckpointingPolicy.Ops,
         _ when name.StartsWith("block_skip/") => CheckpointingPolicy.BlockSkip(int.Parse(name["block_skip/".Length..])),
         _ => CheckpointingPolicy.FromRecipe(name),
     };
@@ -77,9 +78,15 @@ public class ActivationCheckpointTests(ITestOutputHelper log)
         using var model = WanTransformer3DModel.CreateRandom(Tiny, 17);
         model.train();
         using var plain = Run(model, null, rounds: 2);
+        // "ops/chunked": the kept-attention backward one (batch, head) pair at a time, as for long sequences.
+        long chunkValues = ActivationCheckpoint.AttentionChunkValues;
+        if (name == "ops/chunked") ActivationCheckpoint.AttentionChunkValues = 1;
         var (recomputedBefore, reusedBefore) = (ActivationCheckpoint.RecomputedOnThread, ActivationCheckpoint.ReusedOnThread);
         var policy = Parse(name)!;
-        using var ckpt = Run(model, policy, rounds: 2);
+        Result ckpt;
+        try { ckpt = Run(model, policy, rounds: 2); }
+        finally { ActivationCheckpoint.AttentionChunkValues = chunkValues; }
+        using var _ = ckpt;
         int recomputed = ActivationCheckpoint.RecomputedOnThread - recomputedBefore;
 
         int expectedBlocks = Enumerable.Range(0, Tiny.NumLayers).Count(policy.Checkpoints);

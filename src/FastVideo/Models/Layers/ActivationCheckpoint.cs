@@ -132,6 +132,9 @@ public static class ActivationCheckpoint
         ThrowIfFailed();
     }
 
+    /// <summary>Score-matrix values per chunk of the kept-attention backward (16 MiB in fp32); tests lower it.</summary>
+    internal static long AttentionChunkValues { get; set; } = 1L << 22;
+
     /// <summary>Checkpointed calls made, recomputations run and kept outputs reused by them on this thread (tests
     /// check that a policy is really applied).</summary>
     [ThreadStatic] internal static int CheckpointedOnThread, RecomputedOnThread, ReusedOnThread;
@@ -351,11 +354,13 @@ public static class ActivationCheckpoint
 
     /// <summary>
     /// o = softmax(q kᵀ / sqrt(d)) v with o taken from the forward. Backward as flash attention's: the probabilities
-    /// are recomputed from q and k, and rowsum(dO ∘ O) replaces rowsum(dP ∘ P).
+    /// are recomputed from q and k, and rowsum(dO ∘ O) replaces rowsum(dP ∘ P); in fp32, a few (batch, head) pairs at
+    /// a time so that the [S, L] score matrices stay small.
     /// </summary>
     private sealed class KeptAttentionFunction : SingleTensorFunction<KeptAttentionFunction>
     {
         public override string Name => "KeptAttention";
+
 
         // vars: [Kept, q [B,H,S,d], k [B,H,L,d], v [B,H,L,d]]
         public override Tensor forward(AutogradContext ctx, params object[] vars)
@@ -377,16 +382,29 @@ public static class ActivationCheckpoint
                 using var scope = NewDisposeScope();
                 var saved = ctx.get_saved_variables();
                 var f32 = ScalarType.Float32;
-                var (q, k, v, o) = (saved[0].to_type(f32), saved[1].to_type(f32), saved[2].to_type(f32), saved[3].to_type(f32));
-                var gf = g.to_type(f32);
+                // [B,H,S,d] -> [B·H,S,d]
+                Tensor Flat(Tensor t) => t.to_type(f32).reshape(-1, t.shape[^2], t.shape[^1]);
+                var (q, k, v, o, gf) = (Flat(saved[0]), Flat(saved[1]), Flat(saved[2]), Flat(saved[3]), Flat(g));
+                long bh = q.shape[0], sq = q.shape[1], sk = k.shape[1];
                 double scale = 1.0 / Math.Sqrt(q.shape[^1]);
-                var p = q.matmul(k.transpose(-2, -1)).mul_(scale).softmax(-1);              // [B,H,S,L]
-                var gv = needs[2] ? p.transpose(-2, -1).matmul(gf) : null;                  // [B,H,L,d]
-                var ds = gf.matmul(v.transpose(-2, -1))                                     // dP
-                    .sub_((gf * o).sum(-1, keepdim: true)).mul_(p);                         // dS = P ∘ (dP − rowsum(dO ∘ O))
-                var gq = needs[0] ? ds.matmul(k).mul_(scale) : null;
-                var gk = needs[1] ? ds.transpose(-2, -1).matmul(q).mul_(scale) : null;
-                Tensor Out(Tensor? t, int i) => t?.to_type(saved[i].dtype).MoveToOuterDisposeScope()!;
+                var rowDot = (gf * o).sum(-1, keepdim: true);                               // rowsum(dO ∘ O) [B·H,S,1]
+                var (gq, gk, gv) = (needs[0] ? zeros_like(q) : null, needs[1] ? zeros_like(k) : null, needs[2] ? zeros_like(v) : null);
+                long chunk = Math.Max(1, AttentionChunkValues / Math.Max(1, sq * sk));
+                for (long start = 0; start < bh; start += chunk)
+                {
+                    using var step = NewDisposeScope();
+                    long n = Math.Min(chunk, bh - start);
+                    var (qc, kc, vc, gc) = (q.narrow(0, start, n), k.narrow(0, start, n), v.narrow(0, start, n), gf.narrow(0, start, n));
+                    var p = qc.matmul(kc.transpose(-2, -1)).mul_(scale);                    // scores [n,S,L]
+                    p.sub_(p.amax([-1], keepdim: true)).exp_();
+                    p.div_(p.sum(-1, keepdim: true));                                        // P, in place
+                    gv?.narrow(0, start, n).copy_(p.transpose(-2, -1).matmul(gc));          // dV = Pᵀ dO
+                    var ds = gc.matmul(vc.transpose(-2, -1));                                // dP = dO Vᵀ
+                    ds.sub_(rowDot.narrow(0, start, n)).mul_(p);                             // dS = P ∘ (dP − rowsum(dO ∘ O))
+                    gq?.narrow(0, start, n).copy_(ds.matmul(kc).mul_(scale));                // dQ = dS K / sqrt(d)
+                    gk?.narrow(0, start, n).copy_(ds.transpose(-2, -1).matmul(qc).mul_(scale)); // dK = dSᵀ Q / sqrt(d)
+                }
+                Tensor Out(Tensor? t, int i) => t?.view(saved[i].shape).to_type(saved[i].dtype).MoveToOuterDisposeScope()!;
                 return [null!, Out(gq, 0), Out(gk, 1), Out(gv, 2)];
             });
         }
