@@ -1,0 +1,144 @@
+// Activation memory and step time of the mid-sized Wan (as bench/TrainStepBench) in a finetune step, per activation
+// checkpointing policy. Each policy runs in its own process (a fresh heap); per measured step the child reports
+//   kept:  RSS right after the forward minus RSS before it (both after malloc_trim): the activations kept for backward
+//   peak:  peak RSS during forward + backward minus RSS before the forward
+//   time:  forward + backward + AdamW.
+// The acceptance to check: full keeps <= half the activations of none, at <= 35% more step time. Needs a quiet
+// machine for the times; Linux only (/proc/self/status, clear_refs, glibc malloc_trim).
+// glibc's heap: with its default (dynamic) mmap threshold, the backward of a checkpointed model grows the heap by
+// memory it has freed but does not reuse (parameter gradients are allocated between the recomputations), so the
+// untrimmed peak overstates what is live; GLIBC_TUNABLES=glibc.malloc.mmap_threshold=1048576 makes tensors of 1 MiB
+// and more mmap'ed and returned on free, and the peak then shows live memory (it may cost some speed).
+// Run: dotnet run -c Release --project bench/CheckpointBench [-- --steps N --policies none,full,block_skip/2,ops --out FILE]
+using System.Diagnostics;
+using System.Globalization;
+using System.Runtime.InteropServices;
+using FastVideo.Configs;
+using FastVideo.Data;
+using FastVideo.Models.Dits;
+using FastVideo.Models.Layers;
+using FastVideo.Train.Methods;
+using FastVideo.Train.Models.Wan;
+using TorchSharp;
+using static TorchSharp.torch;
+
+FastVideo.Native.TorchSharpLoader.EnsureLoaded();
+string Arg(string name, string def) => args.SkipWhile(a => a != name).Skip(1).FirstOrDefault() ?? def;
+int steps = int.Parse(Arg("--steps", "4"), CultureInfo.InvariantCulture);
+
+// Mid-sized Wan: D = 8 x 64, ffn 2048, 8 layers, latent [16,8,16,32] (1024 tokens), text 64 x 4096, batch 1.
+var cfg = new WanTransformerConfig { NumAttentionHeads = 8, AttentionHeadDim = 64, FfnDim = 2048, NumLayers = 8, InChannels = 16, OutChannels = 16, TextDim = 4096 };
+const int C = 16, T = 8, H = 16, W = 32, L = 64;
+
+if (Arg("--child", "") is { Length: > 0 } child) { Child(child, Arg("--model", "")); return; }
+
+var modelDir = Path.Combine(Path.GetTempPath(), $"fv-ckpt-bench-model-{Environment.ProcessId}");
+using (var m = WanTransformer3DModel.CreateRandom(cfg, 0)) m.SavePretrained(Path.Combine(modelDir, "transformer"));
+File.WriteAllText(Path.Combine(modelDir, "model_index.json"), "{\"_class_name\": \"WanPipeline\"}");
+var results = new List<(string Policy, double Kept, double Peak, double Time)>();
+try
+{
+    foreach (var policy in Arg("--policies", "none,full,block_skip/2,ops").Split(','))
+    {
+        var self = Environment.ProcessPath!;
+        var psi = new ProcessStartInfo(self) { RedirectStandardOutput = true, UseShellExecute = false };
+        if (Path.GetFileNameWithoutExtension(self) == "dotnet") psi.ArgumentList.Add(typeof(Program).Assembly.Location);
+        foreach (var a in new[] { "--child", policy, "--model", modelDir, "--steps", steps.ToString(CultureInfo.InvariantCulture) }) psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        var lines = p.StandardOutput.ReadToEnd().Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        p.WaitForExit();
+        foreach (var l in lines.Where(l => !l.StartsWith("result "))) Console.Error.WriteLine($"  [{policy}] {l}");
+        if (p.ExitCode != 0) throw new InvalidOperationException($"policy {policy}: child exited with {p.ExitCode}");
+        var last = lines.Last(l => l.StartsWith("result ")).Split(' ');
+        results.Add((policy, double.Parse(last[1], CultureInfo.InvariantCulture), double.Parse(last[2], CultureInfo.InvariantCulture), double.Parse(last[3], CultureInfo.InvariantCulture)));
+        Console.Error.WriteLine($"{policy}: kept {results[^1].Kept:F0} MiB, peak {results[^1].Peak:F0} MiB, step {results[^1].Time:F3} s");
+    }
+}
+finally { Directory.Delete(modelDir, true); }
+
+var none = results.FirstOrDefault(r => r.Policy == "none");
+var report = new System.Text.StringBuilder();
+report.AppendLine(CultureInfo.InvariantCulture, $"## {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC, {Environment.ProcessorCount} cores, torch threads {torch.get_num_threads()}, Release, {steps} measured steps (medians)");
+report.AppendLine(CultureInfo.InvariantCulture, $"- model: D={cfg.InnerDim} ({cfg.NumAttentionHeads}x{cfg.AttentionHeadDim}), ffn {cfg.FfnDim}, {cfg.NumLayers} layers, {T * (H / 2) * (W / 2)} video tokens, {L} text tokens, batch 1, fp32, finetune");
+report.AppendLine("| policy | kept after forward | peak in forward+backward | step time | kept vs none | time vs none |");
+report.AppendLine("|---|---|---|---|---|---|");
+foreach (var r in results)
+    report.AppendLine(CultureInfo.InvariantCulture,
+        $"| {r.Policy} | {r.Kept:F0} MiB | {r.Peak:F0} MiB | {r.Time:F3} s | {(none.Policy is null ? "" : $"{r.Kept / none.Kept:P0}")} | {(none.Policy is null ? "" : $"{r.Time / none.Time - 1:+0%;-0%;0%}")} |");
+Console.WriteLine(report);
+if (Arg("--out", "") is { Length: > 0 } outFile) File.AppendAllText(outFile, report + "\n");
+
+void Child(string policyName, string model)
+{
+    CheckpointingPolicy? policy = policyName switch
+    {
+        "none" => null,
+        _ when policyName.StartsWith("block_skip/") => CheckpointingPolicy.BlockSkip(int.Parse(policyName["block_skip/".Length..], CultureInfo.InvariantCulture)),
+        _ => CheckpointingPolicy.FromRecipe(policyName),
+    };
+    var run = new RunConfig
+    {
+        Recipe = new RecipeSection { Family = "wan", Method = "finetune" },
+        Method = new FastVideo.Train.Methods.FineTuning.FineTuneOptions(),
+        Roles = new Dictionary<string, RoleConfig> { ["student"] = new RoleConfig { InitFrom = model, Family = "wan" } },
+        Training = new TrainingConfig
+        {
+            Data = new DataConfig { Seed = 0, TrainBatchSize = 1, NumLatentT = T, NumHeight = H * 8, NumWidth = W * 8 },
+            Optimizer = new OptimizerConfig { LearningRate = 1e-5 },
+            Loop = new LoopConfig { MaxTrainSteps = 100 },
+        },
+    };
+    using var method = TrainingBuilder.Build(run);
+    ((WanModel)method.Student).WanTransformer.GradientCheckpointing = policy;   // block_skip/n is not a recipe value
+    method.OnTrainStart();
+    using var g = new Generator(1, device("cpu"));
+    var kept = new List<double>();
+    var peak = new List<double>();
+    var times = new List<double>();
+    for (int i = 1; i <= steps + 2; i++)
+    {
+        using var scope = NewDisposeScope();
+        using var batch = new RawBatch
+        {
+            VaeLatent = randn([1, C, T, H, W], generator: g),
+            Conditioning = Conditioning.FromText(randn([1, L, cfg.TextDim], generator: g), ones(1, L)),
+        };
+        Trim();
+        double before = Rss("VmRSS");
+        ResetPeak();
+        var sw = Stopwatch.StartNew();
+        var r = method.SingleTrainStep(batch, i);   // the forward
+        double forwardTime = sw.Elapsed.TotalSeconds;
+        double forwardPeak = Rss("VmHWM");
+        Trim();
+        double afterForward = Rss("VmRSS");
+        ResetPeak();
+        sw.Restart();
+        method.Backward(r, 1);
+        double backwardPeak = Math.Max(forwardPeak, Rss("VmHWM"));
+        method.OptimizersSchedulersStep(i);
+        method.OptimizersZeroGrad(i);
+        r.Losses["total_loss"].item<float>();
+        double sec = forwardTime + sw.Elapsed.TotalSeconds;   // the trim and RSS reads are not timed
+        if (i > 2) { kept.Add(afterForward - before); peak.Add(backwardPeak - before); times.Add(sec); }   // 2 warm-up steps
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"step {i}: kept {afterForward - before:F0} MiB, peak in forward {forwardPeak - before:F0} MiB, in backward {Rss("VmHWM") - before:F0} MiB, {sec:F3} s"));
+    }
+    double Median(List<double> xs) => xs.Order().ElementAt(xs.Count / 2);
+    Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"result {Median(kept):F1} {Median(peak):F1} {Median(times):F4}"));
+}
+
+static double Rss(string field)
+{
+    foreach (var line in File.ReadLines("/proc/self/status"))
+        if (line.StartsWith(field + ":"))
+            return double.Parse(line[(field.Length + 1)..].Trim().Split(' ')[0], CultureInfo.InvariantCulture) / 1024.0;   // kB -> MiB
+    throw new InvalidOperationException($"/proc/self/status has no {field}");
+}
+
+static void ResetPeak() => File.WriteAllText("/proc/self/clear_refs", "5");   // resets VmHWM to the current RSS
+
+static void Trim() => MallocTrim(0);
+
+[DllImport("libc", EntryPoint = "malloc_trim")]
+static extern int MallocTrim(nuint pad);
