@@ -20,7 +20,11 @@ public class ActivationCheckpointTests(ITestOutputHelper log)
         NumAttentionHeads = 2, AttentionHeadDim = 12, InChannels = 4, OutChannels = 4, TextDim = 16, FfnDim = 40, NumLayers = 4,
     };
 
-    public static TheoryData<string> Policies => new() { "full", "ops", "ops/chunked", "block_skip", "block_skip/2", "block_skip/3" };
+    /// <summary>Policy and how many of the 4 blocks it checkpoints (block_skip n: blocks 0, n, 2n, ... as upstream).</summary>
+    public static TheoryData<string, int> Policies => new()
+    {
+        { "full", 4 }, { "ops", 4 }, { "ops/chunked", 4 }, { "block_skip", 4 }, { "block_skip/2", 2 }, { "block_skip/3", 2 },
+    };
 
     internal static CheckpointingPolicy? Parse(string name) => name switch
     {
@@ -73,7 +77,7 @@ public class ActivationCheckpointTests(ITestOutputHelper log)
 
     [Theory]
     [MemberData(nameof(Policies))]
-    public void EachPolicyGivesTheGradientsOfThePlainModel(string name)
+    public void EachPolicyGivesTheGradientsOfThePlainModel(string name, int checkpointedBlocks)
     {
         using var model = WanTransformer3DModel.CreateRandom(Tiny, 17);
         model.train();
@@ -89,8 +93,7 @@ public class ActivationCheckpointTests(ITestOutputHelper log)
         using var _ = ckpt;
         int recomputed = ActivationCheckpoint.RecomputedOnThread - recomputedBefore;
 
-        int expectedBlocks = Enumerable.Range(0, Tiny.NumLayers).Count(policy.Checkpoints);
-        Assert.Equal(2 * expectedBlocks, recomputed);   // two rounds, one recomputation per checkpointed block
+        Assert.Equal(2 * checkpointedBlocks, recomputed);   // two rounds, one recomputation per checkpointed block
         // ops: per block 5 of the 10 linears (q, v of both attentions, the FFN up-projection) and both attention
         // outputs come from the forward instead of being recomputed.
         Assert.Equal(policy.Selective ? 2 * Tiny.NumLayers * 7 : 0, ActivationCheckpoint.ReusedOnThread - reusedBefore);
@@ -105,6 +108,17 @@ public class ActivationCheckpointTests(ITestOutputHelper log)
             Assert.True(rel <= 1e-5, $"{name}: gradient of {key} differs by {rel:E2} (relative to its largest value)");
         }
         log.WriteLine($"{name}: {recomputed} recomputations, worst relative gradient difference {worst:E2} over {plain.Grads.Count} tensors");
+    }
+
+    [Fact]
+    public void BlockSkipCheckpointsEveryNthBlockFromTheFirst()
+    {
+        Assert.Equal([0, 2, 4], Enumerable.Range(0, 6).Where(CheckpointingPolicy.BlockSkip(2).Checkpoints));
+        Assert.Equal([0, 3], Enumerable.Range(0, 6).Where(CheckpointingPolicy.BlockSkip(3).Checkpoints));
+        Assert.Equal(Enumerable.Range(0, 6), Enumerable.Range(0, 6).Where(CheckpointingPolicy.FromRecipe("block_skip")!.Checkpoints));
+        Assert.Equal(Enumerable.Range(0, 6), Enumerable.Range(0, 6).Where(CheckpointingPolicy.Full.Checkpoints));
+        Assert.Null(CheckpointingPolicy.FromRecipe(null));
+        Assert.Throws<UserError>(() => CheckpointingPolicy.FromRecipe("all"));
     }
 
     [Theory]
