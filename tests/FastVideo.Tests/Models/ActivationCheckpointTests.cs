@@ -49,14 +49,14 @@ public class ActivationCheckpointTests(ITestOutputHelper log)
     }
 
     /// <summary>Loss = sum(out · w) + 0.1·sum(out²) of one forward; gradients of every parameter and of both inputs.</summary>
-    private static Result Run(WanTransformer3DModel model, CheckpointingPolicy? policy, int rounds = 1)
+    private static Result Run(WanTransformer3DModel model, CheckpointingPolicy? policy, int rounds = 1, bool inputGrads = true)
     {
         using var scope = NewDisposeScope();
         model.GradientCheckpointing = policy;
         model.zero_grad();
         using var g = new Generator(5, device("cpu"));
-        var latents = randn([2, 4, 2, 4, 6], generator: g).requires_grad_();
-        var text = randn([2, 5, 16], generator: g).requires_grad_();
+        var latents = randn([2, 4, 2, 4, 6], generator: g).requires_grad_(inputGrads);
+        var text = randn([2, 5, 16], generator: g).requires_grad_(inputGrads);
         var weight = randn([2, 4, 2, 4, 6], generator: g);
         double loss = 0;
         for (int r = 0; r < rounds; r++)
@@ -68,9 +68,13 @@ public class ActivationCheckpointTests(ITestOutputHelper log)
             l.backward();
             ActivationCheckpoint.CompleteBackward();
         }
-        var grads = model.named_parameters().ToDictionary(p => p.name, p => p.parameter.grad!.clone().DetachFromDisposeScope());
-        grads["input.latents"] = latents.grad!.clone().DetachFromDisposeScope();
-        grads["input.text"] = text.grad!.clone().DetachFromDisposeScope();
+        var grads = model.named_parameters().Where(p => p.parameter.requires_grad)
+            .ToDictionary(p => p.name, p => p.parameter.grad!.clone().DetachFromDisposeScope());
+        if (inputGrads)
+        {
+            grads["input.latents"] = latents.grad!.clone().DetachFromDisposeScope();
+            grads["input.text"] = text.grad!.clone().DetachFromDisposeScope();
+        }
         model.GradientCheckpointing = null;
         return new Result(loss, grads);
     }
@@ -108,6 +112,38 @@ public class ActivationCheckpointTests(ITestOutputHelper log)
             Assert.True(rel <= 1e-5, $"{name}: gradient of {key} differs by {rel:E2} (relative to its largest value)");
         }
         log.WriteLine($"{name}: {recomputed} recomputations, worst relative gradient difference {worst:E2} over {plain.Grads.Count} tensors");
+    }
+
+    [Theory]
+    [InlineData("full")]
+    [InlineData("ops")]
+    public void LoraAdaptersGetTheGradientsOfThePlainModel(string name)
+    {
+        // LoRA training: the base is frozen and the inputs need no gradient, so only the adapters (parameters of the
+        // checkpointed blocks) put the checkpoint nodes into the graph. Adapters on attention and FFN linears, B != 0.
+        using var model = WanTransformer3DModel.CreateRandom(Tiny, 23);
+        using var g = new Generator(4, device("cpu"));
+        var options = new FastVideo.Configs.LoraOptions { Enable = true, Rank = 3, Alpha = 6, TargetModules = ["to_q", "to_k", "to_v", "to_out", "ffn"] };
+        var layers = LoraAdapters.Enable(model, options, g, "test.lora");
+        Assert.Contains("blocks.0.ffn.net.0.proj", layers);
+        using (no_grad())
+            foreach (var (n, p) in model.named_parameters().Where(p => p.name.Contains("lora_B")))
+                p.copy_(randn(p.shape, generator: g) * 0.1);
+        model.train();
+        using var plain = Run(model, null, rounds: 2, inputGrads: false);
+        var (recomputedBefore, reusedBefore) = (ActivationCheckpoint.RecomputedOnThread, ActivationCheckpoint.ReusedOnThread);
+        using var ckpt = Run(model, Parse(name), rounds: 2, inputGrads: false);
+        Assert.Equal(2 * Tiny.NumLayers, ActivationCheckpoint.RecomputedOnThread - recomputedBefore);
+        Assert.Equal(name == "ops" ? 2 * Tiny.NumLayers * 7 : 0, ActivationCheckpoint.ReusedOnThread - reusedBefore);
+        Assert.Equal(Tiny.NumLayers * 10, layers.Count);     // every linear of every block
+        Assert.Equal(2 * layers.Count, plain.Grads.Count);    // A and B of each: nothing else trains
+        Assert.Equal(plain.Loss, ckpt.Loss, 6);
+        foreach (var (key, reference) in plain.Grads)
+        {
+            Assert.True(reference.abs().max().item<float>() > 0, $"{key}: zero gradient");
+            double rel = Relative(ckpt.Grads[key], reference);
+            Assert.True(rel <= 1e-5, $"LoRA {name}: gradient of {key} differs by {rel:E2} relative");
+        }
     }
 
     [Fact]

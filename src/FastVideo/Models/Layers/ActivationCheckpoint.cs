@@ -99,18 +99,24 @@ public static class ActivationCheckpoint
     /// <summary>
     /// A linear layer inside a checkpointed function: a plain call, except under the selective policy, where every
     /// other call (1st, 3rd, ...) of the function keeps its output in forward and reuses it in the recomputation.
+    /// Kept: <see cref="LoraLinear"/> (with or without its adapter) and TorchSharp's Linear; other modules only count.
     /// </summary>
     public static Tensor Linear(nn.Module<Tensor, Tensor> layer, Tensor x)
     {
         var s = Selective.Current;
         if (s is null) return layer.forward(x);
-        bool keep = ++s.LinearCount % 2 == 1 && layer is TorchSharp.Modules.Linear;
+        bool keep = ++s.LinearCount % 2 == 1 && layer is LoraLinear or TorchSharp.Modules.Linear;
         if (!keep) return layer.forward(x);
         if (!s.Replaying) return s.Record(layer.forward(x));
-        var lin = (TorchSharp.Modules.Linear)layer;
         ReusedOnThread++;
-        var kept = s.Next(x.shape[..^1].Append(lin.weight!.shape[0]).ToArray());
-        return KeptLinearFunction.apply(new Kept(kept), x, lin.weight, lin.bias!);
+        var (w, b, a, bb, scale) = layer switch
+        {
+            LoraLinear l => (l.weight, l.bias, l.LoraA, l.LoraB, l.Scale),
+            TorchSharp.Modules.Linear l => (l.weight!, l.bias, null, null, 1.0),
+            _ => throw new InvalidOperationException(),
+        };
+        var kept = s.Next(x.shape[..^1].Append(w.shape[0]).ToArray());
+        return KeptLinearFunction.apply(new KeptLinear(kept, scale), x, w, b!, a!, bb!);
     }
 
     /// <summary>Scaled dot-product attention on [B,H,S,d] q and [B,H,L,d] k/v; its output is kept under the selective policy.</summary>
@@ -319,35 +325,56 @@ public static class ActivationCheckpoint
         public void Dispose() => _current = _outer;
     }
 
-    /// <summary>y = x Wᵀ + b with y taken from the forward; backward is the linear's.</summary>
+    /// <summary>A kept linear output and the layer's LoRA scale (alpha / rank), passed as data.</summary>
+    private sealed record KeptLinear(Tensor Value, double Scale);
+
+    /// <summary>
+    /// y = x Wᵀ + b + scale · (x Aᵀ) Bᵀ (the adapter part only with a LoRA adapter, in the adapter's dtype, as
+    /// <see cref="LoraLinear"/>) with y taken from the forward; backward is the layer's.
+    /// </summary>
     private sealed class KeptLinearFunction : SingleTensorFunction<KeptLinearFunction>
     {
         public override string Name => "KeptLinear";
 
-        // vars: [Kept, x, weight, bias (may be null)]
+        // vars: [KeptLinear, x, weight, bias?, lora A? [r, in], lora B? [out, r]]
         public override Tensor forward(AutogradContext ctx, params object[] vars)
         {
-            var (x, w, b) = ((Tensor)vars[1], (Tensor)vars[2], vars[3] as Tensor);
-            ctx.save_for_backward([x, w]);
-            ctx.save_data("needs", new[] { x.requires_grad, w.requires_grad, b?.requires_grad ?? false });
+            var (x, w, b, a, bb) = ((Tensor)vars[1], (Tensor)vars[2], vars[3] as Tensor, vars[4] as Tensor, vars[5] as Tensor);
+            var kept = (KeptLinear)vars[0];
+            ctx.save_for_backward([x, w, a!, bb!]);
+            ctx.save_data("needs", new[] { x.requires_grad, w.requires_grad, b?.requires_grad ?? false, a?.requires_grad ?? false, bb?.requires_grad ?? false });
+            ctx.save_data("scale", kept.Scale);
             ctx.save_data("thread", Environment.CurrentManagedThreadId);
             ctx.set_materialize_grads(false);
-            return ((Kept)vars[0]).Value.detach();
+            return kept.Value.detach();
         }
 
         public override List<Tensor> backward(AutogradContext ctx, Tensor g)
         {
             var needs = (bool[])ctx.get_data("needs");
-            return Guarded(4, (int)ctx.get_data("thread"), g, () =>
+            double scale = (double)ctx.get_data("scale");
+            return Guarded(6, (int)ctx.get_data("thread"), g, () =>
             {
                 using var scope = NewDisposeScope();
                 var saved = ctx.get_saved_variables();
-                var (x, w) = (saved[0], saved[1]);
+                var (x, w, a, bb) = (saved[0], saved[1], saved[2], saved[3]);
                 var g2 = g.reshape(-1, g.shape[^1]);                            // [N, out]
+                var x2 = x.reshape(-1, x.shape[^1]);                            // [N, in]
                 var gx = needs[0] ? g.matmul(w) : null;                          // [..., in]
-                var gw = needs[1] ? g2.t().mm(x.reshape(-1, x.shape[^1])) : null; // [out, in]
+                var gw = needs[1] ? g2.t().mm(x2) : null;                        // [out, in]
                 var gb = needs[2] ? g2.sum([0L]) : null;                         // [out]
-                return [null!, gx?.MoveToOuterDisposeScope()!, gw?.MoveToOuterDisposeScope()!, gb?.MoveToOuterDisposeScope()!];
+                Tensor? ga = null, gbb = null;
+                if (a is not null && bb is not null)
+                {
+                    var gf = g2.to_type(a.dtype);                                // the adapter path runs in its dtype
+                    var xa = x2.to_type(a.dtype);
+                    var gh = gf.mm(bb).mul_(scale);                              // d/d(x Aᵀ) [N, r]
+                    if (needs[4]) gbb = gf.t().mm(xa.mm(a.t())).mul_(scale);     // [out, r]
+                    if (needs[3]) ga = gh.t().mm(xa);                            // [r, in]
+                    if (needs[0]) gx = gx!.add_(gh.mm(a).to_type(x.dtype).view(x.shape));
+                }
+                Tensor Out(Tensor? t) => t?.MoveToOuterDisposeScope()!;
+                return [null!, Out(gx), Out(gw), Out(gb), Out(ga), Out(gbb)];
             });
         }
     }
