@@ -30,6 +30,8 @@ public sealed record GenerateOptions
     public required string OutputLatents { get; init; }
     public string Device { get; init; } = "cpu";
     public string Dtype { get; init; } = "fp32";
+    /// <summary>The dtype the transformer computes in: auto (bf16 where the device computes it natively), fp32, bf16, fp16.</summary>
+    public string ComputeDtype { get; init; } = "auto";
     /// <summary>The model family that loads <see cref="Model"/> (see <c>fastvideo families</c>).</summary>
     public string Family { get; init; } = "wan";
     /// <summary>A Diffusers LoRA file for the transformer (<c>pytorch_lora_weights.safetensors</c>, or its folder) applied as Diffusers does.</summary>
@@ -56,13 +58,15 @@ public static class GenerateCommand
         var output = CliOptions.Text("--output-latents", "FILE", "where to write the result (safetensors, key latents [B,C,T,H,W])").AsRequired();
         var device = CliOptions.Text("--device", "DEVICE", "the torch device").WithDefault("cpu");
         var dtype = CliOptions.OneOf("--dtype", "the transformer's precision", [.. Precision.Names]).WithDefault("fp32");
+        var computeDtype = CliOptions.OneOf("--compute-dtype", "the dtype the transformer computes in (auto: bf16 where the device computes it natively)",
+            ["auto", .. Precision.Names]).WithDefault("auto");
         var family = CliOptions.Text("--family", "FAMILY", "the model family that loads it (see 'fastvideo families')").WithDefault("wan");
         family.CompletionSources.Add(_ => ModelFamilyRegistry.Default.Families.Select(f => f.Name));
         var lora = CliOptions.Text("--lora", "FILE", "a Diffusers LoRA for the transformer (pytorch_lora_weights.safetensors or its folder, e.g. from 'fastvideo export --lora-format adapter'), applied as load_lora_weights does");
 
         var command = new Command("generate", "Sample latents from precomputed text embeddings (Euler flow matching, classifier-free guidance).")
         {
-            model, prompt, negative, latents, seed, frames, height, width, steps, guidance, shift, output, device, dtype, family, lora,
+            model, prompt, negative, latents, seed, frames, height, width, steps, guidance, shift, output, device, dtype, computeDtype, family, lora,
         };
         command.SetAction(r => Run(new GenerateOptions
         {
@@ -70,7 +74,7 @@ public static class GenerateCommand
             Latents = r.GetValue(latents), Seed = r.GetValue(seed), NumFrames = r.GetValue(frames), Height = r.GetValue(height), Width = r.GetValue(width),
             Steps = r.GetValue(steps), GuidanceScale = r.GetValue(guidance), FlowShift = r.GetValue(shift),
             OutputLatents = r.GetRequiredValue(output), Device = r.GetRequiredValue(device), Dtype = r.GetRequiredValue(dtype),
-            Family = r.GetRequiredValue(family), Lora = r.GetValue(lora),
+            ComputeDtype = r.GetRequiredValue(computeDtype), Family = r.GetRequiredValue(family), Lora = r.GetValue(lora),
         }, r.InvocationConfiguration.Output, r.InvocationConfiguration.Error));
         return command;
     }
@@ -93,7 +97,7 @@ public static class GenerateCommand
         using var scope = NewDisposeScope();
         // The model plugin of the family, as a frozen role: the same forward, negative prompt and sampler as training.
         using var model = ModelFamilyRegistry.Default.CreateForInference(new InferenceModel(family, modelPath, deviceName, precision,
-            FlowShift: shift, NegativePromptEmbeds: o.NegativePromptEmbeds));
+            FlowShift: shift, NegativePromptEmbeds: o.NegativePromptEmbeds, ComputePrecision: o.ComputeDtype));
         var config = model.TransformerConfig;
         int channels = model.Vae.LatentChannels;
         if (o.Lora is { } loraPath)
@@ -136,7 +140,7 @@ public static class GenerateCommand
         if (guidance != 1.0 && batch.Unconditional is null)
             throw new UserError($"--guidance-scale {guidance} needs --negative-prompt-embeds (no {NegativePromptEmbeds.FileName} in the model folder)");
 
-        stderr.WriteLine($"generate: {steps} steps, guidance {guidance}, shift {shift}, latents [{string.Join(",", latents.shape)}], {deviceName} {precision}");
+        stderr.WriteLine($"generate: {steps} steps, guidance {guidance}, shift {shift}, latents [{string.Join(",", latents.shape)}], {deviceName}, weights {precision}, computing in {Precision.Name(model.ComputeDtype)}");
         Tensor result;
         using (no_grad())
         {

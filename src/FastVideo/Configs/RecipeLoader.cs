@@ -280,6 +280,7 @@ public static class RecipeLoader
         OneOf(t.Model.WeightingScheme, WeightingSchemes, "training.model.weighting_scheme");
         OneOf(t.Optimizer.LrScheduler, LrSchedulers, "training.optimizer.lr_scheduler");
         OneOf(t.DitPrecision, Precision.Names, "training.dit_precision");
+        OneOf(t.ComputePrecision, ["auto", .. Precision.Names], "training.compute_precision");
         // Activation checkpointing is applied by each role's family (a family that cannot apply it refuses the role).
         if (t.Model.EnableGradientCheckpointingType is { } modelCkpt)
             OneOf(modelCkpt, GradientCheckpointingTypes, "training.model.enable_gradient_checkpointing_type");

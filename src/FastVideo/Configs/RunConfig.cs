@@ -88,6 +88,12 @@ public sealed record TrainingConfig
     public VsaConfig Vsa { get; init; } = new();
     /// <summary>Master-weight dtype of loaded transformers: fp32, bf16 or fp16.</summary>
     public string DitPrecision { get; init; } = "fp32";
+    /// <summary>
+    /// The dtype the transformers compute in (weights are cast per use; gradients reach the dit_precision masters):
+    /// auto = bf16 where the device computes it natively (a CPU with AVX-512 BF16 or AMX, any CUDA device), else the
+    /// master dtype; or fp32, bf16, fp16. FastVideo computes under bf16 autocast / FSDP bf16 mixed precision.
+    /// </summary>
+    public string ComputePrecision { get; init; } = "auto";
     /// <summary>Base model folder; null = the student's init_from.</summary>
     public string? ModelPath { get; init; }
     /// <summary>Torch device for every role: "cpu", "cuda", "cuda:1", ...</summary>

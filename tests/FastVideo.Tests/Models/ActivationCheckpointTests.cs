@@ -15,6 +15,7 @@ namespace FastVideo.Tests.Models;
 /// </summary>
 public class ActivationCheckpointTests(ITestOutputHelper log)
 {
+    internal static WanTransformerConfig TinyConfig => Tiny;
     private static readonly WanTransformerConfig Tiny = new()
     {
         NumAttentionHeads = 2, AttentionHeadDim = 12, InChannels = 4, OutChannels = 4, TextDim = 16, FfnDim = 40, NumLayers = 4,
@@ -236,6 +237,32 @@ public class ActivationCheckpointTests(ITestOutputHelper log)
     }
 
     [Fact]
+    public void AnErrorWhileRecomputingIsRethrownAfterBackward()
+    {
+        // An exception cannot cross the native autograd engine: it is kept and rethrown once backward has returned.
+        using var scope = NewDisposeScope();
+        var w = new TorchSharp.Modules.Parameter(randn([3, 3]));
+        var x = randn([2, 3]);
+        int calls = 0;
+        var y = ActivationCheckpoint.Apply(a => ++calls == 2 ? throw new InvalidOperationException("boom") : a[0].matmul(w), [x], [w]);
+        y.sum().backward();
+        var e = Assert.Throws<InvalidOperationException>(ActivationCheckpoint.CompleteBackward);
+        Assert.Contains("boom", e.Message);
+        Assert.True(w.grad is null);
+        ActivationCheckpoint.CompleteBackward();   // reported once
+    }
+}
+
+/// <summary>Reads the process-wide generator, so it runs alone: other tests draw from it on other threads.</summary>
+[CollectionDefinition(nameof(GlobalRngCollection), DisableParallelization = true)]
+public sealed class GlobalRngCollection;
+
+[Collection(nameof(GlobalRngCollection))]
+public class ActivationCheckpointRngTests
+{
+    private static WanTransformerConfig Tiny => ActivationCheckpointTests.TinyConfig;
+
+    [Fact]
     public void TheBlocksDrawNoRandomNumbers()
     {
         // Recomputation replays the forward without restoring RNG state (as upstream, preserve_rng_state=False): a
@@ -250,21 +277,5 @@ public class ActivationCheckpointTests(ITestOutputHelper log)
         using (var y = model.Forward(x, t, text)) { }
         using var after = torch.random.get_rng_state();
         Assert.True(before.eq(after).all().item<bool>(), "a Wan forward in train mode drew from the global generator");
-    }
-
-    [Fact]
-    public void AnErrorWhileRecomputingIsRethrownAfterBackward()
-    {
-        // An exception cannot cross the native autograd engine: it is kept and rethrown once backward has returned.
-        using var scope = NewDisposeScope();
-        var w = new TorchSharp.Modules.Parameter(randn([3, 3]));
-        var x = randn([2, 3]);
-        int calls = 0;
-        var y = ActivationCheckpoint.Apply(a => ++calls == 2 ? throw new InvalidOperationException("boom") : a[0].matmul(w), [x], [w]);
-        y.sum().backward();
-        var e = Assert.Throws<InvalidOperationException>(ActivationCheckpoint.CompleteBackward);
-        Assert.Contains("boom", e.Message);
-        Assert.True(w.grad is null);
-        ActivationCheckpoint.CompleteBackward();   // reported once
     }
 }

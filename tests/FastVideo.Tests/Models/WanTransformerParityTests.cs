@@ -107,7 +107,7 @@ public class WanTransformerParityTests(Xunit.Abstractions.ITestOutputHelper log)
         var stdout = new StringWriter();
         var stderr = new StringWriter();
         int rc = Cli.Cli.Run([
-            "generate", "--model", ModelDir, "--prompt-embeds", Inputs, "--negative-prompt-embeds", Inputs,
+            "generate", "--model", ModelDir, "--compute-dtype", "fp32", "--prompt-embeds", Inputs, "--negative-prompt-embeds", Inputs,
             "--latents", Inputs, "--steps", "4", "--guidance-scale", guidance.ToString(System.Globalization.CultureInfo.InvariantCulture),
             "--flow-shift", "3", "--output-latents", output], stdout, stderr);
         Assert.True(rc == 0, stderr.ToString());

@@ -111,6 +111,7 @@ public class CheckpointingTrainingTests(ITestOutputHelper log)
               optimizer: {"{"}learning_rate: 1.0e-3{"}"}
               loop: {"{"}max_train_steps: 3, gradient_accumulation_steps: 2{"}"}
               model: {"{"}enable_gradient_checkpointing_type: full{"}"}
+              compute_precision: fp32
             pipeline: {"{"}text_len: 6{"}"}
             """);
         List<double> Losses(string output, params string[] sets)

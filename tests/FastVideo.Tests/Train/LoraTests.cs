@@ -592,7 +592,7 @@ public class LoraExportTests(LoraExportFixture f) : IClassFixture<LoraExportFixt
         Tensor Generate(string model, string? lora)
         {
             var output = Path.Combine(dir, $"{Guid.NewGuid():N}.safetensors");
-            var args = new List<string> { "generate", "--model", model, "--prompt-embeds", prompt, "--seed", "3", "--num-frames", "5", "--height", "16", "--width", "16",
+            var args = new List<string> { "generate", "--model", model, "--compute-dtype", "fp32", "--prompt-embeds", prompt, "--seed", "3", "--num-frames", "5", "--height", "16", "--width", "16",
                 "--steps", "3", "--guidance-scale", "1", "--flow-shift", "3", "--output-latents", output };
             if (lora is not null) args.AddRange(["--lora", lora]);
             var stderr = new StringWriter();

@@ -22,6 +22,9 @@ public class WanModelTests
         {
             Data = new DataConfig { NumLatentT = 2, NumHeight = 64, NumWidth = 64, TrainBatchSize = 2 },
             Model = new ModelTrainingConfig { WeightingScheme = scheme },
+            // The tests compare numbers across code paths to 1e-5 or bit for bit: fp32 compute. bf16 compute has its
+            // own tests (BFloat16ComputeTests).
+            ComputePrecision = "fp32",
         },
         Pipeline = pipeline ?? new PipelineConfig(),
     };

@@ -238,11 +238,13 @@ public sealed class WanTimeTextEmbedding : nn.Module
     public (Tensor Temb, Tensor TimestepProj, Tensor Context) Forward(Tensor timestep, Tensor text, ScalarType dtype)
     {
         using var scope = NewDisposeScope();
-        var tf = TimestepSinusoid.Embed(timestep, _freqDim).to_type(time_embedder.linear_1.weight!.dtype);
-        var temb = time_embedder.forward(tf).to_type(dtype);
-        var proj = time_proj.forward(nn.functional.silu(temb));
-        var ctx = text_embedder.forward(text.to_type(dtype));
-        return (temb.MoveToOuterDisposeScope(), proj.MoveToOuterDisposeScope(), ctx.MoveToOuterDisposeScope());
+        // The small condition embedders run in their weights' dtype; their outputs enter the blocks in `dtype`.
+        var own = time_embedder.linear_1.weight!.dtype;
+        var tf = TimestepSinusoid.Embed(timestep, _freqDim).to_type(own);
+        var temb = time_embedder.forward(tf);
+        var proj = time_proj.forward(nn.functional.silu(temb)).to_type(dtype);
+        var ctx = text_embedder.forward(text.to_type(own)).to_type(dtype);
+        return (temb.to_type(dtype).MoveToOuterDisposeScope(), proj.MoveToOuterDisposeScope(), ctx.MoveToOuterDisposeScope());
     }
 }
 
@@ -289,6 +291,13 @@ public sealed partial class WanTransformer3DModel : nn.Module
     /// <summary>dtype of the parameters; inputs are cast to it.</summary>
     public ScalarType ParamDtype => proj_out.weight!.dtype;
 
+    /// <summary>
+    /// The dtype activations are computed in; null = <see cref="ParamDtype"/>. With bf16 over fp32 parameters the
+    /// weights are cast per use and gradients reach the fp32 masters (FastVideo's bf16 autocast / FSDP mixed
+    /// precision); norms and modulation stay in fp32 as before, and the output is returned in <see cref="ParamDtype"/>.
+    /// </summary>
+    public ScalarType? ComputeDtype { get; set; }
+
     public Tensor Forward(Tensor hiddenStates, Tensor timestep, Tensor encoderHiddenStates)
     {
         using var scope = NewDisposeScope();
@@ -302,10 +311,14 @@ public sealed partial class WanTransformer3DModel : nn.Module
             throw new ArgumentException($"latent size {t}x{h}x{w} is not divisible by patch_size [{string.Join(",", p)}]");
         if (timestep.numel() != b) throw new ArgumentException($"timestep must have one value per sample ([{b}]), got {Shape(timestep)}");
         long ft = t / p[0], fh = h / p[1], fw = w / p[2];
-        var dtype = ParamDtype;
+        var dtype = ComputeDtype ?? ParamDtype;
 
         var rope = RotaryPosEmbed3D.Tables(Config.AttentionHeadDim, ft, fh, fw, device: hiddenStates.device);
-        var x = patch_embedding.forward(hiddenStates.to_type(dtype)).flatten(2).transpose(1, 2); // [B,S,D], S ordered (f,h,w)
+        var patches = dtype == ParamDtype
+            ? patch_embedding.forward(hiddenStates.to_type(dtype))
+            : nn.functional.conv3d(hiddenStates.to_type(dtype), patch_embedding.weight!.to_type(dtype), patch_embedding.bias!.to_type(dtype),
+                strides: [p[0], p[1], p[2]]);
+        var x = patches.flatten(2).transpose(1, 2); // [B,S,D], S ordered (f,h,w)
 
         var (temb, tproj, context) = condition_embedder.Forward(timestep.reshape(b), encoderHiddenStates, dtype);
         tproj = tproj.unflatten(1, [6, Config.InnerDim]);  // [B,6,D]
@@ -327,7 +340,7 @@ public sealed partial class WanTransformer3DModel : nn.Module
         x = x.reshape(b, ft, fh, fw, p[0], p[1], p[2], Config.OutChannels)
              .permute(0, 7, 1, 4, 2, 5, 3, 6)
              .reshape(b, Config.OutChannels, t, h, w);
-        return x.MoveToOuterDisposeScope();
+        return x.to_type(ParamDtype).MoveToOuterDisposeScope();
     }
 
     private static string Shape(Tensor x) => "[" + string.Join(",", x.shape) + "]";

@@ -116,7 +116,9 @@ public static class ActivationCheckpoint
             _ => throw new InvalidOperationException(),
         };
         var kept = s.Next(x.shape[..^1].Append(w.shape[0]).ToArray());
-        return KeptLinearFunction.apply(new KeptLinear(kept, scale), x, w, b!, a!, bb!);
+        // As the layer computes: base weights in the activations' dtype (a cast the master's gradient flows through).
+        return KeptLinearFunction.apply(new KeptLinear(kept, scale), x, LoraLinear.AsDtype(w, x.dtype),
+            b is null ? null! : LoraLinear.AsDtype(b, x.dtype), a!, bb!);
     }
 
     /// <summary>Scaled dot-product attention on [B,H,S,d] q and [B,H,L,d] k/v; its output is kept under the selective policy.</summary>

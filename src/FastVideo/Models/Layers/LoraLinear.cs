@@ -42,7 +42,9 @@ public sealed class LoraLinear : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        var y = nn.functional.linear(x, weight, bias);
+        // Weights are cast to the activations' dtype per use (bf16 compute over fp32 masters; gradients flow through
+        // the cast back to the masters), as autocast does.
+        var y = nn.functional.linear(x, AsDtype(weight, x.dtype), bias is null ? null : AsDtype(bias, x.dtype));
         if (lora_A is null || lora_B is null) return y.MoveToOuterDisposeScope();
         var a = lora_A.weight;
         var h = nn.functional.linear(nn.functional.linear(x.dtype == a.dtype ? x : x.to_type(a.dtype), a), lora_B.weight);
@@ -54,6 +56,9 @@ public sealed class LoraLinear : nn.Module<Tensor, Tensor>
     /// Adds a trainable adapter initialised as PEFT does: A ~ kaiming_uniform(a=√5) = U(±1/√in) drawn from
     /// <paramref name="generator"/>, B = 0 (so the layer starts as the base layer). Float32, on the weight's device.
     /// </summary>
+    /// <summary><paramref name="t"/> itself when it already has <paramref name="dtype"/>, else a cast (autograd-tracked).</summary>
+    public static Tensor AsDtype(Tensor t, ScalarType dtype) => t.dtype == dtype ? t : t.to_type(dtype);
+
     public void AddAdapter(int rank, double alpha, Generator generator)
     {
         using var scope = NewDisposeScope();

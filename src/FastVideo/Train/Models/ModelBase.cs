@@ -82,6 +82,9 @@ public abstract class ModelBase : IDisposable
     public Device Device { get; }
     public abstract nn.Module Transformer { get; }
     public abstract INoiseScheduler NoiseScheduler { get; }
+
+    /// <summary>The dtype the transformer computes in (its parameters' dtype unless the family casts per use).</summary>
+    public virtual ScalarType ComputeDtype => Transformer.parameters().First().dtype;
     public int NumTrainTimesteps => NoiseScheduler.NumTrainTimesteps;
 
     /// <summary>

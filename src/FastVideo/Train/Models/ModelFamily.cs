@@ -45,7 +45,7 @@ public sealed record ModelFamily(
 
 /// <summary>A model to sample with outside training: family, model folder and how to run it.</summary>
 public sealed record InferenceModel(string Family, string ModelPath, string Device = "cpu", string Precision = "fp32",
-    double? FlowShift = null, string? NegativePromptEmbeds = null, string Role = "generator");
+    double? FlowShift = null, string? NegativePromptEmbeds = null, string Role = "generator", string ComputePrecision = "auto");
 
 /// <summary>Implemented by user assemblies that add families; loaded with <see cref="ModelFamilyRegistry.LoadPlugins"/>.</summary>
 public interface IModelFamilyProvider

@@ -54,7 +54,7 @@ public sealed class ModelFamilyRegistry : IFamilyCatalog
         {
             Recipe = new RecipeSection { Family = request.Family },
             Roles = new Dictionary<string, RoleConfig> { [request.Role] = options },
-            Training = new TrainingConfig { Device = request.Device, DitPrecision = request.Precision },
+            Training = new TrainingConfig { Device = request.Device, DitPrecision = request.Precision, ComputePrecision = request.ComputePrecision },
         };
         return family.Create(new ModelBuildContext(request.Role, options, run, family));
     }

@@ -61,6 +61,10 @@ public partial class WanModel : ModelBase
         EnableLoraIfConfigured(_transformer);
         // Upstream applies the role's (else training.model's) checkpointing type to a trainable role's blocks only.
         _transformer.GradientCheckpointing = CheckpointingPolicy.FromRecipe(CheckpointingType);
+        // Compute dtype (bf16 over fp32 masters where the device computes bf16 natively, as FastVideo's autocast).
+        var compute = Precision.ResolveCompute(context.Training.ComputePrecision, MasterDtype, context.Training.Device);
+        ComputeDtype = compute;
+        _transformer.ComputeDtype = compute == MasterDtype ? null : compute;
 
         double shift = options.FlowShift ?? context.Family.Defaults.FlowShift;
         _scheduler = new FlowMatchEulerDiscreteScheduler(shift);
@@ -76,6 +80,8 @@ public partial class WanModel : ModelBase
     public override INoiseScheduler NoiseScheduler => _scheduler;
     public override System.Text.Json.Nodes.JsonObject TransformerConfig { get; }
     public ScalarType MasterDtype { get; }
+    /// <summary>The dtype the transformer computes in (<c>training.compute_precision</c> resolved for the device).</summary>
+    public override ScalarType ComputeDtype { get; }
     public override VaeConfig Vae { get; }
     /// <summary>Shift used by <see cref="ShiftAndClampTimestep"/>; the student takes the pipeline's flow_shift.</summary>
     public double TimestepShift { get; private set; }
