@@ -23,6 +23,26 @@ internal static class ModuleTensors
         typeof(nn.Module).GetMethod("ConditionallyRegisterBuffer", BindingFlags.Instance | BindingFlags.NonPublic, [typeof(string), typeof(Tensor), typeof(bool)])
         ?? throw new MissingMethodException("TorchSharp's Module.ConditionallyRegisterBuffer(string, Tensor, bool) is gone; update ModuleTensors.");
 
+    static readonly FieldInfo BuffersField =
+        typeof(nn.Module).GetField("_internal_buffers", BindingFlags.Instance | BindingFlags.NonPublic)
+        ?? throw new MissingFieldException("TorchSharp's Module._internal_buffers is gone; update ModuleTensors.");
+
+    /// <summary>
+    /// Every buffer of the module and its submodules with whether it is persistent. TorchSharp's named_buffers()
+    /// leaves out non-persistent buffers even when asked for them, so this reads the registrations themselves.
+    /// </summary>
+    public static List<(string Name, Tensor Buffer, bool Persistent)> AllBuffers(nn.Module root)
+    {
+        var result = new List<(string, Tensor, bool)>();
+        foreach (var (prefix, module) in root.named_modules().Prepend(("", root)))
+        {
+            if (BuffersField.GetValue(module) is not IEnumerable<(string, (Tensor, bool))> buffers) continue;
+            foreach (var (name, (buffer, persistent)) in buffers)
+                result.Add((prefix.Length == 0 ? name : $"{prefix}.{name}", buffer, persistent));
+        }
+        return result;
+    }
+
     /// <summary>
     /// Replaces the state entry <paramref name="key"/> (a parameter or persistent buffer, dotted as in state_dict)
     /// with <paramref name="data"/>, which the module then owns. A parameter keeps its requires_grad. The old
@@ -88,7 +108,7 @@ internal static class ModuleTensors
         var bad = new List<string>();
         foreach (var (name, p) in root.named_parameters())
             if (p.IsInvalid || p.device_type == DeviceType.META) bad.Add(name);
-        foreach (var (name, b) in root.named_buffers())
+        foreach (var (name, b, _) in AllBuffers(root))
             if (b.IsInvalid || b.device_type == DeviceType.META) bad.Add(name);
         foreach (var (prefix, module) in root.named_modules().Prepend(("", root)))
         {

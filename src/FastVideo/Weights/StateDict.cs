@@ -74,7 +74,7 @@ public static class StateDict
             throw new ArgumentException(
                 $"Materialize expects a module built on the meta device; {notMeta.Count} of its tensors are not: {Cap(notMeta)}.", nameof(module));
         // Non-persistent buffers are not in the files: a meta one would stay without memory.
-        var transient = module.named_buffers().Where(nb => !target.ContainsKey(nb.name)).Select(nb => nb.name).ToList();
+        var transient = ModuleTensors.AllBuffers(module).Where(b => !b.Persistent).Select(b => b.Name).ToList();
         if (transient.Count > 0)
             throw new ArgumentException(
                 $"The module has buffers outside its state ({Cap(transient)}), which no weights file holds; build it on the CPU and use LoadInto.",

@@ -194,6 +194,12 @@ internal static class TensorStreamer
 
     // ------------------------------------------------------------------------------------------------ kernels
 
+    /// <summary>Converts <paramref name="n"/> elements between spans (tests drive the kernels through this).</summary>
+    internal static unsafe void Convert(Conversion conv, ReadOnlySpan<byte> src, Span<byte> dst, long n)
+    {
+        fixed (byte* s = src) fixed (byte* d = dst) Convert(conv, s, d, n);
+    }
+
     internal static unsafe void Convert(Conversion conv, byte* src, byte* dst, long n)
     {
         switch (conv)
