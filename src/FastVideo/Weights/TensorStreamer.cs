@@ -99,18 +99,22 @@ internal static class TensorStreamer
 
     static unsafe void RunDirect(List<Job> jobs, List<Direct> direct, Dictionary<string, SafeFileHandle> handles)
     {
+        // Read once: the staging buffers must hold the largest item whatever a test sets meanwhile.
+        long chunkBytes = Math.Max(1, ChunkBytes);
         var items = new List<WorkItem>();
+        long largest = 0;
         for (int d = 0; d < direct.Count; d++)
         {
             long n = jobs[direct[d].Job].Destination.numel();
-            long perItem = Math.Max(1, ChunkBytes / direct[d].SrcSize);
+            long perItem = Math.Max(1, chunkBytes / direct[d].SrcSize);
+            largest = Math.Max(largest, Math.Min(perItem, n) * direct[d].SrcSize);
             for (long first = 0; first < n; first += perItem)
                 items.Add(new WorkItem(d, first, Math.Min(perItem, n - first)));
         }
         if (items.Count == 0) return;
 
         int workers = Math.Max(1, Math.Min(MaxWorkers, items.Count));
-        long stagingBytes = Math.Max(1, ChunkBytes);
+        long stagingBytes = Math.Max(1, largest);
         int next = 0;
         int failed = 0;
         // Taken from a shared counter (not pre-split ranges) so the workers read neighbouring chunks.
