@@ -67,7 +67,7 @@ public static class SafeTensors
         return null;
     }
 
-    static int? ElementSize(string dtype)
+    internal static int? ElementSize(string dtype)
     {
         foreach (var d in DtypeTable)
             if (d.Name == dtype) return d.Size;
@@ -103,14 +103,7 @@ public static class SafeTensors
         var wanted = header.Tensors.Where(kv => keyFilter is null || keyFilter(kv.Key))
                                    .OrderBy(kv => kv.Value.DataStart).ToList();
 
-        var unsupported = wanted.Where(kv => kv.Value.ScalarType is null).ToList();
-        if (unsupported.Count > 0)
-        {
-            var first = unsupported[0];
-            throw new UserError(
-                $"Safetensors file '{path}': tensor '{first.Key}' has dtype '{first.Value.Dtype}', which is not supported " +
-                $"({unsupported.Count} tensor(s) affected). Supported dtypes: {string.Join(", ", SupportedDtypes)}.");
-        }
+        ThrowIfUnsupported(path, wanted);
 
         var result = new Dictionary<string, Tensor>(wanted.Count, StringComparer.Ordinal);
         try
@@ -133,6 +126,24 @@ public static class SafeTensors
             throw;
         }
         return result;
+    }
+
+    /// <summary>The error for wanted tensors whose dtype this reader cannot hold (names the first, counts all).</summary>
+    internal static void ThrowIfUnsupported(string path, IEnumerable<KeyValuePair<string, SafeTensorInfo>> wanted)
+    {
+        var unsupported = wanted.Where(kv => kv.Value.ScalarType is null).ToList();
+        if (unsupported.Count == 0) return;
+        var first = unsupported[0];
+        throw new UserError(
+            $"Safetensors file '{path}': tensor '{first.Key}' has dtype '{first.Value.Dtype}', which is not supported " +
+            $"({unsupported.Count} tensor(s) affected). Supported dtypes: {string.Join(", ", SupportedDtypes)}.");
+    }
+
+    /// <summary>The whole validated header, with where the data section starts in the file.</summary>
+    internal static Header ReadFullHeader(string path)
+    {
+        using var fs = OpenRead(path);
+        return ReadHeaderCore(fs, path);
     }
 
     static FileStream OpenRead(string path)

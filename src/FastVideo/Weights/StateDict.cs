@@ -11,114 +11,15 @@ public static class StateDict
     const int ListCap = 20;
 
     /// <summary>All weights of a resolved model component: its single file, or every shard its index names.</summary>
-    public static Dictionary<string, Tensor> LoadWeights(DiffusersModelFolder folder, Device? device = null)
-    {
-        if (folder.IndexPath is not null)
-            return LoadByIndex(folder.IndexPath, device);
-        return LoadFiles(folder.WeightFiles, device, $"model '{folder.Source}' ({folder.ComponentFolder})");
-    }
+    public static Dictionary<string, Tensor> LoadWeights(DiffusersModelFolder folder, Device? device = null) =>
+        WeightSet.FromModelFolder(folder).Load(device);
 
     /// <summary>
     /// Override weights: a .safetensors file, a *.safetensors.index.json, or a folder (its one index if it has
     /// one, else every *.safetensors directly inside it).
     /// </summary>
-    public static Dictionary<string, Tensor> LoadSafetensorsFileOrFolder(string path, Device? device = null)
-    {
-        if (File.Exists(path))
-        {
-            return path.EndsWith(".index.json", StringComparison.OrdinalIgnoreCase)
-                ? LoadByIndex(path, device)
-                : SafeTensors.Load(path, device);
-        }
-        if (!Directory.Exists(path))
-            throw new UserError($"Weights path '{path}' does not exist; expected a .safetensors file or a folder of them.");
-
-        var indexes = Directory.GetFiles(path, "*.safetensors.index.json").Order(StringComparer.Ordinal).ToList();
-        if (indexes.Count > 1)
-            throw new UserError(
-                $"Weights folder '{path}' has several shard indexes ({string.Join(", ", indexes.Select(Path.GetFileName))}); " +
-                "point at the one to load.");
-        if (indexes.Count == 1)
-            return LoadByIndex(indexes[0], device);
-
-        var files = Directory.GetFiles(path, "*.safetensors").Order(StringComparer.Ordinal).ToList();
-        if (files.Count == 0)
-            throw new UserError($"Weights folder '{path}' contains no .safetensors files.");
-        return LoadFiles(files, device, $"weights folder '{path}'");
-    }
-
-    /// <summary>Loads exactly the keys an index lists, after checking every shard exists and holds its keys.</summary>
-    static Dictionary<string, Tensor> LoadByIndex(string indexPath, Device? device)
-    {
-        var index = ShardIndex.Read(indexPath);
-        var missingShards = index.ShardFiles.Where(f => !File.Exists(Path.Combine(index.Folder, f))).ToList();
-        if (missingShards.Count > 0)
-            throw new UserError(
-                $"The shard index '{indexPath}' names {missingShards.Count} shard file(s) that are not in '{index.Folder}': " +
-                $"{Cap(missingShards)} (incomplete download?).");
-
-        var keysByShard = index.WeightMap.GroupBy(kv => kv.Value, StringComparer.Ordinal)
-            .ToDictionary(g => g.Key, g => g.Select(kv => kv.Key).ToHashSet(StringComparer.Ordinal), StringComparer.Ordinal);
-
-        // Check every header before reading any tensor data, so a broken checkpoint fails fast and whole.
-        var absent = new List<string>();
-        foreach (var shard in index.ShardFiles)
-        {
-            var header = SafeTensors.ReadHeader(Path.Combine(index.Folder, shard));
-            absent.AddRange(keysByShard[shard].Where(k => !header.ContainsKey(k)).Order(StringComparer.Ordinal)
-                                              .Select(k => $"{k} (in {shard})"));
-        }
-        if (absent.Count > 0)
-            throw new UserError(
-                $"The shard index '{indexPath}' lists {absent.Count} tensor(s) that their shard does not contain: {Cap(absent)}.");
-
-        // The index is the authority: tensors a shard holds but the index does not list are not loaded.
-        var result = new Dictionary<string, Tensor>(index.WeightMap.Count, StringComparer.Ordinal);
-        try
-        {
-            foreach (var shard in index.ShardFiles)
-            {
-                var keys = keysByShard[shard];
-                foreach (var (k, t) in SafeTensors.Load(Path.Combine(index.Folder, shard), device, keys.Contains))
-                    result[k] = t;
-            }
-        }
-        catch
-        {
-            foreach (var t in result.Values) t.Dispose();
-            throw;
-        }
-        return result;
-    }
-
-    /// <summary>Merges several files; a name present in two files is an error (which copy would win is arbitrary).</summary>
-    static Dictionary<string, Tensor> LoadFiles(IReadOnlyList<string> files, Device? device, string what)
-    {
-        if (files.Count == 1) return SafeTensors.Load(files[0], device);
-
-        var owner = new Dictionary<string, string>(StringComparer.Ordinal);
-        var duplicates = new List<string>();
-        foreach (var f in files)
-            foreach (var k in SafeTensors.ReadHeader(f).Keys)
-                if (!owner.TryAdd(k, f))
-                    duplicates.Add($"{k} (in {Path.GetFileName(owner[k])} and {Path.GetFileName(f)})");
-        if (duplicates.Count > 0)
-            throw new UserError($"The weight files of {what} define {duplicates.Count} tensor(s) more than once: {Cap(duplicates)}.");
-
-        var result = new Dictionary<string, Tensor>(owner.Count, StringComparer.Ordinal);
-        try
-        {
-            foreach (var f in files)
-                foreach (var (k, t) in SafeTensors.Load(f, device))
-                    result[k] = t;
-        }
-        catch
-        {
-            foreach (var t in result.Values) t.Dispose();
-            throw;
-        }
-        return result;
-    }
+    public static Dictionary<string, Tensor> LoadSafetensorsFileOrFolder(string path, Device? device = null) =>
+        WeightSet.FromFileOrFolder(path).Load(device);
 
     /// <summary>
     /// Strict load: the weights must name exactly the module's state (parameters and persistent buffers) with the
@@ -130,17 +31,102 @@ public static class StateDict
     {
         // state_dict() hands back the module's own tensors (no copies), so copy_ into them updates the module.
         var target = module.state_dict();
+        CheckFits(module, target, weights.ToDictionary(kv => kv.Key, kv => new Spec(kv.Value.shape, kv.Value.dtype), StringComparer.Ordinal), source);
 
+        using var noGrad = torch.no_grad();
+        foreach (var (key, dst) in target)
+            dst.copy_(weights[key]);   // copy_ converts dtype and moves across devices
+    }
+
+    /// <summary>
+    /// Strict load streamed from the files: the same checks and messages as
+    /// <see cref="LoadInto(nn.Module, IReadOnlyDictionary{string, Tensor}, string)"/>, made on the headers before any
+    /// tensor data is read (so on such an error nothing was loaded); then each file's bytes go straight into the
+    /// module's own tensors, converted to their dtype on the way (see <see cref="TensorStreamer"/>). No tensor of
+    /// the weights is ever held in memory. A read that fails midway (a file shortened or removed since its header
+    /// was read, a disk error) leaves the module partly loaded.
+    /// </summary>
+    public static void LoadInto(nn.Module module, WeightSet weights, string source)
+    {
+        var target = module.state_dict();
+        if (target.Values.Any(t => t.device_type == DeviceType.META))
+            throw new ArgumentException("The module has tensors on the meta device (no memory); use StateDict.Materialize for it.", nameof(module));
+        CheckFits(module, target, Specs(weights), source);
+
+        TensorStreamer.Fill(target.Select(kv => new TensorStreamer.Job(kv.Key, weights.Entries[kv.Key], kv.Value)).ToList());
+    }
+
+    /// <summary>
+    /// Gives a module built on the meta device (shapes and dtypes only: no memory, no random initialisation) its
+    /// weights: after the checks of <see cref="LoadInto(nn.Module, WeightSet, string)"/>, each parameter and
+    /// persistent buffer is allocated once on the CPU, floating-point ones in <paramref name="floatDtype"/> (integer
+    /// and bool ones keep their dtype), filled from the files and put into the module in place of its meta tensor.
+    /// The module is never held twice: peak memory is the loaded module plus a few small staging buffers. On any
+    /// error the module keeps its meta tensors (and is of no use: dispose it).
+    /// </summary>
+    public static void Materialize(nn.Module module, WeightSet weights, string source, ScalarType floatDtype)
+    {
+        if (!torch.is_floating_point(floatDtype))
+            throw new ArgumentException($"expected a floating-point dtype, got {floatDtype}", nameof(floatDtype));
+        var target = module.state_dict();
+        var notMeta = target.Where(kv => kv.Value.device_type != DeviceType.META).Select(kv => kv.Key).ToList();
+        if (notMeta.Count > 0)
+            throw new ArgumentException(
+                $"Materialize expects a module built on the meta device; {notMeta.Count} of its tensors are not: {Cap(notMeta)}.", nameof(module));
+        // Non-persistent buffers are not in the files: a meta one would stay without memory.
+        var transient = ModuleTensors.AllBuffers(module).Where(b => !b.Persistent).Select(b => b.Name).ToList();
+        if (transient.Count > 0)
+            throw new ArgumentException(
+                $"The module has buffers outside its state ({Cap(transient)}), which no weights file holds; build it on the CPU and use LoadInto.",
+                nameof(module));
+        CheckFits(module, target, Specs(weights), source);
+
+        var fresh = new Dictionary<string, Tensor>(target.Count, StringComparer.Ordinal);
+        try
+        {
+            foreach (var (key, meta) in target)
+            {
+                var dtype = torch.is_floating_point(meta.dtype) ? floatDtype : meta.dtype;
+                var t = torch.empty(meta.shape, dtype: dtype, device: torch.CPU).DetachFromDisposeScope();
+                fresh[key] = t;
+                TensorStreamer.AdviseHugePages(t);
+            }
+            TensorStreamer.Fill(fresh.Select(kv => new TensorStreamer.Job(kv.Key, weights.Entries[kv.Key], kv.Value)).ToList());
+        }
+        catch
+        {
+            foreach (var t in fresh.Values) t.Dispose();
+            throw;
+        }
+
+        var modules = module.named_modules().ToDictionary(nm => nm.name, nm => nm.module, StringComparer.Ordinal);
+        foreach (var (key, t) in fresh)
+            ModuleTensors.Replace(module, modules, key, t);
+        var left = ModuleTensors.Unmaterialized(module);
+        if (left.Count > 0)
+            throw new InvalidOperationException(
+                $"{module.GetType().Name}: after loading, {left.Count} tensor(s) are still on the meta device or disposed: {Cap(left)}.");
+    }
+
+    readonly record struct Spec(long[] Shape, ScalarType Dtype);
+
+    static Dictionary<string, Spec> Specs(WeightSet weights) =>
+        weights.Entries.ToDictionary(kv => kv.Key, kv => new Spec(kv.Value.Shape, kv.Value.ScalarType), StringComparer.Ordinal);
+
+    /// <summary>The strict checks: one <see cref="UserError"/> listing every missing, unexpected, mis-shaped and
+    /// wrong-kind key; nothing is loaded when it is thrown.</summary>
+    static void CheckFits(nn.Module module, Dictionary<string, Tensor> target, Dictionary<string, Spec> weights, string source)
+    {
         var missing = target.Keys.Where(k => !weights.ContainsKey(k)).ToList();
         var unexpected = weights.Keys.Where(k => !target.ContainsKey(k)).Order(StringComparer.Ordinal).ToList();
-        var mismatched = target.Where(kv => weights.TryGetValue(kv.Key, out var w) && !kv.Value.shape.SequenceEqual(w.shape))
-            .Select(kv => $"{kv.Key}: model expects {Shape(kv.Value.shape)}, weights have {Shape(weights[kv.Key].shape)}")
+        var mismatched = target.Where(kv => weights.TryGetValue(kv.Key, out var w) && !kv.Value.shape.SequenceEqual(w.Shape))
+            .Select(kv => $"{kv.Key}: model expects {Shape(kv.Value.shape)}, weights have {Shape(weights[kv.Key].Shape)}")
             .ToList();
 
         // copy_ would convert an integer tensor into a float parameter without a word: a dtype of another kind
         // (integer or bool where a float is expected, or the reverse) means the file is not these weights.
-        var wrongKind = target.Where(kv => weights.TryGetValue(kv.Key, out var w) && Kind(kv.Value.dtype) != Kind(w.dtype))
-            .Select(kv => $"{kv.Key}: model expects {Kind(kv.Value.dtype)} ({kv.Value.dtype}), weights have {weights[kv.Key].dtype}")
+        var wrongKind = target.Where(kv => weights.TryGetValue(kv.Key, out var w) && Kind(kv.Value.dtype) != Kind(w.Dtype))
+            .Select(kv => $"{kv.Key}: model expects {Kind(kv.Value.dtype)} ({kv.Value.dtype}), weights have {weights[kv.Key].Dtype}")
             .ToList();
 
         if (missing.Count + unexpected.Count + mismatched.Count + wrongKind.Count > 0)
@@ -155,10 +141,6 @@ public static class StateDict
             if (wrongKind.Count > 0) sb.Append($"\n  dtype mismatch ({wrongKind.Count}):\n    {Cap(wrongKind, "\n    ")}");
             throw new UserError(sb.ToString());
         }
-
-        using var noGrad = torch.no_grad();
-        foreach (var (key, dst) in target)
-            dst.copy_(weights[key]);   // copy_ converts dtype and moves across devices
     }
 
     /// <summary>
@@ -180,6 +162,6 @@ public static class StateDict
 
     static string Shape(long[] shape) => "[" + string.Join(", ", shape) + "]";
 
-    static string Cap(IReadOnlyList<string> items, string separator = ", ") =>
+    internal static string Cap(IReadOnlyList<string> items, string separator = ", ") =>
         string.Join(separator, items.Take(ListCap)) + (items.Count > ListCap ? $"{separator}... and {items.Count - ListCap} more" : "");
 }

@@ -17,13 +17,27 @@ public sealed partial class WanTransformer3DModel
     {
         var folder = DiffusersModelFolder.Resolve(pathOrModelId);
         var config = WanTransformerConfig.FromJson(folder.ReadConfig(), folder.ConfigPath);
-        var model = new WanTransformer3DModel(config);
-        var weights = weightsOverride is null ? StateDict.LoadWeights(folder) : StateDict.LoadSafetensorsFileOrFolder(weightsOverride);
-        try { StateDict.LoadInto(model, weights, weightsOverride ?? string.Join(", ", folder.WeightFiles)); }
-        finally { foreach (var w in weights.Values) w.Dispose(); }
-        model.to(dtype);
-        if (device is not null) model.to(device);
-        model.eval();
+        var weights = weightsOverride is null ? WeightSet.FromModelFolder(folder) : WeightSet.FromFileOrFolder(weightsOverride);
+        var model = FromWeights(config, weights, weightsOverride ?? string.Join(", ", folder.WeightFiles), dtype);
+        try
+        {
+            if (device is not null) model.to(device);
+            model.eval();
+        }
+        catch { model.Dispose(); throw; }
+        return model;
+    }
+
+    /// <summary>
+    /// The model with <paramref name="weights"/> (checked strictly, errors name <paramref name="source"/>), its
+    /// floating-point parameters in <paramref name="dtype"/>, on the CPU. Built on the meta device and filled
+    /// straight from the files: no random initialisation, no fp32 copy first, one copy of the weights in memory.
+    /// </summary>
+    public static WanTransformer3DModel FromWeights(WanTransformerConfig config, WeightSet weights, string source, ScalarType dtype)
+    {
+        var model = new WanTransformer3DModel(config, torch.META);
+        try { StateDict.Materialize(model, weights, source, dtype); }
+        catch { model.Dispose(); throw; }
         return model;
     }
 

@@ -100,15 +100,15 @@ public sealed class WanAttention : nn.Module
     public readonly RMSNorm norm_q, norm_k;
     private readonly int _heads;
 
-    public WanAttention(int dim, int heads, double eps) : base(nameof(WanAttention))
+    public WanAttention(int dim, int heads, double eps, Device? device = null) : base(nameof(WanAttention))
     {
         _heads = heads;
-        to_q = new LoraLinear(dim, dim);
-        to_k = new LoraLinear(dim, dim);
-        to_v = new LoraLinear(dim, dim);
-        to_out = nn.ModuleList<nn.Module<Tensor, Tensor>>(new LoraLinear(dim, dim), nn.Dropout(0.0));
-        norm_q = new RMSNorm(dim, eps);
-        norm_k = new RMSNorm(dim, eps);
+        to_q = new LoraLinear(dim, dim, device: device);
+        to_k = new LoraLinear(dim, dim, device: device);
+        to_v = new LoraLinear(dim, dim, device: device);
+        to_out = nn.ModuleList<nn.Module<Tensor, Tensor>>(new LoraLinear(dim, dim, device: device), nn.Dropout(0.0));
+        norm_q = new RMSNorm(dim, eps, device: device);
+        norm_k = new RMSNorm(dim, eps, device: device);
         RegisterComponents();
     }
 
@@ -141,9 +141,9 @@ public sealed class WanFeedForward : nn.Module<Tensor, Tensor>
 {
     public readonly ModuleList<nn.Module<Tensor, Tensor>> net;
 
-    public WanFeedForward(int dim, int innerDim) : base(nameof(WanFeedForward))
+    public WanFeedForward(int dim, int innerDim, Device? device = null) : base(nameof(WanFeedForward))
     {
-        net = nn.ModuleList<nn.Module<Tensor, Tensor>>(new GeluTanhProjection(dim, innerDim), nn.Dropout(0.0), new LoraLinear(innerDim, dim));
+        net = nn.ModuleList<nn.Module<Tensor, Tensor>>(new GeluTanhProjection(dim, innerDim, device), nn.Dropout(0.0), new LoraLinear(innerDim, dim, device: device));
         RegisterComponents();
     }
 
@@ -157,9 +157,9 @@ public sealed class WanFeedForward : nn.Module<Tensor, Tensor>
     {
         public readonly LoraLinear proj;
 
-        public GeluTanhProjection(int dim, int inner) : base("GELU")
+        public GeluTanhProjection(int dim, int inner, Device? device) : base("GELU")
         {
-            proj = new LoraLinear(dim, inner);
+            proj = new LoraLinear(dim, inner, device: device);
             RegisterComponents();
         }
 
@@ -183,15 +183,15 @@ public sealed class WanTransformerBlock : nn.Module
     public readonly WanFeedForward ffn;
     private readonly double _eps;
 
-    public WanTransformerBlock(WanTransformerConfig c) : base(nameof(WanTransformerBlock))
+    public WanTransformerBlock(WanTransformerConfig c, Device? device = null) : base(nameof(WanTransformerBlock))
     {
         int dim = c.InnerDim;
         _eps = c.Eps;
-        scale_shift_table = ModuleParameter.Create(() => randn(1, 6, dim) / Math.Sqrt(dim));
-        attn1 = new WanAttention(dim, c.NumAttentionHeads, c.Eps);
-        attn2 = new WanAttention(dim, c.NumAttentionHeads, c.Eps);
-        norm2 = c.CrossAttnNorm ? new Fp32AffineLayerNorm(dim, c.Eps) : null;
-        ffn = new WanFeedForward(dim, c.FfnDim);
+        scale_shift_table = ModuleParameter.Create(() => randn(1, 6, dim, device: device) / Math.Sqrt(dim));
+        attn1 = new WanAttention(dim, c.NumAttentionHeads, c.Eps, device);
+        attn2 = new WanAttention(dim, c.NumAttentionHeads, c.Eps, device);
+        norm2 = c.CrossAttnNorm ? new Fp32AffineLayerNorm(dim, c.Eps, device: device) : null;
+        ffn = new WanFeedForward(dim, c.FfnDim, device);
         RegisterComponents();
     }
 
@@ -226,12 +226,12 @@ public sealed class WanTimeTextEmbedding : nn.Module
     public readonly TextProjection text_embedder;
     private readonly int _freqDim;
 
-    public WanTimeTextEmbedding(WanTransformerConfig c) : base(nameof(WanTimeTextEmbedding))
+    public WanTimeTextEmbedding(WanTransformerConfig c, Device? device = null) : base(nameof(WanTimeTextEmbedding))
     {
         _freqDim = c.FreqDim;
-        time_embedder = new TimestepEmbedding(c.FreqDim, c.InnerDim);
-        time_proj = nn.Linear(c.InnerDim, 6L * c.InnerDim);
-        text_embedder = new TextProjection(c.TextDim, c.InnerDim);
+        time_embedder = new TimestepEmbedding(c.FreqDim, c.InnerDim, device: device);
+        time_proj = nn.Linear(c.InnerDim, 6L * c.InnerDim, device: device);
+        text_embedder = new TextProjection(c.TextDim, c.InnerDim, device: device);
         RegisterComponents();
     }
 
@@ -262,7 +262,10 @@ public sealed partial class WanTransformer3DModel : nn.Module
     public readonly LoraLinear proj_out;
     public readonly Parameter scale_shift_table; // [1, 2, D]: index 0 = shift, 1 = scale
 
-    public WanTransformer3DModel(WanTransformerConfig config) : base(nameof(WanTransformer3DModel))
+    /// <param name="config">The architecture.</param>
+    /// <param name="device">Where the parameters live, CPU by default. On the meta device the model has shapes but no
+    /// memory and skips the random initialisation: the way to build it for <see cref="FastVideo.Weights.StateDict.Materialize"/>.</param>
+    public WanTransformer3DModel(WanTransformerConfig config, Device? device = null) : base(nameof(WanTransformer3DModel))
     {
         config.Validate("WanTransformer3DModel config");
         // Parameters belong to their modules; the scope frees what building them leaves (TorchSharp's Conv3d leaves one tensor).
@@ -270,11 +273,11 @@ public sealed partial class WanTransformer3DModel : nn.Module
         Config = config;
         int dim = config.InnerDim;
         var p = config.PatchSize;
-        patch_embedding = nn.Conv3d(config.InChannels, dim, kernel_size: (p[0], p[1], p[2]), stride: (p[0], p[1], p[2]));
-        condition_embedder = new WanTimeTextEmbedding(config);
-        blocks = nn.ModuleList(Enumerable.Range(0, config.NumLayers).Select(_ => new WanTransformerBlock(config)).ToArray());
-        proj_out = new LoraLinear(dim, (long)config.OutChannels * p[0] * p[1] * p[2]);
-        scale_shift_table = ModuleParameter.Create(() => randn(1, 2, dim) / Math.Sqrt(dim));
+        patch_embedding = nn.Conv3d(config.InChannels, dim, kernel_size: (p[0], p[1], p[2]), stride: (p[0], p[1], p[2]), device: device);
+        condition_embedder = new WanTimeTextEmbedding(config, device);
+        blocks = nn.ModuleList(Enumerable.Range(0, config.NumLayers).Select(_ => new WanTransformerBlock(config, device)).ToArray());
+        proj_out = new LoraLinear(dim, (long)config.OutChannels * p[0] * p[1] * p[2], device: device);
+        scale_shift_table = ModuleParameter.Create(() => randn(1, 2, dim, device: device) / Math.Sqrt(dim));
         RegisterComponents();
     }
 

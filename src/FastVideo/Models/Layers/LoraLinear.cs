@@ -18,14 +18,15 @@ public sealed class LoraLinear : nn.Module<Tensor, Tensor>
     // Registered as submodules by AddAdapter (null until then, so a plain layer has only weight and bias).
     private LoraFactor? lora_A, lora_B;
 
-    public LoraLinear(long inFeatures, long outFeatures, bool hasBias = true) : base("Linear")
+    /// <param name="device">Where weight and bias live; on the meta device they have shapes only (see StateDict.Materialize).</param>
+    public LoraLinear(long inFeatures, long outFeatures, bool hasBias = true, Device? device = null) : base("Linear")
     {
         InFeatures = inFeatures;
         OutFeatures = outFeatures;
         // PyTorch's nn.Linear initialisation; the models load their weights over it.
         double bound = 1 / Math.Sqrt(inFeatures);
-        weight = ModuleParameter.Create(() => empty(outFeatures, inFeatures).uniform_(-bound, bound));
-        if (hasBias) bias = ModuleParameter.Create(() => empty(outFeatures).uniform_(-bound, bound));
+        weight = ModuleParameter.Create(() => empty(outFeatures, inFeatures, device: device).uniform_(-bound, bound));
+        if (hasBias) bias = ModuleParameter.Create(() => empty(outFeatures, device: device).uniform_(-bound, bound));
         RegisterComponents();
     }
 

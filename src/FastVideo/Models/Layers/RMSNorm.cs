@@ -9,10 +9,10 @@ public sealed class RMSNorm : nn.Module<Tensor, Tensor>
     private readonly double _eps;
     public readonly TorchSharp.Modules.Parameter weight;
 
-    public RMSNorm(long dim, double eps = 1e-6, string name = "RMSNorm") : base(name)
+    public RMSNorm(long dim, double eps = 1e-6, string name = "RMSNorm", Device? device = null) : base(name)
     {
         _eps = eps;
-        weight = ModuleParameter.Create(() => ones(dim));
+        weight = ModuleParameter.Create(() => ones(dim, device: device));
         RegisterComponents();
     }
 
@@ -44,11 +44,11 @@ public sealed class Fp32AffineLayerNorm : nn.Module<Tensor, Tensor>
     public readonly TorchSharp.Modules.Parameter weight;
     public readonly TorchSharp.Modules.Parameter bias;
 
-    public Fp32AffineLayerNorm(long dim, double eps, string name = "LayerNorm") : base(name)
+    public Fp32AffineLayerNorm(long dim, double eps, string name = "LayerNorm", Device? device = null) : base(name)
     {
         _eps = eps;
-        weight = ModuleParameter.Create(() => ones(dim));
-        bias = ModuleParameter.Create(() => zeros(dim));
+        weight = ModuleParameter.Create(() => ones(dim, device: device));
+        bias = ModuleParameter.Create(() => zeros(dim, device: device));
         RegisterComponents();
     }
 

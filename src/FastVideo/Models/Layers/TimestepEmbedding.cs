@@ -25,10 +25,10 @@ public sealed class TimestepEmbedding : nn.Module<Tensor, Tensor>
     public readonly Linear linear_1;
     public readonly Linear linear_2;
 
-    public TimestepEmbedding(long inChannels, long timeEmbedDim, string name = "TimestepEmbedding") : base(name)
+    public TimestepEmbedding(long inChannels, long timeEmbedDim, string name = "TimestepEmbedding", Device? device = null) : base(name)
     {
-        linear_1 = nn.Linear(inChannels, timeEmbedDim);
-        linear_2 = nn.Linear(timeEmbedDim, timeEmbedDim);
+        linear_1 = nn.Linear(inChannels, timeEmbedDim, device: device);
+        linear_2 = nn.Linear(timeEmbedDim, timeEmbedDim, device: device);
         RegisterComponents();
     }
 
@@ -45,10 +45,10 @@ public sealed class TextProjection : nn.Module<Tensor, Tensor>
     public readonly Linear linear_1;
     public readonly Linear linear_2;
 
-    public TextProjection(long inFeatures, long hiddenSize, string name = "TextProjection") : base(name)
+    public TextProjection(long inFeatures, long hiddenSize, string name = "TextProjection", Device? device = null) : base(name)
     {
-        linear_1 = nn.Linear(inFeatures, hiddenSize);
-        linear_2 = nn.Linear(hiddenSize, hiddenSize);
+        linear_1 = nn.Linear(inFeatures, hiddenSize, device: device);
+        linear_2 = nn.Linear(hiddenSize, hiddenSize, device: device);
         RegisterComponents();
     }
 

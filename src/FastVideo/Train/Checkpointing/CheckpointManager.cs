@@ -362,19 +362,21 @@ public sealed partial class CheckpointManager
                                     $"but the recipe {(model.IsLora ? "enables" : "does not enable")} roles.{model.Role}.lora; resume with the recipe it was trained with");
             var path = RoleFile(checkpoint, model.Role, loraRoles);
             if (!File.Exists(path)) throw new UserError($"checkpoint '{checkpoint}' has no weights for role '{model.Role}' ({path})");
+            if (!model.IsLora)
+            {
+                // Streamed from the file into the live parameters (the optimizer holds them): no copy of the weights in memory.
+                StateDict.LoadInto(model.Transformer, WeightSet.FromFile(path), path);
+                continue;
+            }
+            // A LoRA role: its trainable tensors (the adapters, small) exactly; the frozen base is the one it was built with.
             var weights = SafeTensors.Load(path);
             try
             {
-                // A LoRA role: its trainable tensors (the adapters) exactly; the frozen base is the one it was built with.
-                if (model.IsLora)
-                {
-                    var saved = SafeTensors.ReadMetadata(path).GetValueOrDefault("lora_alpha");
-                    var alpha = model.Lora!.EffectiveAlpha.ToString(System.Globalization.CultureInfo.InvariantCulture);
-                    if (saved is not null && saved != alpha)
-                        throw new UserError($"checkpoint '{checkpoint}': role '{model.Role}' was trained with lora.alpha {saved}, the recipe gives {alpha}");
-                    LoadTrainable(model, weights, path);
-                }
-                else StateDict.LoadInto(model.Transformer, weights, path);
+                var saved = SafeTensors.ReadMetadata(path).GetValueOrDefault("lora_alpha");
+                var alpha = model.Lora!.EffectiveAlpha.ToString(System.Globalization.CultureInfo.InvariantCulture);
+                if (saved is not null && saved != alpha)
+                    throw new UserError($"checkpoint '{checkpoint}': role '{model.Role}' was trained with lora.alpha {saved}, the recipe gives {alpha}");
+                LoadTrainable(model, weights, path);
             }
             finally { foreach (var w in weights.Values) w.Dispose(); }
         }

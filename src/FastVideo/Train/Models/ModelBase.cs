@@ -153,15 +153,25 @@ public abstract class ModelBase : IDisposable
     /// </summary>
     public static (Dictionary<string, Tensor> Weights, string Source) ResolveBaseWeights(RoleConfig options, DiffusersModelFolder folder)
     {
+        var (weights, source) = ResolveBaseWeightSet(options, folder);
+        return (weights.Load(), source);
+    }
+
+    /// <summary>
+    /// Like <see cref="ResolveBaseWeights"/>, located from the headers only (nothing read yet), for streaming into a
+    /// model (<see cref="StateDict.Materialize"/>, <see cref="StateDict.LoadInto(nn.Module, WeightSet, string)"/>).
+    /// </summary>
+    public static (WeightSet Weights, string Source) ResolveBaseWeightSet(RoleConfig options, DiffusersModelFolder folder)
+    {
         var over = options.TransformerOverrideSafetensor;
         if (!string.IsNullOrEmpty(over) && !options.DisableCustomInitWeights)
         {
             // Upstream silently ignores a missing override path; a typo there would train the wrong weights.
             if (!File.Exists(over) && !Directory.Exists(over))
                 throw new UserError($"transformer_override_safetensor '{over}' does not exist");
-            return (StateDict.LoadSafetensorsFileOrFolder(over), over);
+            return (WeightSet.FromFileOrFolder(over), over);
         }
-        return (StateDict.LoadWeights(folder), string.Join(", ", folder.WeightFiles));
+        return (WeightSet.FromModelFolder(folder), string.Join(", ", folder.WeightFiles));
     }
 
     /// <summary>The transformer's config.json as loaded (what the family's estimates read).</summary>

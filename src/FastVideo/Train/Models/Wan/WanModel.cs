@@ -51,11 +51,10 @@ public partial class WanModel : ModelBase
         var config = WanTransformerConfig.FromJson(TransformerConfig, Folder.ConfigPath);
         MasterDtype = Precision.Parse(context.Training.DitPrecision);
 
-        _transformer = new WanTransformer3DModel(config);
-        var (weights, source) = ResolveBaseWeights(options, Folder);
-        try { StateDict.LoadInto(_transformer, weights, source); }
-        finally { foreach (var w in weights.Values) w.Dispose(); }
-        _transformer.to(MasterDtype).to(Device);
+        // Built on the meta device and filled from the files straight in the master dtype (no random init, no fp32 detour).
+        var (weights, source) = ResolveBaseWeightSet(options, Folder);
+        _transformer = WanTransformer3DModel.FromWeights(config, weights, source, MasterDtype);
+        _transformer.to(Device);
         ApplyTrainable();
         // LoRA: the base (in the master dtype, bf16 if dit_precision says so) is frozen; float32 adapters train.
         EnableLoraIfConfigured(_transformer);
