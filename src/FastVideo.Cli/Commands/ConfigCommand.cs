@@ -23,6 +23,7 @@ public static class ConfigCommand
     {
         var config = RecipeLoader.Load(recipe, overrides, families);
         stdout.Write(RecipePrinter.ToYaml(config));
+        stdout.WriteLine($"# dtypes: {Precision.Describe(config.Training)}");
         return 0;
     }
 }

@@ -51,6 +51,7 @@ public static class TrainCommand
         {
             // Reads only configs and safetensors headers: no weights are loaded.
             stdout.Write(TrainingPlan.Format(TrainingPlan.BuildFromConfig(config, families), config.Recipe.Method ?? "?"));
+            stdout.WriteLine($"dtypes: {Precision.Describe(config.Training)}");
             return 0;
         }
         using var method = TrainingBuilder.Build(config, families);

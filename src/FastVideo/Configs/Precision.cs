@@ -15,6 +15,20 @@ public static class Precision
         _ => throw new UserError($"{key}: expected fp32, bf16 or fp16, got '{name}'"),
     };
 
+    /// <summary>
+    /// One line saying what is stored and what is computed in which dtype, for <c>config show</c> and the dry run:
+    /// "weights stored in fp32 (training.dit_precision), computed in bf16 (training.compute_precision: auto, ...)".
+    /// </summary>
+    public static string Describe(TrainingConfig t)
+    {
+        var master = Parse(t.DitPrecision);
+        var compute = ResolveCompute(t.ComputePrecision, master, t.Device);
+        string why = t.ComputePrecision != "auto" ? t.ComputePrecision
+            : NativeBf16(t.Device) ? $"auto: {t.Device} computes bf16 natively" : $"auto: {t.Device} has no native bf16, so the master dtype";
+        return $"weights stored in {Name(master)} (training.dit_precision), computed in {Name(compute)} (training.compute_precision {why}); " +
+               "gradients and optimizer state in the stored dtype, LoRA adapters in fp32";
+    }
+
     /// <summary>The recipe name of a dtype (fp32, bf16, fp16), or the dtype's own name.</summary>
     public static string Name(ScalarType t) => t switch
     {
