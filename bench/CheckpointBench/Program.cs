@@ -9,7 +9,7 @@
 // memory it has freed but does not reuse (parameter gradients are allocated between the recomputations), so the
 // untrimmed peak overstates what is live; GLIBC_TUNABLES=glibc.malloc.mmap_threshold=1048576 makes tensors of 1 MiB
 // and more mmap'ed and returned on free, and the peak then shows live memory (it may cost some speed).
-// Run: dotnet run -c Release --project bench/CheckpointBench [-- --steps N --policies none,full,block_skip/2,ops --out FILE]
+// Run: dotnet run -c Release --project bench/CheckpointBench [-- --steps N --policies none,full,block_skip/2,ops --compute fp32|bf16 --out FILE]
 using System.Diagnostics;
 using System.Globalization;
 using System.Runtime.InteropServices;
@@ -25,6 +25,7 @@ using static TorchSharp.torch;
 FastVideo.Native.TorchSharpLoader.EnsureLoaded();
 string Arg(string name, string def) => args.SkipWhile(a => a != name).Skip(1).FirstOrDefault() ?? def;
 int steps = int.Parse(Arg("--steps", "4"), CultureInfo.InvariantCulture);
+string compute = Arg("--compute", "fp32");   // training.compute_precision of the child
 
 // Mid-sized Wan: D = 8 x 64, ffn 2048, 8 layers, latent [16,8,16,32] (1024 tokens), text 64 x 4096, batch 1.
 var cfg = new WanTransformerConfig { NumAttentionHeads = 8, AttentionHeadDim = 64, FfnDim = 2048, NumLayers = 8, InChannels = 16, OutChannels = 16, TextDim = 4096 };
@@ -43,7 +44,7 @@ try
         var self = Environment.ProcessPath!;
         var psi = new ProcessStartInfo(self) { RedirectStandardOutput = true, UseShellExecute = false };
         if (Path.GetFileNameWithoutExtension(self) == "dotnet") psi.ArgumentList.Add(typeof(Program).Assembly.Location);
-        foreach (var a in new[] { "--child", policy, "--model", modelDir, "--steps", steps.ToString(CultureInfo.InvariantCulture) }) psi.ArgumentList.Add(a);
+        foreach (var a in new[] { "--child", policy, "--model", modelDir, "--steps", steps.ToString(CultureInfo.InvariantCulture), "--compute", compute }) psi.ArgumentList.Add(a);
         using var p = Process.Start(psi)!;
         var lines = p.StandardOutput.ReadToEnd().Split('\n', StringSplitOptions.RemoveEmptyEntries);
         p.WaitForExit();
@@ -59,7 +60,7 @@ finally { Directory.Delete(modelDir, true); }
 var none = results.FirstOrDefault(r => r.Policy == "none");
 var report = new System.Text.StringBuilder();
 report.AppendLine(CultureInfo.InvariantCulture, $"## {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC, {Environment.ProcessorCount} cores, torch threads {torch.get_num_threads()}, Release, {steps} measured steps (medians)");
-report.AppendLine(CultureInfo.InvariantCulture, $"- model: D={cfg.InnerDim} ({cfg.NumAttentionHeads}x{cfg.AttentionHeadDim}), ffn {cfg.FfnDim}, {cfg.NumLayers} layers, {T * (H / 2) * (W / 2)} video tokens, {L} text tokens, batch 1, fp32, finetune");
+report.AppendLine(CultureInfo.InvariantCulture, $"- model: D={cfg.InnerDim} ({cfg.NumAttentionHeads}x{cfg.AttentionHeadDim}), ffn {cfg.FfnDim}, {cfg.NumLayers} layers, {T * (H / 2) * (W / 2)} video tokens, {L} text tokens, batch 1, fp32 weights, {compute} compute, finetune");
 report.AppendLine("| policy | kept after forward | peak in forward+backward | step time | kept vs none | time vs none |");
 report.AppendLine("|---|---|---|---|---|---|");
 foreach (var r in results)
@@ -86,6 +87,7 @@ void Child(string policyName, string model)
             Data = new DataConfig { Seed = 0, TrainBatchSize = 1, NumLatentT = T, NumHeight = H * 8, NumWidth = W * 8 },
             Optimizer = new OptimizerConfig { LearningRate = 1e-5 },
             Loop = new LoopConfig { MaxTrainSteps = 100 },
+            ComputePrecision = compute,
         },
     };
     using var method = TrainingBuilder.Build(run);

@@ -48,11 +48,13 @@ RunConfig Config(string method, params string[] roles)
     {
         Recipe = new RecipeSection { Family = "wan", Method = method },
         Roles = roleMap,
-        Method = method == "dmd2" ? new Dictionary<string, object?>
-        {
-            ["rollout_mode"] = "simulate", ["dmd_denoising_steps"] = new List<object?> { 1000L, 750L, 500L, 250L },
-            ["fake_score_learning_rate"] = 1e-5, ["fake_score_betas"] = new List<object?> { 0.0, 0.999 }, ["fake_score_lr_scheduler"] = "constant",
-        } : new Dictionary<string, object?>(),
+        Method = method == "dmd2"
+            ? RecipeLoader.BindOptions<FastVideo.Train.Methods.DistributionMatching.DMD2Options>(new Dictionary<string, object?>
+            {
+                ["rollout_mode"] = "simulate", ["dmd_denoising_steps"] = new List<object?> { 1000L, 750L, 500L, 250L },
+                ["fake_score_learning_rate"] = 1e-5, ["fake_score_betas"] = new List<object?> { 0.0, 0.999 }, ["fake_score_lr_scheduler"] = "constant",
+            }, "method")
+            : new FastVideo.Train.Methods.FineTuning.FineTuneOptions(),
         Training = new TrainingConfig
         {
             Data = new DataConfig { Seed = 0, TrainBatchSize = 1, NumLatentT = T, NumHeight = H * 8, NumWidth = W * 8 },
@@ -64,7 +66,7 @@ RunConfig Config(string method, params string[] roles)
 
 RawBatch Batch(Generator g) => new()
 {
-    VaeLatent = randn([1, C, T, H, W], generator: g), TextEmbedding = randn([1, L, cfg.TextDim], generator: g), TextAttentionMask = ones(1, L),
+    VaeLatent = randn([1, C, T, H, W], generator: g), Conditioning = Conditioning.FromText(randn([1, L, cfg.TextDim], generator: g), ones(1, L)),
 };
 
 (double Median, double FlopsPerStep) Measure(TrainingMethod method)

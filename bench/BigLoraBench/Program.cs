@@ -1,0 +1,92 @@
+// A LoRA finetune of a random-weight transformer with Wan2.1-T2V-1.3B-Diffusers' exact config (30 layers, dim 1536,
+// ffn 8960, 12 heads, text_dim 4096): rank 16 on to_q/to_k/to_v/to_out, `full` activation checkpointing, the frozen
+// base held in bf16 (dit_precision bf16), bf16 compute, latent [16,3,32,32] (768 video tokens), 512 text tokens,
+// batch 1. Prints load time, step times, the process's peak RSS (VmHWM) and the dry-run plan's total for comparison.
+// Run: dotnet run -c Release --project bench/BigLoraBench [-- --steps 3 --dit-precision bf16 --ckpt full --keep DIR]
+using System.Diagnostics;
+using System.Globalization;
+using FastVideo.Configs;
+using FastVideo.Data;
+using FastVideo.Models.Dits;
+using FastVideo.Train;
+using FastVideo.Train.Methods;
+using TorchSharp;
+using static TorchSharp.torch;
+
+FastVideo.Native.TorchSharpLoader.EnsureLoaded();
+string Arg(string name, string def) => args.SkipWhile(a => a != name).Skip(1).FirstOrDefault() ?? def;
+int steps = int.Parse(Arg("--steps", "3"), CultureInfo.InvariantCulture);
+string dit = Arg("--dit-precision", "bf16"), ckpt = Arg("--ckpt", "full"), compute = Arg("--compute", "auto");
+const int C = 16, T = 3, H = 32, W = 32, L = 512;
+
+var cfg = new WanTransformerConfig
+{
+    PatchSize = [1, 2, 2], NumAttentionHeads = 12, AttentionHeadDim = 128, InChannels = 16, OutChannels = 16,
+    TextDim = 4096, FreqDim = 256, FfnDim = 8960, NumLayers = 30, CrossAttnNorm = true, Eps = 1e-6,
+};
+string modelDir = Arg("--keep", Path.Combine(Path.GetTempPath(), $"fv-big-lora-{Environment.ProcessId}"));
+bool owned = !args.Contains("--keep");
+if (!File.Exists(Path.Combine(modelDir, "transformer", "config.json")))
+{
+    var sw0 = Stopwatch.StartNew();
+    using (var m = WanTransformer3DModel.CreateRandom(cfg, 0)) m.SavePretrained(Path.Combine(modelDir, "transformer"), ScalarType.BFloat16);
+    File.WriteAllText(Path.Combine(modelDir, "model_index.json"), "{\"_class_name\": \"WanPipeline\"}");
+    Console.WriteLine($"wrote the random 1.3B-config transformer (bf16) in {sw0.Elapsed.TotalSeconds:F0} s");
+    GC.Collect();
+}
+
+var run = new RunConfig
+{
+    Recipe = new RecipeSection { Family = "wan", Method = "finetune" },
+    Method = new FastVideo.Train.Methods.FineTuning.FineTuneOptions(),
+    Roles = new Dictionary<string, RoleConfig>
+    {
+        ["student"] = new RoleConfig
+        {
+            InitFrom = modelDir, Family = "wan",
+            Lora = new LoraOptions { Enable = true, Rank = 16, Alpha = 16, TargetModules = ["to_q", "to_k", "to_v", "to_out"] },
+        },
+    },
+    Training = new TrainingConfig
+    {
+        Data = new DataConfig { Seed = 0, TrainBatchSize = 1, NumLatentT = T, NumHeight = H * 8, NumWidth = W * 8 },
+        Optimizer = new OptimizerConfig { LearningRate = 1e-4 },
+        Loop = new LoopConfig { MaxTrainSteps = 100 },
+        DitPrecision = dit, ComputePrecision = compute,
+        Model = new ModelTrainingConfig { EnableGradientCheckpointingType = ckpt == "none" ? null : ckpt },
+    },
+};
+var plan = TrainingPlan.BuildFromConfig(run);
+Console.Write(TrainingPlan.Format(plan, "finetune"));
+
+long baseline = Status("VmRSS");
+var sw = Stopwatch.StartNew();
+using var method = TrainingBuilder.Build(run);
+Console.WriteLine($"built (weights loaded) in {sw.Elapsed.TotalSeconds:F1} s; RSS {Status("VmRSS") / 1024.0 / 1024:F2} GiB");
+method.OnTrainStart();
+using var g = new Generator(1, device("cpu"));
+for (int i = 1; i <= steps; i++)
+{
+    using var scope = NewDisposeScope();
+    using var batch = new RawBatch
+    {
+        VaeLatent = randn([1, C, T, H, W], generator: g),
+        Conditioning = Conditioning.FromText(randn([1, L, cfg.TextDim], generator: g), ones(1, L)),
+    };
+    sw.Restart();
+    var r = method.SingleTrainStep(batch, i);
+    method.Backward(r, 1);
+    method.OptimizersSchedulersStep(i);
+    method.OptimizersZeroGrad(i);
+    float loss = r.Losses["total_loss"].item<float>();
+    Console.WriteLine($"step {i}: loss {loss:F4}, {sw.Elapsed.TotalSeconds:F1} s, RSS {Status("VmRSS") / 1024.0 / 1024:F2} GiB, peak {Status("VmHWM") / 1024.0 / 1024:F2} GiB");
+}
+Console.WriteLine($"RESULT peak_rss_gib {Status("VmHWM") / 1024.0 / 1024:F2} baseline_gib {baseline / 1024.0 / 1024:F2}");
+if (owned) Directory.Delete(modelDir, true);
+
+static long Status(string key)
+{
+    foreach (var line in File.ReadLines("/proc/self/status"))
+        if (line.StartsWith(key + ":")) return long.Parse(line[(key.Length + 1)..].Trim().Split(' ')[0], CultureInfo.InvariantCulture);
+    return 0;
+}
