@@ -154,8 +154,10 @@ public static class QuickstartRunner
         var eval = new QuickstartEvaluation(data, d.EmbedDim, d.Seed, d.TextLen, classes, o.EvalSeeds);
         long[] latent = [d.Channels, d.Frames, d.Height, d.Width];
         double shift = dcfg.Pipeline.FlowShift ?? 1.0;
-        using var teacher = families.CreateForInference(new InferenceModel(Family, teacherModel, FlowShift: shift, Role: "teacher"));
-        using var student = families.CreateForInference(new InferenceModel(Family, studentModel, FlowShift: shift, Role: "student"));
+        // The evaluation computes as the DMD2 stage did (training.compute_precision of its recipe).
+        var computePrecision = dcfg.Training.ComputePrecision;
+        using var teacher = families.CreateForInference(new InferenceModel(Family, teacherModel, FlowShift: shift, Role: "teacher", ComputePrecision: computePrecision));
+        using var student = families.CreateForInference(new InferenceModel(Family, studentModel, FlowShift: shift, Role: "student", ComputePrecision: computePrecision));
         console.WriteLine($"  {classes.Count} prompts x {o.EvalSeeds.Count} seeds = {classes.Count * o.EvalSeeds.Count} samples per generator");
         var results = new List<GeneratorResult>();
         void Add(GeneratorResult r)
