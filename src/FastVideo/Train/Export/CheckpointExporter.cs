@@ -139,20 +139,8 @@ public static partial class CheckpointExporter
                 Directory.CreateDirectory(outTransformer);
                 File.Copy(baseModel.ConfigPath, Path.Combine(outTransformer, DiffusersModelFolder.ConfigFile));
                 var outWeights = Path.Combine(outTransformer, CheckpointManager.WeightsFile);
-                var metadata = new Dictionary<string, string>
-                {
-                    ["format"] = "pt",
-                    ["fastvideo_checkpoint"] = checkpoint,
-                    ["fastvideo_step"] = step.ToString(System.Globalization.CultureInfo.InvariantCulture),
-                    ["fastvideo_role"] = role,
-                    ["fastvideo_ema"] = request.Ema ? "true" : "false",
-                };
-                if (isLora)
-                {
-                    metadata["fastvideo_lora_merged"] = "true";
-                    metadata["fastvideo_lora_rank"] = roleConfig.Lora.Rank!.Value.ToString(System.Globalization.CultureInfo.InvariantCulture);
-                    metadata["fastvideo_lora_alpha"] = roleConfig.Lora.EffectiveAlpha.ToString(System.Globalization.CultureInfo.InvariantCulture);
-                }
+                var metadata = ExportMetadata(checkpoint, step, role, request.Ema, isLora ? roleConfig.Lora : null);
+                if (isLora) metadata["fastvideo_lora_merged"] = "true";
                 SafeTensors.Save(outWeights, weights, metadata);
 
                 BeforeRename?.Invoke(tmp);
@@ -177,6 +165,26 @@ public static partial class CheckpointExporter
     }
 
     /// <summary>Moves the finished temporary folder into place (replacing an existing one only with overwrite).</summary>
+    /// <summary>The safetensors metadata every export writes: where the weights came from (and the LoRA setting).</summary>
+    private static Dictionary<string, string> ExportMetadata(string checkpoint, int step, string role, bool ema, LoraOptions? lora)
+    {
+        var ci = System.Globalization.CultureInfo.InvariantCulture;
+        var metadata = new Dictionary<string, string>
+        {
+            ["format"] = "pt",
+            ["fastvideo_checkpoint"] = checkpoint,
+            ["fastvideo_step"] = step.ToString(ci),
+            ["fastvideo_role"] = role,
+            ["fastvideo_ema"] = ema ? "true" : "false",
+        };
+        if (lora is not null)
+        {
+            metadata["fastvideo_lora_rank"] = lora.Rank!.Value.ToString(ci);
+            metadata["fastvideo_lora_alpha"] = lora.EffectiveAlpha.ToString(ci);
+        }
+        return metadata;
+    }
+
     private static void Publish(string tmp, string output, bool overwrite)
     {
         // Re-check at the end: another process may have created the folder meanwhile.
@@ -203,19 +211,10 @@ public static partial class CheckpointExporter
         try
         {
             Directory.CreateDirectory(tmp);
-            var metadata = new Dictionary<string, string>
-            {
-                ["format"] = "pt",
-                ["fastvideo_checkpoint"] = checkpoint,
-                ["fastvideo_step"] = step.ToString(System.Globalization.CultureInfo.InvariantCulture),
-                ["fastvideo_role"] = role,
-                ["fastvideo_ema"] = request.Ema ? "true" : "false",
-                ["fastvideo_base_model"] = baseModel,
-                ["fastvideo_lora_rank"] = lora.Rank!.Value.ToString(System.Globalization.CultureInfo.InvariantCulture),
-                ["fastvideo_lora_alpha"] = lora.EffectiveAlpha.ToString(System.Globalization.CultureInfo.InvariantCulture),
-                // The file has no PEFT metadata (lora_adapter_metadata), so Diffusers scales by 1: alpha/rank is in B.
-                ["fastvideo_lora_scale_in_b"] = lora.Scale.ToString("R", System.Globalization.CultureInfo.InvariantCulture),
-            };
+            var metadata = ExportMetadata(checkpoint, step, role, request.Ema, lora);
+            metadata["fastvideo_base_model"] = baseModel;
+            // The file has no PEFT metadata (lora_adapter_metadata), so Diffusers scales by 1: alpha/rank is in B.
+            metadata["fastvideo_lora_scale_in_b"] = lora.Scale.ToString("R", System.Globalization.CultureInfo.InvariantCulture);
             SafeTensors.Save(Path.Combine(tmp, LoraAdapters.DiffusersFileName), tensors, metadata);
             BeforeRename?.Invoke(tmp);
             Publish(tmp, output, request.Overwrite);
