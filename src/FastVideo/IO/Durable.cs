@@ -47,17 +47,17 @@ public static class Durable
             return;
         }
         using var h = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
-        if (fsync((int)h.DangerousGetHandle()) != 0) throw Failure("fsync", path);
+        if (Posix.Fsync((int)h.DangerousGetHandle()) != 0) throw Failure("fsync", path);
     }
 
     /// <summary>fsync of a folder: makes the names created, renamed or deleted in it durable.</summary>
     public static void SyncDirectory(string path)
     {
         if (OperatingSystem.IsWindows()) return;
-        int fd = open(path, O_RDONLY | O_CLOEXEC);   // a folder opens read-only like a file
+        int fd = Posix.Open(path, Posix.O_RDONLY | Posix.O_CLOEXEC);   // a folder opens read-only like a file
         if (fd < 0) throw Failure("open", path);
-        try { if (fsync(fd) != 0) throw Failure("fsync", path); }
-        finally { close(fd); }
+        try { if (Posix.Fsync(fd) != 0) throw Failure("fsync", path); }
+        finally { Posix.Close(fd); }
     }
 
     /// <summary>Every file, then every folder bottom-up, of a tree about to be published by a rename.</summary>
@@ -74,11 +74,4 @@ public static class Durable
         int errno = Marshal.GetLastPInvokeError();
         return new IOException($"{call} '{path}' failed: {Marshal.GetPInvokeErrorMessage(errno)} (errno {errno})");
     }
-
-    // Linux values, the same on x86-64 and arm64.
-    private const int O_RDONLY = 0, O_CLOEXEC = 0x80000;
-
-    [DllImport("libc", SetLastError = true)] private static extern int open([MarshalAs(UnmanagedType.LPUTF8Str)] string path, int flags);
-    [DllImport("libc", SetLastError = true)] private static extern int fsync(int fd);
-    [DllImport("libc", SetLastError = true)] private static extern int close(int fd);
 }

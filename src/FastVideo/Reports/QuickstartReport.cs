@@ -59,9 +59,7 @@ public static class QuickstartReport
             html.Append("</tr>");
         }
         html.Append("</table></body></html>\n");
-        var path = Path.Combine(root, "report.html");
-        File.WriteAllText(path + ".tmp", html.ToString());
-        File.Move(path + ".tmp", path, true);
+        IO.Durable.WriteAllText(Path.Combine(root, "report.html"), html.ToString());
     }
 
     private static List<(int Step, double Value)> ReadMetric(string path, string key, bool skipZeros)

@@ -364,37 +364,25 @@ public static class SafeTensors
 
         byte[] header = BuildHeader(entries, metadata);
 
-        var fullPath = Path.GetFullPath(path);
-        var dir = Path.GetDirectoryName(fullPath)!;
-        Directory.CreateDirectory(dir);
-        var tmp = Path.Combine(dir, $".{Path.GetFileName(fullPath)}.{Guid.NewGuid():N}.tmp");
-        try
+        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+        // Written under a temporary name, fsynced and renamed into place (then the folder fsynced): a reader sees the
+        // old file or the whole new one.
+        IO.Durable.Write(path, fs =>
         {
-            using (var fs = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None, bufferSize: 1 << 16))
+            Span<byte> len = stackalloc byte[8];
+            BinaryPrimitives.WriteUInt64LittleEndian(len, (ulong)header.Length);
+            fs.Write(len);
+            fs.Write(header);
+            foreach (var (_, t) in entries)
             {
-                Span<byte> len = stackalloc byte[8];
-                BinaryPrimitives.WriteUInt64LittleEndian(len, (ulong)header.Length);
-                fs.Write(len);
-                fs.Write(header);
-                foreach (var (_, t) in entries)
-                {
-                    // One tensor at a time, so a model on another device is never copied to the CPU all at once.
-                    // The scope only owns tensors created here; when t is already a contiguous CPU tensor, detach()/
-                    // contiguous() make new handles on the same storage, which the scope frees without touching t.
-                    using var scope = torch.NewDisposeScope();
-                    var cpu = t.detach().cpu().contiguous();
-                    ForEachByteSlice(cpu, span => fs.Write(span));
-                }
-                // Make the bytes durable before the rename publishes them.
-                fs.Flush(flushToDisk: true);
+                // One tensor at a time, so a model on another device is never copied to the CPU all at once.
+                // The scope only owns tensors created here; when t is already a contiguous CPU tensor, detach()/
+                // contiguous() make new handles on the same storage, which the scope frees without touching t.
+                using var scope = torch.NewDisposeScope();
+                var cpu = t.detach().cpu().contiguous();
+                ForEachByteSlice(cpu, span => fs.Write(span));
             }
-            File.Move(tmp, fullPath, overwrite: true);
-        }
-        catch
-        {
-            try { File.Delete(tmp); } catch (IOException) { } catch (UnauthorizedAccessException) { }
-            throw;
-        }
+        });
     }
 
     static byte[] BuildHeader(List<KeyValuePair<string, Tensor>> entries, IReadOnlyDictionary<string, string>? metadata)

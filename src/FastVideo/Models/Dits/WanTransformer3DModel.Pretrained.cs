@@ -45,10 +45,7 @@ public sealed partial class WanTransformer3DModel
     public void SavePretrained(string dir, ScalarType? dtype = null)
     {
         Directory.CreateDirectory(dir);
-        var cfgPath = Path.Combine(dir, "config.json");
-        var tmp = cfgPath + ".tmp";
-        File.WriteAllText(tmp, Config.ToJson().ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
-        File.Move(tmp, cfgPath, overwrite: true);
+        IO.Durable.WriteAllText(Path.Combine(dir, "config.json"), Config.ToJson().ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
         StateDict.SaveModule(this, Path.Combine(dir, "diffusion_pytorch_model.safetensors"), dtype);
     }
 }

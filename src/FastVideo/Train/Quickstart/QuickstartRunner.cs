@@ -238,12 +238,8 @@ public static class QuickstartRunner
         Directory.CreateDirectory(dir);
     }
 
-    private static void WriteJson(string path, JsonNode node)
-    {
-        var tmp = path + ".tmp";
-        File.WriteAllText(tmp, node.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
-        File.Move(tmp, path, true);
-    }
+    private static void WriteJson(string path, JsonNode node) =>
+        IO.Durable.WriteAllText(path, node.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
 }
 
 /// <summary>Passes through every line that is not a per-step progress line, and every Nth progress line.</summary>

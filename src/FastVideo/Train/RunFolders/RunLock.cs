@@ -1,4 +1,3 @@
-using System.Runtime.InteropServices;
 using System.Text;
 
 namespace FastVideo.Train.RunFolders;
@@ -80,21 +79,17 @@ public sealed class RunLock : IDisposable
         if (OperatingSystem.IsWindows()) return unknown;
         try
         {
-            int fd = open(path, 0);
+            int fd = IO.Posix.Open(path, IO.Posix.O_RDONLY | IO.Posix.O_CLOEXEC);
             if (fd < 0) return unknown;
             try
             {
                 var buf = new byte[256];
-                long n = read(fd, buf, buf.Length);
+                long n = IO.Posix.Read(fd, buf, buf.Length);
                 var text = n > 0 ? Encoding.UTF8.GetString(buf, 0, (int)n).Trim() : "";
                 return text.Length > 0 ? text : unknown;
             }
-            finally { close(fd); }
+            finally { IO.Posix.Close(fd); }
         }
         catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { return unknown; }
     }
-
-    [DllImport("libc", SetLastError = true)] private static extern int open([MarshalAs(UnmanagedType.LPUTF8Str)] string path, int flags);
-    [DllImport("libc", SetLastError = true)] private static extern nint read(int fd, byte[] buf, nint count);
-    [DllImport("libc", SetLastError = true)] private static extern int close(int fd);
 }
