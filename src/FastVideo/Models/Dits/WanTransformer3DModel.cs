@@ -92,6 +92,12 @@ public sealed record WanTransformerConfig
     };
 }
 
+/// <summary>
+/// How queries attend to keys and values, on [B,H,S,d] queries and [B,H,L,d] keys/values, returning [B,H,S,d]:
+/// <see cref="ActivationCheckpoint.Attention"/> (every query sees every key) unless a model restricts it.
+/// </summary>
+public delegate Tensor AttentionKernel(Tensor queries, Tensor keys, Tensor values);
+
 /// <summary>Multi-head attention with q/k RMSNorm across all heads; self-attention takes RoPE tables.</summary>
 public sealed class WanAttention : nn.Module
 {
@@ -115,24 +121,47 @@ public sealed class WanAttention : nn.Module
     /// <param name="x">[B, S, D] queries.</param>
     /// <param name="context">[B, L, D] keys/values (null = self-attention).</param>
     /// <param name="rope">RoPE cos/sin tables [S, d/2] applied to q and k (self-attention only).</param>
-    public Tensor Forward(Tensor x, Tensor? context = null, (Tensor Cos, Tensor Sin)? rope = null)
+    /// <param name="kernel">How the queries attend (null: to every key).</param>
+    public Tensor Forward(Tensor x, Tensor? context = null, (Tensor Cos, Tensor Sin)? rope = null, AttentionKernel? kernel = null)
     {
         using var scope = NewDisposeScope();
-        var kv = context ?? x;
-        long b = x.shape[0], s = x.shape[1], l = kv.shape[1], d = x.shape[2], hd = d / _heads;
+        var q = Heads(norm_q.forward(ActivationCheckpoint.Linear(to_q, x)), rope);
+        var (k, v) = KeysValues(context ?? x, rope);
+        return Output(q, k, v, kernel).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Cross-attention to keys and values computed before by <see cref="KeysValues"/> (a streaming cache).</summary>
+    public Tensor Forward(Tensor x, (Tensor Keys, Tensor Values) keysValues)
+    {
+        using var scope = NewDisposeScope();
+        var q = Heads(norm_q.forward(ActivationCheckpoint.Linear(to_q, x)), null);
+        return Output(q, keysValues.Keys, keysValues.Values, null).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Keys (normalised, rotated when <paramref name="rope"/> is given) and values of [B, L, D] tokens, as [B,H,L,d].</summary>
+    public (Tensor Keys, Tensor Values) KeysValues(Tensor source, (Tensor Cos, Tensor Sin)? rope = null)
+    {
+        using var scope = NewDisposeScope();
         // Linears and attention go through ActivationCheckpoint, which keeps their outputs under the "ops" policy.
-        var q = norm_q.forward(ActivationCheckpoint.Linear(to_q, x)).view(b, s, _heads, hd);   // [B,S,H,hd]
-        var k = norm_k.forward(ActivationCheckpoint.Linear(to_k, kv)).view(b, l, _heads, hd);
-        var v = ActivationCheckpoint.Linear(to_v, kv).view(b, l, _heads, hd);
-        if (rope is { } r)
-        {
-            q = RotaryPosEmbed3D.Apply(q, r.Cos, r.Sin);
-            k = RotaryPosEmbed3D.Apply(k, r.Cos, r.Sin);
-        }
-        // [B,S,H,hd] -> [B,H,S,hd] for SDPA, and back.
-        var o = ActivationCheckpoint.Attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2));
-        o = o.transpose(1, 2).reshape(b, s, d);
-        return ActivationCheckpoint.Linear(to_out[0], o).MoveToOuterDisposeScope();
+        var k = Heads(norm_k.forward(ActivationCheckpoint.Linear(to_k, source)), rope);
+        var v = Heads(ActivationCheckpoint.Linear(to_v, source), null);
+        return (k.MoveToOuterDisposeScope(), v.MoveToOuterDisposeScope());
+    }
+
+    /// <summary>[B,S,D] -> [B,H,S,d] for SDPA, rotated by <paramref name="rope"/> on the way.</summary>
+    private Tensor Heads(Tensor x, (Tensor Cos, Tensor Sin)? rope)
+    {
+        long b = x.shape[0], s = x.shape[1], d = x.shape[2];
+        var h = x.view(b, s, _heads, d / _heads);   // [B,S,H,hd]
+        if (rope is { } r) h = RotaryPosEmbed3D.Apply(h, r.Cos, r.Sin);
+        return h.transpose(1, 2);
+    }
+
+    private Tensor Output(Tensor q, Tensor k, Tensor v, AttentionKernel? kernel)
+    {
+        var o = (kernel ?? ActivationCheckpoint.Attention)(q, k, v);   // [B,H,S,hd]
+        o = o.transpose(1, 2).flatten(2);                               // [B,S,D]
+        return ActivationCheckpoint.Linear(to_out[0], o);
     }
 }
 
@@ -197,25 +226,48 @@ public sealed class WanTransformerBlock : nn.Module
 
     /// <param name="x">[B, S, D] video tokens.</param>
     /// <param name="context">[B, L, D] projected text.</param>
-    /// <param name="timestepProj">[B, 6, D] per-sample modulation from the condition embedder.</param>
-    public Tensor Forward(Tensor x, Tensor context, Tensor timestepProj, (Tensor Cos, Tensor Sin) rope)
+    /// <param name="timestepProj">[B, F, 6, D] modulation for F groups of S/F consecutive tokens: F = 1 (one per
+    /// sample) in the bidirectional model, one per latent frame in the causal one.</param>
+    /// <param name="rope">RoPE tables for the S tokens.</param>
+    /// <param name="selfAttention">How the tokens attend to each other (null: all to all).</param>
+    /// <param name="crossKeysValues">The text's keys and values for attn2 when a streaming cache holds them (null:
+    /// computed from <paramref name="context"/>).</param>
+    public Tensor Forward(Tensor x, Tensor context, Tensor timestepProj, (Tensor Cos, Tensor Sin) rope,
+        AttentionKernel? selfAttention = null, Func<WanAttention, Tensor, (Tensor, Tensor)>? crossKeysValues = null)
     {
         using var scope = NewDisposeScope();
-        var mod = (scale_shift_table.to_type(ScalarType.Float32) + timestepProj.to_type(ScalarType.Float32)).chunk(6, 1); // 6 x [B,1,D]
+        var mod = (scale_shift_table.to_type(ScalarType.Float32) + timestepProj.to_type(ScalarType.Float32)).chunk(6, 2); // 6 x [B,F,1,D]
         var (shiftA, scaleA, gateA, shiftF, scaleF, gateF) = (mod[0], mod[1], mod[2], mod[3], mod[4], mod[5]);
 
-        var y = (Fp32LayerNorm.Apply(x, _eps) * (scaleA + 1.0) + shiftA).to_type(x.dtype);
-        var a = attn1.Forward(y, rope: rope);
-        x = (x.to_type(ScalarType.Float32) + a * gateA).to_type(x.dtype);
+        var y = FrameModulation.ScaleShift(Fp32LayerNorm.Apply(x, _eps), scaleA, shiftA).to_type(x.dtype);
+        var a = attn1.Forward(y, rope: rope, kernel: selfAttention);
+        x = FrameModulation.AddGated(x.to_type(ScalarType.Float32), a, gateA).to_type(x.dtype);
 
         y = norm2 is null ? x : norm2.forward(x).to_type(x.dtype);
-        x = x + attn2.Forward(y, context);
+        x = x + (crossKeysValues is null ? attn2.Forward(y, context) : attn2.Forward(y, crossKeysValues(attn2, context)));
 
-        y = (Fp32LayerNorm.Apply(x, _eps) * (scaleF + 1.0) + shiftF).to_type(x.dtype);
+        y = FrameModulation.ScaleShift(Fp32LayerNorm.Apply(x, _eps), scaleF, shiftF).to_type(x.dtype);
         var f = ffn.forward(y);
-        x = (x.to_type(ScalarType.Float32) + f.to_type(ScalarType.Float32) * gateF).to_type(x.dtype);
+        x = FrameModulation.AddGated(x.to_type(ScalarType.Float32), f.to_type(ScalarType.Float32), gateF).to_type(x.dtype);
         return x.MoveToOuterDisposeScope();
     }
+}
+
+/// <summary>
+/// adaLN modulation by groups of tokens: [B, S, D] tokens in F equal groups of consecutive tokens (a latent frame
+/// each, or F = 1 for the whole sample), modulation tensors [B, F, 1, D].
+/// </summary>
+public static class FrameModulation
+{
+    /// <summary>x * (1 + scale) + shift, per group.</summary>
+    public static Tensor ScaleShift(Tensor x, Tensor scale, Tensor shift) =>
+        (Grouped(x, scale) * (scale + 1.0) + shift).reshape(x.shape);
+
+    /// <summary>x + y * gate, per group.</summary>
+    public static Tensor AddGated(Tensor x, Tensor y, Tensor gate) =>
+        (Grouped(x, gate) + Grouped(y, gate) * gate).reshape(x.shape);
+
+    private static Tensor Grouped(Tensor x, Tensor modulation) => x.reshape(x.shape[0], modulation.shape[1], -1, x.shape[2]); // [B,F,S/F,D]
 }
 
 /// <summary>Timestep -> (temb [B,D], timestep_proj [B,6D]); text [B,L,text_dim] -> [B,L,D].</summary>
@@ -248,11 +300,23 @@ public sealed class WanTimeTextEmbedding : nn.Module
     }
 }
 
+/// <summary>How one block's attentions run in one forward; null members are the bidirectional defaults.</summary>
+public readonly record struct BlockAttention(AttentionKernel? SelfAttention, Func<WanAttention, Tensor, (Tensor, Tensor)>? CrossKeysValues = null);
+
+/// <summary>Sizes of a [B,C,T,H,W] latent input and of its token grid (frames F', rows H', columns W') after patching.</summary>
+public readonly record struct LatentGrid(long Batch, long Frames, long Height, long Width, long GridFrames, long GridHeight, long GridWidth)
+{
+    /// <summary>Tokens per latent frame (H'·W').</summary>
+    public long FrameTokens => GridHeight * GridWidth;
+    public long Tokens => GridFrames * FrameTokens;
+}
+
 /// <summary>
-/// The Wan 2.1 text-to-video transformer. Forward: hidden_states [B,C,T,H,W], timestep [B] (one value per sample),
-/// encoder_hidden_states [B,L,text_dim] -> [B,out_channels,T,H,W]. The text mask is not used (as in Wan).
+/// What the bidirectional and the causal Wan transformers share: the parameters under Diffusers' names (one
+/// checkpoint loads into either), the patch embedding, the block loop with activation checkpointing, the output head.
+/// The two differ in how tokens attend and in the timestep's shape.
 /// </summary>
-public sealed partial class WanTransformer3DModel : nn.Module
+public abstract partial class WanTransformerBase : nn.Module
 {
     public WanTransformerConfig Config { get; }
 
@@ -262,12 +326,13 @@ public sealed partial class WanTransformer3DModel : nn.Module
     public readonly LoraLinear proj_out;
     public readonly Parameter scale_shift_table; // [1, 2, D]: index 0 = shift, 1 = scale
 
+    /// <param name="name">The module name.</param>
     /// <param name="config">The architecture.</param>
     /// <param name="device">Where the parameters live, CPU by default. On the meta device the model has shapes but no
     /// memory and skips the random initialisation: the way to build it for <see cref="FastVideo.Weights.StateDict.Materialize"/>.</param>
-    public WanTransformer3DModel(WanTransformerConfig config, Device? device = null) : base(nameof(WanTransformer3DModel))
+    protected WanTransformerBase(string name, WanTransformerConfig config, Device? device) : base(name)
     {
-        config.Validate("WanTransformer3DModel config");
+        config.Validate($"{name} config");
         // Parameters belong to their modules; the scope frees what building them leaves (TorchSharp's Conv3d leaves one tensor).
         using var scope = NewDisposeScope();
         Config = config;
@@ -284,6 +349,7 @@ public sealed partial class WanTransformer3DModel : nn.Module
     /// <summary>Forward passes run by every instance in this process (benchmarks count FLOPs with it).</summary>
     public static long ForwardCount => Interlocked.Read(ref _forwardCount);
     private static long _forwardCount;
+    protected static void CountForward() => Interlocked.Increment(ref _forwardCount);
 
     /// <summary>
     /// Activation checkpointing of the blocks (null: none), set by the model plugin for a trainable role. Applies only
@@ -301,10 +367,11 @@ public sealed partial class WanTransformer3DModel : nn.Module
     /// </summary>
     public ScalarType? ComputeDtype { get; set; }
 
-    public Tensor Forward(Tensor hiddenStates, Tensor timestep, Tensor encoderHiddenStates)
+    protected ScalarType ActivationDtype => ComputeDtype ?? ParamDtype;
+
+    /// <summary>Checks a [B,C,T,H,W] input against the config and returns its sizes.</summary>
+    protected LatentGrid Grid(Tensor hiddenStates)
     {
-        using var scope = NewDisposeScope();
-        Interlocked.Increment(ref _forwardCount);
         if (hiddenStates.dim() != 5) throw new ArgumentException($"hidden_states must be [B,C,T,H,W], got {Shape(hiddenStates)}");
         var p = Config.PatchSize;
         long b = hiddenStates.shape[0], t = hiddenStates.shape[2], h = hiddenStates.shape[3], w = hiddenStates.shape[4];
@@ -312,39 +379,86 @@ public sealed partial class WanTransformer3DModel : nn.Module
             throw new ArgumentException($"hidden_states has {hiddenStates.shape[1]} channels, the model expects {Config.InChannels}");
         if (t % p[0] != 0 || h % p[1] != 0 || w % p[2] != 0)
             throw new ArgumentException($"latent size {t}x{h}x{w} is not divisible by patch_size [{string.Join(",", p)}]");
-        if (timestep.numel() != b) throw new ArgumentException($"timestep must have one value per sample ([{b}]), got {Shape(timestep)}");
-        long ft = t / p[0], fh = h / p[1], fw = w / p[2];
-        var dtype = ComputeDtype ?? ParamDtype;
+        return new LatentGrid(b, t, h, w, t / p[0], h / p[1], w / p[2]);
+    }
 
-        var rope = RotaryPosEmbed3D.Tables(Config.AttentionHeadDim, ft, fh, fw, device: hiddenStates.device);
+    /// <summary>[B,C,T,H,W] -> [B,S,D] tokens ordered (frame, row, column), in <paramref name="dtype"/>.</summary>
+    protected Tensor EmbedPatches(Tensor hiddenStates, ScalarType dtype)
+    {
+        var p = Config.PatchSize;
         var patches = dtype == ParamDtype
             ? patch_embedding.forward(hiddenStates.to_type(dtype))
             : nn.functional.conv3d(hiddenStates.to_type(dtype), patch_embedding.weight!.to_type(dtype), patch_embedding.bias!.to_type(dtype),
                 strides: [p[0], p[1], p[2]]);
-        var x = patches.flatten(2).transpose(1, 2); // [B,S,D], S ordered (f,h,w)
+        return patches.flatten(2).transpose(1, 2);
+    }
 
-        var (temb, tproj, context) = condition_embedder.Forward(timestep.reshape(b), encoderHiddenStates, dtype);
-        tproj = tproj.unflatten(1, [6, Config.InnerDim]);  // [B,6,D]
-
+    /// <summary>
+    /// The blocks in order, each checkpointed as <see cref="GradientCheckpointing"/> says. <paramref name="attention"/>
+    /// gives block i's attention for this forward; its second argument says whether the call is checkpointed, i.e.
+    /// run again in backward (so what it reads must not change until then).
+    /// </summary>
+    protected Tensor RunBlocks(Tensor x, Tensor context, Tensor timestepProj, (Tensor Cos, Tensor Sin) rope,
+        Func<int, bool, BlockAttention>? attention = null)
+    {
         for (int i = 0; i < blocks.Count; i++)
         {
             var block = blocks[i];
-            x = GradientCheckpointing is { } policy && policy.Checkpoints(i)
-                ? ActivationCheckpoint.Apply(a => block.Forward(a[0], a[1], a[2], (a[3], a[4])), [x, context, tproj, rope.Cos, rope.Sin],
-                    block.parameters(), policy.Selective)
-                : block.Forward(x, context, tproj, rope);
+            bool checkpointed = GradientCheckpointing is { } policy && policy.Checkpoints(i) && is_grad_enabled();
+            var a = attention?.Invoke(i, checkpointed) ?? default;
+            x = checkpointed
+                ? ActivationCheckpoint.Apply(t => block.Forward(t[0], t[1], t[2], (t[3], t[4]), a.SelfAttention, a.CrossKeysValues),
+                    [x, context, timestepProj, rope.Cos, rope.Sin], block.parameters(), GradientCheckpointing!.Selective)
+                : block.Forward(x, context, timestepProj, rope, a.SelfAttention, a.CrossKeysValues);
         }
+        return x;
+    }
 
-        var mod = (scale_shift_table.to_type(ScalarType.Float32) + temb.to_type(ScalarType.Float32).unsqueeze(1)).chunk(2, 1);
-        x = (Fp32LayerNorm.Apply(x, Config.Eps) * (mod[1] + 1.0) + mod[0]).to_type(dtype);
+    /// <summary>
+    /// Modulated norm, projection and unpatchify: [B,S,D] tokens with <paramref name="temb"/> [B,F,D] (F groups of
+    /// tokens, as the blocks' modulation) -> [B,out_channels,T,H,W] in <see cref="ParamDtype"/>.
+    /// </summary>
+    protected Tensor OutputHead(Tensor x, Tensor temb, LatentGrid g, ScalarType dtype)
+    {
+        var p = Config.PatchSize;
+        var mod = (scale_shift_table.to_type(ScalarType.Float32).unsqueeze(1) + temb.to_type(ScalarType.Float32).unsqueeze(2)).chunk(2, 2); // [B,F,1,D]
+        x = FrameModulation.ScaleShift(Fp32LayerNorm.Apply(x, Config.Eps), mod[1], mod[0]).to_type(dtype);
         x = proj_out.forward(x); // [B,S,pt*ph*pw*C]
 
         // [B,F',H',W',pt,ph,pw,C] -> [B,C,F',pt,H',ph,W',pw] -> [B,C,T,H,W]
-        x = x.reshape(b, ft, fh, fw, p[0], p[1], p[2], Config.OutChannels)
+        x = x.reshape(g.Batch, g.GridFrames, g.GridHeight, g.GridWidth, p[0], p[1], p[2], Config.OutChannels)
              .permute(0, 7, 1, 4, 2, 5, 3, 6)
-             .reshape(b, Config.OutChannels, t, h, w);
-        return x.to_type(ParamDtype).MoveToOuterDisposeScope();
+             .reshape(g.Batch, Config.OutChannels, g.Frames, g.Height, g.Width);
+        return x.to_type(ParamDtype);
     }
 
-    private static string Shape(Tensor x) => "[" + string.Join(",", x.shape) + "]";
+    protected static string Shape(Tensor x) => "[" + string.Join(",", x.shape) + "]";
+}
+
+/// <summary>
+/// The Wan 2.1 text-to-video transformer. Forward: hidden_states [B,C,T,H,W], timestep [B] (one value per sample),
+/// encoder_hidden_states [B,L,text_dim] -> [B,out_channels,T,H,W]. The text mask is not used (as in Wan).
+/// </summary>
+public sealed partial class WanTransformer3DModel : WanTransformerBase
+{
+    /// <inheritdoc cref="WanTransformerBase(string, WanTransformerConfig, Device?)"/>
+    public WanTransformer3DModel(WanTransformerConfig config, Device? device = null) : base(nameof(WanTransformer3DModel), config, device) { }
+
+    public Tensor Forward(Tensor hiddenStates, Tensor timestep, Tensor encoderHiddenStates)
+    {
+        using var scope = NewDisposeScope();
+        CountForward();
+        var g = Grid(hiddenStates);
+        if (timestep.numel() != g.Batch) throw new ArgumentException($"timestep must have one value per sample ([{g.Batch}]), got {Shape(timestep)}");
+        var dtype = ActivationDtype;
+
+        var rope = RotaryPosEmbed3D.Tables(Config.AttentionHeadDim, g.GridFrames, g.GridHeight, g.GridWidth, device: hiddenStates.device);
+        var x = EmbedPatches(hiddenStates, dtype); // [B,S,D], S ordered (f,h,w)
+
+        var (temb, tproj, context) = condition_embedder.Forward(timestep.reshape(g.Batch), encoderHiddenStates, dtype);
+        tproj = tproj.unflatten(1, [1, 6, Config.InnerDim]);  // [B,1,6,D]: one modulation for all tokens of a sample
+
+        x = RunBlocks(x, context, tproj, rope);
+        return OutputHead(x, temb.unsqueeze(1), g, dtype).MoveToOuterDisposeScope();
+    }
 }
