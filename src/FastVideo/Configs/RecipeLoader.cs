@@ -76,7 +76,8 @@ public static class RecipeLoader
         CheckOptions(config.Method, "method", root, binder);
         foreach (var (name, options) in config.Callbacks)
             CheckOptions(options, $"callbacks.{name}", root, binder);
-        CheckLora(config, root, binder);
+        CheckOptions(config.Pipeline.DitConfig, "pipeline.dit_config", root, binder);
+        CheckRoles(config, root, binder);
         Validate(config, root, binder);
         // Raw is rebuilt from the typed config so it carries every default and each role's resolved family.
         return config with { Raw = RecipeTree.ToPlain(config) };
@@ -246,11 +247,15 @@ public static class RecipeLoader
         throw binder.Error(Locate(root, keyPath), keyPath, problem.Detail);
     }
 
-    /// <summary>Each role's <c>lora</c> block: its own checks, and LoRA only on a trainable role (as upstream).</summary>
-    private static void CheckLora(RunConfig config, RawMap root, RecipeBinder binder)
+    /// <summary>
+    /// Each role's own checks (a family's role record may have some), its <c>lora</c> block's, and LoRA only on a
+    /// trainable role (as upstream).
+    /// </summary>
+    private static void CheckRoles(RunConfig config, RawMap root, RecipeBinder binder)
     {
         foreach (var (name, role) in config.Roles)
         {
+            CheckOptions(role, $"roles.{name}", root, binder);
             CheckOptions(role.Lora, $"roles.{name}.lora", root, binder);
             if (role.Lora.Enable && !role.Trainable)
             {

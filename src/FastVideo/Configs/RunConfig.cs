@@ -192,6 +192,28 @@ public sealed record PipelineConfig
     public int? TextLen { get; init; }
     /// <summary>Path to the VAE config.json whose normalisation constants apply; null = the model folder's vae/.</summary>
     public string? VaeConfig { get; init; }
+    /// <summary>Train-time overrides of the transformer's arch config (upstream's <c>pipeline.dit_config</c>).</summary>
+    public DitConfigOverrides DitConfig { get; init; } = new();
+}
+
+/// <summary>
+/// <c>pipeline.dit_config</c>: upstream's train-time overrides of the transformer's arch config, here the causal
+/// attention settings; a causal role's own keys win over them, and families without them ignore them. Null = the
+/// family default.
+/// </summary>
+public sealed record DitConfigOverrides : ICheckedOptions
+{
+    /// <summary>Frames a causal block denoises together (1..3).</summary>
+    public int? NumFramesPerBlock { get; init; }
+    /// <summary>Frames a causal block sees, its own and the sinks included; -1 = all earlier frames.</summary>
+    public int? LocalAttnSize { get; init; }
+    /// <summary>First frames every causal block keeps seeing (attention sinks; needs a local window).</summary>
+    public int? SinkSize { get; init; }
+    /// <summary>Frames a global-attention streaming cache holds before it grows.</summary>
+    public int? SlidingWindowNumFrames { get; init; }
+
+    public IEnumerable<OptionProblem> Check() =>
+        Models.Dits.CausalAttentionConfig.ValueProblems(NumFramesPerBlock, LocalAttnSize, SinkSize, SlidingWindowNumFrames);
 }
 
 /// <summary>What the recipe binder needs to know of the model families (implemented by the family registry).</summary>

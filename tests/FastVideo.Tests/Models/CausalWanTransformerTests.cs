@@ -197,9 +197,9 @@ public class CausalWanTransformerTests(Xunit.Abstractions.ITestOutputHelper log)
     }
 
     [Theory]
-    [InlineData(0, -1, 0, "num_frames_per_block must be 1, 2 or 3")]
-    [InlineData(4, -1, 0, "num_frames_per_block must be 1, 2 or 3")]
-    [InlineData(1, 0, 0, "local_attn_size must be -1 (global) or >= 1")]
+    [InlineData(0, -1, 0, "pipeline.dit_config.num_frames_per_block: must be 1, 2 or 3")]
+    [InlineData(4, -1, 0, "pipeline.dit_config.num_frames_per_block: must be 1, 2 or 3")]
+    [InlineData(1, 0, 0, "local_attn_size: must be -1 (global) or >= 1")]
     [InlineData(2, 2, 1, "must be at least sink_size (1) + num_frames_per_block (2)")]
     [InlineData(1, -1, 1, "attention sinks need a local window")]
     public void InvalidAttentionSettingsAreRefused(int framesPerBlock, int local, int sink, string message)

@@ -53,7 +53,7 @@ public class LoraTests
         return (randn([1, 4, 2, 8, 8], generator: g), tensor(new float[] { 600f }), randn([1, 7, 24], generator: g));
     }
 
-    private static Tensor Forward(WanTransformer3DModel m)
+    private static Tensor Forward(WanTransformerBase m)
     {
         var (x, t, text) = Inputs();
         using var noGrad = no_grad();
@@ -443,7 +443,7 @@ public class LoraExportTests(LoraExportFixture f) : IClassFixture<LoraExportFixt
         return (randn([2, 4, 2, 8, 8], generator: g), tensor(new float[] { 600f, 250f }), randn([2, 7, 24], generator: g));
     }
 
-    private static Tensor Forward(WanTransformer3DModel m)
+    private static Tensor Forward(WanTransformerBase m)
     {
         var (x, t, text) = Inputs();
         using var noGrad = no_grad();

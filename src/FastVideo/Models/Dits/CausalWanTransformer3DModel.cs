@@ -31,20 +31,44 @@ public sealed record CausalAttentionConfig
     /// <summary>Rows the text embeddings are zero-padded to before the text embedder (the padded rows are attended).</summary>
     public int TextLen { get; init; } = 512;
 
-    /// <summary>Checks the settings; errors name <paramref name="source"/> and the key.</summary>
+    /// <summary>Every problem of these settings, each with its key (num_frames_per_block, ...).</summary>
+    public IEnumerable<Configs.OptionProblem> Problems()
+    {
+        foreach (var p in ValueProblems(NumFramesPerBlock, LocalAttnSize, SinkSize, SlidingWindowNumFrames)) yield return p;
+        if (TextLen < 1) yield return new("text_len", $"must be >= 1, got {TextLen}");
+        if (SinkSize > 0 && LocalAttnSize == -1)
+            yield return new("sink_size", "attention sinks need a local window (local_attn_size > 0); with global attention every frame is seen anyway");
+        // The window counts the sink frames; the rest must hold a whole block, or a block would not see all its own frames.
+        else if (LocalAttnSize >= 1 && LocalAttnSize - SinkSize < NumFramesPerBlock)
+            yield return new("local_attn_size", $"({LocalAttnSize}) must be at least sink_size ({SinkSize}) + num_frames_per_block ({NumFramesPerBlock})");
+    }
+
+    /// <summary>
+    /// The problems of each given value on its own (null: not given), for a recipe record that holds some of the
+    /// settings; how they combine is checked where they are merged (<see cref="Problems"/>).
+    /// </summary>
+    public static IEnumerable<Configs.OptionProblem> ValueProblems(int? numFramesPerBlock, int? localAttnSize, int? sinkSize, int? slidingWindowNumFrames)
+    {
+        if (numFramesPerBlock is < 1 or > 3) yield return new("num_frames_per_block", $"must be 1, 2 or 3, got {numFramesPerBlock}");
+        if (localAttnSize is not null and not -1 and < 1) yield return new("local_attn_size", $"must be -1 (global) or >= 1, got {localAttnSize}");
+        if (sinkSize < 0) yield return new("sink_size", $"must be >= 0, got {sinkSize}");
+        if (slidingWindowNumFrames < 1) yield return new("sliding_window_num_frames", $"must be >= 1, got {slidingWindowNumFrames}");
+    }
+
+    /// <summary>Throws the first of <see cref="Problems"/> as "<paramref name="source"/>.key: problem".</summary>
     public void Validate(string source)
     {
-        if (NumFramesPerBlock is < 1 or > 3) throw new UserError($"{source}.num_frames_per_block must be 1, 2 or 3, got {NumFramesPerBlock}");
-        if (LocalAttnSize != -1 && LocalAttnSize < 1) throw new UserError($"{source}.local_attn_size must be -1 (global) or >= 1, got {LocalAttnSize}");
-        if (SinkSize < 0) throw new UserError($"{source}.sink_size must be >= 0, got {SinkSize}");
-        if (SinkSize > 0 && LocalAttnSize == -1)
-            throw new UserError($"{source}.sink_size: attention sinks need a local window (local_attn_size > 0); with global attention every frame is seen anyway");
-        // The window counts the sink frames; the rest must hold a whole block, or a block would not see all its own frames.
-        if (LocalAttnSize != -1 && LocalAttnSize - SinkSize < NumFramesPerBlock)
-            throw new UserError($"{source}.local_attn_size ({LocalAttnSize}) must be at least sink_size ({SinkSize}) + num_frames_per_block ({NumFramesPerBlock})");
-        if (SlidingWindowNumFrames < 1) throw new UserError($"{source}.sliding_window_num_frames must be >= 1, got {SlidingWindowNumFrames}");
-        if (TextLen < 1) throw new UserError($"{source}.text_len must be >= 1, got {TextLen}");
+        if (Problems().FirstOrDefault() is { } p) throw new UserError($"{source}.{p.Key}: {p.Detail}");
     }
+
+    /// <summary>These settings with the given values replacing theirs (null keeps a value).</summary>
+    public CausalAttentionConfig Overlay(int? numFramesPerBlock, int? localAttnSize, int? sinkSize, int? slidingWindowNumFrames) => this with
+    {
+        NumFramesPerBlock = numFramesPerBlock ?? NumFramesPerBlock,
+        LocalAttnSize = localAttnSize ?? LocalAttnSize,
+        SinkSize = sinkSize ?? SinkSize,
+        SlidingWindowNumFrames = slidingWindowNumFrames ?? SlidingWindowNumFrames,
+    };
 
     /// <summary>The window in tokens for latents of <paramref name="frameTokens"/> tokens per frame.</summary>
     public AttentionWindow Window(long frameTokens) => LocalAttnSize == -1
@@ -89,7 +113,7 @@ public sealed partial class CausalWanTransformer3DModel : WanTransformerBase
     }
 
     /// <summary>The training forward over a whole clip, block-causal (see the class summary).</summary>
-    public Tensor Forward(Tensor hiddenStates, Tensor timestep, Tensor encoderHiddenStates)
+    public override Tensor Forward(Tensor hiddenStates, Tensor timestep, Tensor encoderHiddenStates)
     {
         using var scope = NewDisposeScope();
         CountForward();

@@ -369,6 +369,12 @@ public abstract partial class WanTransformerBase : nn.Module
 
     protected ScalarType ActivationDtype => ComputeDtype ?? ParamDtype;
 
+    /// <summary>
+    /// The forward a model plugin runs for a whole clip: hidden_states [B,C,T,H,W], timestep, encoder_hidden_states
+    /// [B,L,text_dim] -> [B,out_channels,T,H,W]. Which timestep shapes it takes is the model's (see the subclasses).
+    /// </summary>
+    public abstract Tensor Forward(Tensor hiddenStates, Tensor timestep, Tensor encoderHiddenStates);
+
     /// <summary>Checks a [B,C,T,H,W] input against the config and returns its sizes.</summary>
     protected LatentGrid Grid(Tensor hiddenStates)
     {
@@ -444,7 +450,7 @@ public sealed partial class WanTransformer3DModel : WanTransformerBase
     /// <inheritdoc cref="WanTransformerBase(string, WanTransformerConfig, Device?)"/>
     public WanTransformer3DModel(WanTransformerConfig config, Device? device = null) : base(nameof(WanTransformer3DModel), config, device) { }
 
-    public Tensor Forward(Tensor hiddenStates, Tensor timestep, Tensor encoderHiddenStates)
+    public override Tensor Forward(Tensor hiddenStates, Tensor timestep, Tensor encoderHiddenStates)
     {
         using var scope = NewDisposeScope();
         CountForward();

@@ -15,6 +15,7 @@ public sealed class ModelFamilyRegistry : IFamilyCatalog
     {
         var r = new ModelFamilyRegistry();
         r.Register(Wan.WanModel.Family);
+        r.Register(Wan.WanCausalModel.Family);
         return r;
     }
 

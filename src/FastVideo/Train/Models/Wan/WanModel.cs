@@ -38,12 +38,18 @@ public partial class WanModel : ModelBase
     [System.Text.RegularExpressions.GeneratedRegex(@"^(blocks\.\d+\.(attn[12]\.(to_q|to_k|to_v|to_out\.0)|ffn\.net\.(0\.proj|2))|proj_out)$")]
     private static partial System.Text.RegularExpressions.Regex LoraCapableLayer();
 
-    private readonly WanTransformer3DModel _transformer;
+    private readonly WanTransformerBase _transformer;
     private readonly FlowMatchEulerDiscreteScheduler _scheduler;
     private Conditioning? _negative;
     private bool _negativeLoaded;
 
-    public WanModel(ModelBuildContext context) : base(context)
+    public WanModel(ModelBuildContext context) : this(context, WanTransformer3DModel.FromWeights) { }
+
+    /// <summary>
+    /// A Wan plugin whose transformer <paramref name="load"/> builds from (config, weights, their source, master dtype):
+    /// how <c>wan_causal</c> puts its causal transformer in the same plugin.
+    /// </summary>
+    protected WanModel(ModelBuildContext context, Func<WanTransformerConfig, WeightSet, string, ScalarType, WanTransformerBase> load) : base(context)
     {
         var options = context.Options;
         Folder = DiffusersModelFolder.Resolve(options.InitFrom);
@@ -53,7 +59,7 @@ public partial class WanModel : ModelBase
 
         // Built on the meta device and filled from the files straight in the master dtype (no random init, no fp32 detour).
         var (weights, source) = ResolveBaseWeightSet(options, Folder);
-        _transformer = WanTransformer3DModel.FromWeights(config, weights, source, MasterDtype);
+        _transformer = load(config, weights, source, MasterDtype);
         _transformer.to(Device);
         ApplyTrainable();
         // LoRA: the base (in the master dtype, bf16 if dit_precision says so) is frozen; float32 adapters train.
@@ -74,7 +80,7 @@ public partial class WanModel : ModelBase
     public override string? AppliedCheckpointing => _transformer.GradientCheckpointing?.ToString();
 
     public DiffusersModelFolder Folder { get; }
-    public WanTransformer3DModel WanTransformer => _transformer;
+    public WanTransformerBase WanTransformer => _transformer;
     public override nn.Module Transformer => _transformer;
     public override INoiseScheduler NoiseScheduler => _scheduler;
     public override System.Text.Json.Nodes.JsonObject TransformerConfig { get; }
@@ -220,13 +226,18 @@ public partial class WanModel : ModelBase
     {
         using var scope = NewDisposeScope();
         var text = conditional ? batch.Conditional : UncondText(batch, cfgUncond ?? CfgUncondPolicy.Default);
-        long b = noisyLatents.shape[0];
-        // The bidirectional Wan DiT takes one timestep per sample.
-        var t = timestep.numel() == 1 ? timestep.reshape(1).expand(b) : timestep;
-        if (t.numel() != b) throw new ArgumentException($"wan: timestep must have 1 or B={b} values, got {t.numel()} (per-frame timesteps need the wan_causal family)");
+        var t = TransformerTimestep(timestep, noisyLatents.shape[0]);
         var x = noisyLatents.permute(0, 2, 1, 3, 4); // BTCHW -> BCTHW
         var v = _transformer.Forward(x, t.to(Device), text[Conditioning.Text].Values);
         return v.permute(0, 2, 1, 3, 4).MoveToOuterDisposeScope(); // BCTHW -> BTCHW
+    }
+
+    /// <summary>The timestep as the transformer takes it: the bidirectional Wan DiT takes one per sample.</summary>
+    protected virtual Tensor TransformerTimestep(Tensor timestep, long batch)
+    {
+        var t = timestep.numel() == 1 ? timestep.reshape(1).expand(batch) : timestep;
+        if (t.numel() != batch) throw new ArgumentException($"wan: timestep must have 1 or B={batch} values, got {t.numel()} (per-frame timesteps need the wan_causal family)");
+        return t;
     }
 
     /// <summary>The unconditional text of a CFG pair under the recipe's cfg_uncond policy.</summary>

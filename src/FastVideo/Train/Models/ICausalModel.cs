@@ -1,0 +1,40 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace FastVideo.Train.Models;
+
+/// <summary>
+/// The streaming contract of a causal plugin: predictions over chunks of frames that read and write key/value caches.
+/// Cache state lives inside the model instance, keyed by a cache tag, so a method can keep several rollouts apart. A
+/// family built on <see cref="ModelBase"/> alone derives <see cref="CausalModelBase"/>; one that extends another
+/// plugin (<c>wan_causal</c> extends <c>wan</c>, as upstream's WanCausalModel(WanModel, CausalModelBase)) implements
+/// this interface. Methods ask for it with <c>model is ICausalModel</c>.
+/// </summary>
+public interface ICausalModel
+{
+    /// <summary>The model's noise scheduler (x0 conversion).</summary>
+    FastVideo.Models.Schedulers.INoiseScheduler NoiseScheduler { get; }
+
+    /// <summary>Drops the caches of <paramref name="cacheTag"/> before a new rollout.</summary>
+    void ClearCaches(string cacheTag = "pos");
+
+    /// <summary>
+    /// Streaming v-prediction for a chunk of frames [B,T,C,H,W] starting at latent frame <paramref name="curStartFrame"/>,
+    /// timesteps as a scalar, [B] or [B,T]. With <paramref name="storeKv"/> the call only writes the chunk's keys and
+    /// values into the cache (no grad) and returns null.
+    /// </summary>
+    Tensor? PredictNoiseStreaming(Tensor noisyLatents, Tensor timestep, TrainingBatch batch, bool conditional,
+        string cacheTag = "pos", bool storeKv = false, int curStartFrame = 0, CfgUncondPolicy? cfgUncond = null,
+        AttnKind attnKind = AttnKind.Dense);
+
+    /// <summary><see cref="PredictNoiseStreaming"/> converted to x0 with this model's scheduler grid.</summary>
+    Tensor? PredictX0Streaming(Tensor noisyLatents, Tensor timestep, TrainingBatch batch, bool conditional,
+        string cacheTag = "pos", bool storeKv = false, int curStartFrame = 0, CfgUncondPolicy? cfgUncond = null,
+        AttnKind attnKind = AttnKind.Dense)
+    {
+        using var scope = NewDisposeScope();
+        var v = PredictNoiseStreaming(noisyLatents, timestep, batch, conditional, cacheTag, storeKv, curStartFrame, cfgUncond, attnKind);
+        if (v is null) return null;
+        return ModelBase.NoiseToX0(v, noisyLatents, timestep, NoiseScheduler).MoveToOuterDisposeScope();
+    }
+}
