@@ -206,16 +206,10 @@ def main():
 
     wan.save_safetensors(os.path.join(OUT, "inputs.safetensors"), inp)
     wan.save_safetensors(os.path.join(OUT, "expected.safetensors"), exp)
-    for name, src in (("inputs", inp), ("expected", exp)):
-        back = wan.load_safetensors(os.path.join(OUT, name + ".safetensors"))
-        assert set(back) == set(src) and all(torch.equal(back[k], src[k]) for k in src)
+    wan.check_written(OUT, {"inputs": inp, "expected": exp})
 
     with torch.no_grad():
-        ok = self_check(params, cfg, inp, exp)
-    if not ok:
-        print("SELF-CHECK FAILED")
-        sys.exit(1)
-    print("all self-checks passed")
+        wan.exit_unless(self_check(params, cfg, inp, exp))
 
 
 if __name__ == "__main__":

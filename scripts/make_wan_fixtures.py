@@ -593,13 +593,22 @@ def main():
     for fname in files:
         merged.update(load_safetensors(os.path.join(shard_dir, fname)))
     assert set(merged) == set(params) and all(torch.equal(merged[k], params[k]) for k in params)
-    for name, src in (("inputs", inp), ("expected", exp)):
-        back = load_safetensors(os.path.join(OUT, name + ".safetensors"))
-        assert set(back) == set(src) and all(torch.equal(back[k], src[k]) for k in src)
+    check_written(OUT, {"inputs": inp, "expected": exp})
     print("parameters: %d tensors, %d floats" % (len(params), total // 4))
 
     with torch.no_grad():
-        ok = self_check(params, cfg, inp, exp)
+        exit_unless(self_check(params, cfg, inp, exp))
+
+
+def check_written(folder, files):
+    """Reads back <folder>/<name>.safetensors for each name -> tensors written and compares them bit for bit."""
+    for name, src in files.items():
+        back = load_safetensors(os.path.join(folder, name + ".safetensors"))
+        assert set(back) == set(src) and all(torch.equal(back[k], src[k]) for k in src), name
+
+
+def exit_unless(ok):
+    """Ends a fixture script after its self-check: exit code 1 when a check failed."""
     if not ok:
         print("SELF-CHECK FAILED")
         sys.exit(1)

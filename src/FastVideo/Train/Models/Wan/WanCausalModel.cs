@@ -45,12 +45,8 @@ public sealed class WanCausalModel : WanModel, ICausalModel
         Description = "Wan 2.1 text-to-video with block-causal attention (CausVid / Self-Forcing), loads wan checkpoints; streams with KV caches",
         RoleConfigType = typeof(WanCausalRoleConfig),
         Create = ctx => new WanCausalModel(ctx),
-        WriteRandomTransformer = (config, seed, dir) =>
-        {
-            // The causal transformer has the bidirectional one's parameters: the same random folder serves both.
-            using var m = WanTransformer3DModel.CreateRandom(WanTransformerConfig.FromJson(config, "random transformer config"), seed);
-            m.SavePretrained(dir);
-        },
+        // The rest is wan's: latent space, defaults, activation estimate, LoRA layers and random folders (the causal
+        // transformer has the same parameters).
     };
 
     /// <summary>What a tag's caches were built for.</summary>
