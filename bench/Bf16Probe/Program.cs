@@ -1,6 +1,6 @@
 // Probe: where the mid-size model's training step spends its time with bf16 against fp32 compute. One process,
 // fp32 and bf16 steps alternated on the same model (forward + backward + AdamW), medians per dtype.
-// Run: dotnet run -c Release --project bench/Bf16Probe [-- --steps N]
+// Run: dotnet run -c Release --project bench/Bf16Probe [-- --steps N --preset mid|1.3b --layers L | --ops]
 using System.Diagnostics;
 using System.Globalization;
 using FastVideo.Models.Dits;
@@ -10,13 +10,20 @@ using static TorchSharp.torch;
 FastVideo.Native.TorchSharpLoader.EnsureLoaded();
 string Arg(string name, string def) => args.SkipWhile(a => a != name).Skip(1).FirstOrDefault() ?? def;
 int steps = int.Parse(Arg("--steps", "4"), CultureInfo.InvariantCulture);
-var cfg = new WanTransformerConfig { NumAttentionHeads = 8, AttentionHeadDim = 64, FfnDim = 2048, NumLayers = 8, InChannels = 16, OutChannels = 16, TextDim = 4096 };
+if (args.Contains("--ops")) { Ops(); return; }
+// --preset mid: the mid-size bench model (D=512, 8 layers, 1024 video + 64 text tokens); --preset 1.3b: blocks of
+// Wan2.1-T2V-1.3B's config (D=1536, 12 heads, ffn 8960; --layers of its 30) at latent [16,3,32,32] with 512 text tokens.
+bool big = Arg("--preset", "mid") == "1.3b";
+var cfg = big
+    ? new WanTransformerConfig { NumAttentionHeads = 12, AttentionHeadDim = 128, FfnDim = 8960, NumLayers = int.Parse(Arg("--layers", "4"), CultureInfo.InvariantCulture), InChannels = 16, OutChannels = 16, TextDim = 4096 }
+    : new WanTransformerConfig { NumAttentionHeads = 8, AttentionHeadDim = 64, FfnDim = 2048, NumLayers = 8, InChannels = 16, OutChannels = 16, TextDim = 4096 };
+long[] latShape = big ? [1, 16, 3, 32, 32] : [1, 16, 8, 16, 32];
 using var model = WanTransformer3DModel.CreateRandom(cfg, 0);
 var opt = optim.AdamW(model.parameters(), 1e-5);
 using var g = new Generator(1, device("cpu"));
-var lat = randn([1, 16, 8, 16, 32], generator: g);
-var text = randn([1, 64, 4096], generator: g);
-var target = randn([1, 16, 8, 16, 32], generator: g);
+var lat = randn(latShape, generator: g);
+var text = randn([1, big ? 512 : 64, 4096], generator: g);
+var target = randn(latShape, generator: g);
 var t = tensor(new float[] { 500f });
 var times = new Dictionary<string, List<(double F, double B, double O)>>();
 foreach (var i in Enumerable.Range(0, 2 * (steps + 1)))
@@ -39,3 +46,36 @@ foreach (var (k, v) in times)
     Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{k,-9} forward {Med(v.Select(x => x.F)):F3} s  backward {Med(v.Select(x => x.B)):F3} s  adamw {Med(v.Select(x => x.O)):F3} s  total {Med(v.Select(x => x.F + x.B + x.O)):F3} s"));
 var r = Med(times["Float32"].Select(x => x.F + x.B + x.O)) / Med(times["BFloat16"].Select(x => x.F + x.B + x.O));
 Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"bf16 speed-up {r:F2}x"));
+
+// Per-operation times of one block's pieces at the mid-size shapes (1024 tokens, D=512, 8 heads, ffn 2048), fp32
+// against bf16, forward and forward+backward, so the step's ratio can be traced to its parts.
+static void Ops()
+{
+    const int reps = 20;
+    double Time(Action a) { a(); var sw = Stopwatch.StartNew(); for (int i = 0; i < reps; i++) a(); return sw.Elapsed.TotalMilliseconds / reps; }
+    foreach (var dt in new[] { ScalarType.Float32, ScalarType.BFloat16 })
+    {
+        var q = randn(1, 8, 1024, 64).to_type(dt).requires_grad_(); var k = randn(1, 8, 1024, 64).to_type(dt).requires_grad_(); var v = randn(1, 8, 1024, 64).to_type(dt).requires_grad_();
+        var x = randn(1024, 512).to_type(dt).requires_grad_();
+        var w = randn(2048, 512).requires_grad_();
+        var x32 = randn(1024, 512); var gate = randn(1, 512);
+        double sdpaF = Time(() => { using var s = NewDisposeScope(); using var ng = no_grad(); nn.functional.scaled_dot_product_attention(q, k, v); });
+        double sdpaFB = Time(() => { using var s = NewDisposeScope(); nn.functional.scaled_dot_product_attention(q, k, v).sum().backward(); });
+        double linF = Time(() => { using var s = NewDisposeScope(); using var ng = no_grad(); nn.functional.linear(x, w.to_type(dt)); });
+        double linFB = Time(() => { using var s = NewDisposeScope(); nn.functional.linear(x, w.to_type(dt)).sum().backward(); w.grad!.zero_(); });
+        double gelu = Time(() => { using var s = NewDisposeScope(); using var ng = no_grad(); nn.functional.gelu(randn(1024, 2048).to_type(dt), TorchSharp.Modules.GELU.Approximate.tanh); });
+        double mod = Time(() => { using var s = NewDisposeScope(); using var ng = no_grad(); var y = (nn.functional.layer_norm(x.to_type(ScalarType.Float32), [512]) * (gate + 1) + gate).to_type(dt); (x.to_type(ScalarType.Float32) + y * gate).to_type(dt); });
+        var xb = x.detach();
+        double cast = Time(() => { using var s = NewDisposeScope(); using var ng = no_grad(); xb.to_type(ScalarType.Float32).to_type(dt); });
+        double mixed = Time(() => { using var s = NewDisposeScope(); using var ng = no_grad(); var _ = x32 + xb * gate; });
+        double castFirst = Time(() => { using var s = NewDisposeScope(); using var ng = no_grad(); var _ = x32 + xb.to_type(ScalarType.Float32) * gate; });
+        var x32c = xb.to_type(ScalarType.Float32);
+        double ln = Time(() => { using var s = NewDisposeScope(); using var ng = no_grad(); nn.functional.layer_norm(x32c, [512]); });
+        double ln2 = Time(() => { using var s = NewDisposeScope(); using var ng = no_grad(); nn.functional.layer_norm(xb.to_type(ScalarType.Float32), [512]); });
+        var lnOut = nn.functional.layer_norm(x32c, [512]).detach();
+        double ss = Time(() => { using var s = NewDisposeScope(); using var ng = no_grad(); (lnOut * (gate + 1) + gate).to_type(dt); });
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{dt,-9} layer_norm(fp32 copy) {ln:F2} ms, layer_norm(cast) {ln2:F2} ms, scale-shift+cast {ss:F2} ms"));
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{dt,-9} 1024x512: round-trip cast {cast:F2} ms, x32 + x*gate32 mixed {mixed:F2} ms, cast first {castFirst:F2} ms"));
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{dt,-9} sdpa fwd {sdpaF:F2} ms, fwd+bwd {sdpaFB:F2} ms | linear 512->2048 fwd {linF:F2} ms, fwd+bwd {linFB:F2} ms | gelu(randn) 1024x2048 {gelu:F2} ms | modulation chain {mod:F2} ms"));
+    }
+}
