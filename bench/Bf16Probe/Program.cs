@@ -61,6 +61,9 @@ static void Ops()
         var x32 = randn(1024, 512); var gate = randn(1, 512);
         double sdpaF = Time(() => { using var s = NewDisposeScope(); using var ng = no_grad(); nn.functional.scaled_dot_product_attention(q, k, v); });
         double sdpaFB = Time(() => { using var s = NewDisposeScope(); nn.functional.scaled_dot_product_attention(q, k, v).sum().backward(); });
+        double mathF = Time(() => { using var s = NewDisposeScope(); using var ng = no_grad(); nn.functional.softmax(q.matmul(k.transpose(-2, -1)).mul_(0.125), -1).matmul(v); });
+        double mathFB = Time(() => { using var s = NewDisposeScope(); nn.functional.softmax(q.matmul(k.transpose(-2, -1)) * 0.125, -1).matmul(v).sum().backward(); });
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{dt,-9} math attention fwd {mathF:F2} ms, fwd+bwd {mathFB:F2} ms"));
         double linF = Time(() => { using var s = NewDisposeScope(); using var ng = no_grad(); nn.functional.linear(x, w.to_type(dt)); });
         double linFB = Time(() => { using var s = NewDisposeScope(); nn.functional.linear(x, w.to_type(dt)).sum().backward(); w.grad!.zero_(); });
         double gelu = Time(() => { using var s = NewDisposeScope(); using var ng = no_grad(); nn.functional.gelu(randn(1024, 2048).to_type(dt), TorchSharp.Modules.GELU.Approximate.tanh); });
