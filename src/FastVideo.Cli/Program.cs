@@ -49,7 +49,9 @@ namespace FastVideo.Cli
                     families.LoadPlugins(plugins.Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries));
                     _pluginsLoaded = true;
                 }
-                var root = Create(families, cfg => DataLoaderBatchSource.FromConfig(cfg, families));
+                // FastVideo's --a.b.c VALUE overrides are taken out first: System.CommandLine would give VALUE to RECIPE.
+                (args, var dotted) = DottedOverrides.Extract(args);
+                var root = Create(families, cfg => DataLoaderBatchSource.FromConfig(cfg, families), dotted);
                 var invocation = new InvocationConfiguration
                 {
                     Output = stdout,
@@ -79,16 +81,20 @@ namespace FastVideo.Cli
             }
         }
 
-        /// <summary>The command tree. <paramref name="dataSource"/> builds a training run's batch source from its recipe.</summary>
-        public static RootCommand Create(ModelFamilyRegistry families, Func<RunConfig, IBatchSource>? dataSource)
+        /// <summary>The command tree. <paramref name="dataSource"/> builds a training run's batch source from its recipe;
+        /// <paramref name="dottedOverrides"/> are the <c>--a.b.c=VALUE</c> overrides <see cref="DottedOverrides.Extract"/>
+        /// took out of the command line (applied after the <c>--set</c> ones).</summary>
+        public static RootCommand Create(ModelFamilyRegistry families, Func<RunConfig, IBatchSource>? dataSource,
+            IReadOnlyList<string>? dottedOverrides = null)
         {
+            dottedOverrides ??= [];
             var root = new RootCommand(Description)
             {
                 GenerateCommand.Create(),
-                TrainCommand.Create(families, dataSource),
+                TrainCommand.Create(families, dataSource, dottedOverrides),
                 ExportCommand.Create(),
                 QuickstartCommand.Create(),
-                ConfigCommand.Create(families),
+                ConfigCommand.Create(families, dottedOverrides),
                 FamiliesCommand.Create(families),
                 MethodsCommand.Create(MethodRegistry.Default, CallbackRegistry.Default),
                 DatasetCommand.Create(),

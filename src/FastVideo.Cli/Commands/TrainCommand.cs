@@ -7,46 +7,65 @@ using FastVideo.Train.Quickstart;
 
 namespace FastVideo.Cli.Commands;
 
-/// <summary><c>fastvideo train RECIPE [--set KEY=VALUE]... [--dry-run] [--overwrite]</c>; with no recipe, the quickstart.</summary>
+/// <summary>
+/// <c>fastvideo train RECIPE [--set KEY=VALUE]... [--dry-run] [--overwrite]</c>, or FastVideo's
+/// <c>fastvideo train --config FILE [--dry-run] [--a.b.c VALUE | --a.b.c=VALUE]...</c>; with no recipe, the quickstart.
+/// </summary>
 public static class TrainCommand
 {
     /// <param name="dataSource">Builds the run's batch source from the recipe (the data layer's loader).</param>
-    internal static Command Create(ModelFamilyRegistry families, Func<RunConfig, IBatchSource>? dataSource)
+    /// <param name="dottedOverrides">FastVideo's <c>--a.b.c VALUE</c> overrides, taken out of the command line by
+    /// <see cref="DottedOverrides.Extract"/> as <c>--a.b.c=VALUE</c> items.</param>
+    internal static Command Create(ModelFamilyRegistry families, Func<RunConfig, IBatchSource>? dataSource,
+        IReadOnlyList<string> dottedOverrides)
     {
         var recipe = new Argument<string?>("RECIPE")
         {
             HelpName = "RECIPE",
-            Description = "a recipe file (YAML); none: the CPU quickstart (see 'fastvideo quickstart --help')",
+            Description = "a recipe file (YAML, either form); none: the CPU quickstart (see 'fastvideo quickstart --help')",
             Arity = ArgumentArity.ZeroOrOne,
         };
-        var set = CliOptions.Set("--set", "override a recipe key, e.g. --set training.loop.max_train_steps=100 (repeatable)");
+        var config = CliOptions.Text("--config", "FILE", "the recipe file, as FastVideo's entry point takes it (instead of RECIPE)");
+        var set = CliOptions.Set("--set", "override a recipe key, e.g. --set training.loop.max_train_steps=100 (repeatable); " +
+                                          "FastVideo's --training.loop.max_train_steps 100 (or =100) works too");
         var dryRun = CliOptions.Flag("--dry-run", "print the training plan (roles, parameters, memory, data) and stop; loads no weights");
         var overwrite = CliOptions.Flag("--overwrite", "the output folder already holds a run: move it aside and start fresh");
-        var command = new Command("train", "Train with a recipe (finetune, dmd2, ...); with no recipe, run the quickstart.") { recipe, set, dryRun, overwrite };
+        var command = new Command("train", "Train with a recipe (finetune, dmd2, ...) in either form; with no recipe, run the quickstart. " +
+                                           "Dotted flags (--a.b.c VALUE or --a.b.c=VALUE) override recipe keys, after the --set ones.")
+            { recipe, config, set, dryRun, overwrite };
         command.SetAction(r =>
         {
             var stdout = r.InvocationConfiguration.Output;
-            var path = r.GetValue(recipe);
-            var overrides = r.GetRequiredValue(set);
+            var path = RecipePath(r.GetValue(recipe), r.GetValue(config));
+            IReadOnlyList<string> overrides = [.. r.GetRequiredValue(set), .. dottedOverrides];
             if (path is not null)
                 return Run(path, overrides, r.GetValue(dryRun), r.GetValue(overwrite), families, dataSource, stdout);
-            if (overrides.Length > 0 || r.GetValue(dryRun))
-                throw new UserError("train: missing RECIPE (--set and --dry-run need one; 'fastvideo train' alone runs the quickstart)");
+            if (overrides.Count > 0 || r.GetValue(dryRun))
+                throw new UserError("train: missing RECIPE (overrides and --dry-run need one; 'fastvideo train' alone runs the quickstart)");
             return QuickstartCommand.Run(new QuickstartOptions(), r.GetValue(overwrite), stdout);
         });
         return command;
     }
 
+    /// <summary>RECIPE or <c>--config FILE</c>, not both.</summary>
+    internal static string? RecipePath(string? positional, string? config) =>
+        positional is not null && config is not null
+            ? throw new UserError($"train: the recipe is given twice, as RECIPE '{positional}' and --config '{config}'; give one")
+            : positional ?? config;
+
     /// <summary>
     /// Trains with <paramref name="recipe"/> and <paramref name="overrides"/>, or prints the plan with
     /// <paramref name="dryRun"/>. <paramref name="overwrite"/>: the output folder already holds a run; move it aside and
     /// start fresh. <paramref name="dataSource"/> builds the run's batch source from the recipe (the data layer's
-    /// loader); null only works with <paramref name="dryRun"/>.
+    /// loader); null only works with <paramref name="dryRun"/>. The recipe's warnings and differences from FastVideo
+    /// are printed first; a feature it asks for that is not implemented stops both.
     /// </summary>
     public static int Run(string recipe, IReadOnlyList<string> overrides, bool dryRun, bool overwrite,
         ModelFamilyRegistry families, Func<RunConfig, IBatchSource>? dataSource, TextWriter stdout)
     {
         var config = RecipeLoader.Load(recipe, overrides, families);
+        foreach (var note in config.Notes.Where(n => n.Kind != RecipeNoteKind.NotImplemented)) stdout.WriteLine(note);
+        config.RequireImplemented();
         if (dryRun)
         {
             // Reads only configs and safetensors headers: no weights are loaded.

@@ -32,7 +32,7 @@ public interface ICheckedOptions
 public sealed record OptionProblem(string Key, string Detail);
 
 /// <summary>What the recipe loader needs to know of the methods (implemented by the method registry).</summary>
-public interface IMethodCatalog
+public interface IMethodCatalog : IClassPathCatalog
 {
     IReadOnlyCollection<string> Names { get; }
     /// <summary>The record type (a <see cref="MethodOptions"/> subclass or MethodOptions itself) that binds <c>method:</c>.</summary>
@@ -40,7 +40,7 @@ public interface IMethodCatalog
 }
 
 /// <summary>What the recipe loader needs to know of the callbacks (implemented by the callback registry).</summary>
-public interface ICallbackCatalog
+public interface ICallbackCatalog : IClassPathCatalog
 {
     IReadOnlyCollection<string> Names { get; }
     /// <summary>The record type that binds <c>callbacks.&lt;name&gt;</c>.</summary>
@@ -63,4 +63,14 @@ public sealed class SingleStringAsListAttribute : Attribute;
 public sealed class AliasesAttribute(params string[] names) : Attribute
 {
     public IReadOnlyList<string> Names { get; } = names;
+}
+
+/// <summary>
+/// An options record some of whose values mean something else here than in FastVideo (e.g. a FastVideo pipeline
+/// class that samples differently): the loader notes each, and <c>config show</c> prints them.
+/// </summary>
+public interface IFastVideoDifferences
+{
+    /// <summary>Each difference, with its key relative to the record and what differs.</summary>
+    IEnumerable<OptionProblem> DifferencesFromFastVideo();
 }

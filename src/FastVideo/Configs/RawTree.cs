@@ -10,17 +10,21 @@ namespace FastVideo.Configs;
 
 internal abstract class RawNode
 {
-    protected RawNode(int? line, bool fromOverride)
+    protected RawNode(int? line, string? overrideSource)
     {
         Line = line;
-        FromOverride = fromOverride;
+        OverrideSource = overrideSource;
     }
 
     /// <summary>1-based line in the recipe file; null when the node has no line (override, synthesised).</summary>
     public int? Line { get; }
 
-    /// <summary>True when the node was written by a <c>--set</c> override rather than read from the file.</summary>
-    public bool FromOverride { get; }
+    /// <summary>The override that wrote the node (<c>--set</c>, or the flag of a <c>--a.b.c VALUE</c> override), null
+    /// when it was read from the file.</summary>
+    public string? OverrideSource { get; }
+
+    /// <summary>True when the node was written by an override rather than read from the file.</summary>
+    public bool FromOverride => OverrideSource is not null;
 
     /// <summary>A short description of the node for "got ..." in error messages.</summary>
     public abstract string Describe();
@@ -28,7 +32,7 @@ internal abstract class RawNode
 
 internal sealed class RawScalar : RawNode
 {
-    public RawScalar(object? value, string text, int? line, bool fromOverride) : base(line, fromOverride)
+    public RawScalar(object? value, string text, int? line, string? overrideSource) : base(line, overrideSource)
     {
         Value = value;
         Text = text;
@@ -51,7 +55,7 @@ internal sealed class RawScalar : RawNode
 
 internal sealed class RawList : RawNode
 {
-    public RawList(List<RawNode> items, int? line, bool fromOverride) : base(line, fromOverride) => Items = items;
+    public RawList(List<RawNode> items, int? line, string? overrideSource) : base(line, overrideSource) => Items = items;
 
     public List<RawNode> Items { get; }
 
@@ -60,7 +64,7 @@ internal sealed class RawList : RawNode
 
 internal sealed class RawMap : RawNode
 {
-    public RawMap(int? line, bool fromOverride) : base(line, fromOverride) { }
+    public RawMap(int? line, string? overrideSource) : base(line, overrideSource) { }
 
     /// <summary>Entries in recipe order. The key is a scalar node so an unknown key can be reported at its own line.</summary>
     public List<(RawScalar Key, RawNode Value)> Entries { get; } = [];
@@ -132,25 +136,26 @@ internal static partial class RawYaml
             throw new RecipeError(sourceName, line, "", "invalid YAML: unexpected text (an unclosed [ ... ] or { ... }?)");
         }
 
-        if (stream.Documents.Count == 0) return new RawMap(null, false);
+        if (stream.Documents.Count == 0) return new RawMap(null, null);
         if (stream.Documents.Count > 1)
             throw new RecipeError(sourceName, (int)stream.Documents[1].RootNode.Start.Line, "",
                 "expected a single YAML document, found several");
 
         var root = stream.Documents[0].RootNode;
-        var converted = Convert(root, sourceName, "", fromOverride: false);
+        var converted = Convert(root, sourceName, "", overrideSource: null);
         return converted switch
         {
             RawMap map => map,
             // An empty document ("" or only comments) comes back as a null scalar: an empty recipe.
-            RawScalar { Value: null } => new RawMap(converted.Line, false),
+            RawScalar { Value: null } => new RawMap(converted.Line, null),
             _ => throw new RecipeError(sourceName, converted.Line, "",
                 $"expected a map of sections (recipe, roles, method, training, callbacks, pipeline), got {converted.Describe()}"),
         };
     }
 
-    /// <summary>Parses a YAML flow value such as <c>[1, 2]</c> given in an override; null if it is not valid YAML.</summary>
-    public static RawNode? TryParseFlow(string text)
+    /// <summary>Parses a YAML flow value such as <c>[1, 2]</c> given in the override <paramref name="source"/>; null if
+    /// it is not valid YAML.</summary>
+    public static RawNode? TryParseFlow(string text, string source)
     {
         var stream = new YamlStream();
         try
@@ -164,7 +169,7 @@ internal static partial class RawYaml
         if (stream.Documents.Count != 1) return null;
         try
         {
-            return Convert(stream.Documents[0].RootNode, "--set", "", fromOverride: true);
+            return Convert(stream.Documents[0].RootNode, source, "", overrideSource: source);
         }
         catch (RecipeError)
         {
@@ -172,34 +177,34 @@ internal static partial class RawYaml
         }
     }
 
-    private static RawNode Convert(YamlNode node, string source, string path, bool fromOverride)
+    private static RawNode Convert(YamlNode node, string source, string path, string? overrideSource)
     {
-        int? line = fromOverride ? null : (int)node.Start.Line;
+        int? line = overrideSource is not null ? null : (int)node.Start.Line;
         switch (node)
         {
             case YamlScalarNode scalar:
-                return Scalar(scalar, line, fromOverride);
+                return Scalar(scalar, line, overrideSource);
             case YamlSequenceNode seq:
             {
                 var items = new List<RawNode>(seq.Children.Count);
                 for (int i = 0; i < seq.Children.Count; i++)
-                    items.Add(Convert(seq.Children[i], source, $"{path}[{i}]", fromOverride));
-                return new RawList(items, line, fromOverride);
+                    items.Add(Convert(seq.Children[i], source, $"{path}[{i}]", overrideSource));
+                return new RawList(items, line, overrideSource);
             }
             case YamlMappingNode mapping:
             {
-                var map = new RawMap(line, fromOverride);
+                var map = new RawMap(line, overrideSource);
                 foreach (var (keyNode, valueNode) in mapping.Children)
                 {
-                    int? keyLine = fromOverride ? null : (int)keyNode.Start.Line;
+                    int? keyLine = overrideSource is not null ? null : (int)keyNode.Start.Line;
                     if (keyNode is not YamlScalarNode keyScalar)
                         throw new RecipeError(source, keyLine, path, "map keys must be plain names, not lists or maps");
                     var key = keyScalar.Value ?? "";
                     var keyPath = path.Length == 0 ? key : $"{path}.{key}";
                     if (map.Get(key) is not null)
                         throw new RecipeError(source, keyLine, keyPath, "duplicate key");
-                    map.Entries.Add((new RawScalar(key, key, keyLine, fromOverride),
-                        Convert(valueNode, source, keyPath, fromOverride)));
+                    map.Entries.Add((new RawScalar(key, key, keyLine, overrideSource),
+                        Convert(valueNode, source, keyPath, overrideSource)));
                 }
                 return map;
             }
@@ -209,13 +214,13 @@ internal static partial class RawYaml
         }
     }
 
-    private static RawScalar Scalar(YamlScalarNode scalar, int? line, bool fromOverride)
+    private static RawScalar Scalar(YamlScalarNode scalar, int? line, string? overrideSource)
     {
         var text = scalar.Value ?? "";
         // Quoted, block and explicitly !!str-tagged scalars are always strings; only plain scalars are resolved.
         bool isString = scalar.Style is not (ScalarStyle.Plain or ScalarStyle.Any)
                         || (!scalar.Tag.IsEmpty && scalar.Tag.Value == "tag:yaml.org,2002:str");
-        return new RawScalar(isString ? text : ResolvePlain(text), text, line, fromOverride);
+        return new RawScalar(isString ? text : ResolvePlain(text), text, line, overrideSource);
     }
 
     /// <summary>YAML 1.2 core schema: null, bool, int, float, else string. (So <c>1e-4</c> is a float, unlike PyYAML.)</summary>

@@ -14,12 +14,25 @@ namespace FastVideo.Configs;
 internal sealed class RecipeBinder(string sourceName)
 {
     private readonly List<RecipeError> _missing = [];
+    private readonly List<RecipeNote> _notes = [];
+
+    /// <summary>The notes recorded so far (<see cref="Note"/>), in order.</summary>
+    public IReadOnlyList<RecipeNote> Notes => _notes;
+
+    /// <summary>Records a note located at <paramref name="at"/> like <see cref="Error"/>.</summary>
+    public void Note(RecipeNoteKind kind, RawNode? at, string path, string detail)
+    {
+        var note = at?.OverrideSource is { } source
+            ? new RecipeNote(kind, source, null, path, detail)
+            : new RecipeNote(kind, sourceName, at?.Line, path, detail);
+        if (!_notes.Contains(note)) _notes.Add(note);
+    }
 
     /// <summary>An error located at <paramref name="at"/>: its file line, or <c>--set</c> if an override wrote it.
     /// With no node (an absent top-level section) only the file is named.</summary>
     public RecipeError Error(RawNode? at, string path, string detail) =>
-        at is { FromOverride: true }
-            ? new RecipeError(RecipeOverrides.SourceName, null, path, detail)
+        at?.OverrideSource is { } source
+            ? new RecipeError(source, null, path, detail)
             : new RecipeError(sourceName, at?.Line, path, detail);
 
     public RecipeError UnknownKey(RawScalar key, string path, IEnumerable<string> validKeys)
@@ -94,10 +107,10 @@ internal sealed class RecipeBinder(string sourceName)
             // The two opt-in scalar forms of a list: "1000,757" for numbers, "a prompt" for strings.
             if (property.IsDefined(typeof(CommaSeparatedAttribute)))
                 node = new RawList(text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
-                    .Select(item => (RawNode)new RawScalar(RawYaml.ResolvePlain(item), item, node.Line, node.FromOverride)).ToList(),
-                    node.Line, node.FromOverride);
+                    .Select(item => (RawNode)new RawScalar(RawYaml.ResolvePlain(item), item, node.Line, node.OverrideSource)).ToList(),
+                    node.Line, node.OverrideSource);
             else if (property.IsDefined(typeof(SingleStringAsListAttribute)))
-                node = new RawList([node], node.Line, node.FromOverride);
+                node = new RawList([node], node.Line, node.OverrideSource);
         }
         return Bind(type, nullable, node, path);
     }
@@ -204,22 +217,22 @@ internal sealed class RecipeBinder(string sourceName)
     /// as a raw node with no line, so code-built options go through the same binder as YAML.</summary>
     public static RawNode FromPlain(object? value) => value switch
     {
-        null => new RawScalar(null, "null", null, false),
-        string s => new RawScalar(s, s, null, false),
-        bool b => new RawScalar(b, b ? "true" : "false", null, false),
+        null => new RawScalar(null, "null", null, null),
+        string s => new RawScalar(s, s, null, null),
+        bool b => new RawScalar(b, b ? "true" : "false", null, null),
         int or long or short or byte => new RawScalar(System.Convert.ToInt64(value, CultureInfo.InvariantCulture),
-            System.Convert.ToString(value, CultureInfo.InvariantCulture)!, null, false),
+            System.Convert.ToString(value, CultureInfo.InvariantCulture)!, null, null),
         float or double => new RawScalar(System.Convert.ToDouble(value, CultureInfo.InvariantCulture),
-            System.Convert.ToDouble(value, CultureInfo.InvariantCulture).ToString("R", CultureInfo.InvariantCulture), null, false),
+            System.Convert.ToDouble(value, CultureInfo.InvariantCulture).ToString("R", CultureInfo.InvariantCulture), null, null),
         IEnumerable<KeyValuePair<string, object?>> map => PlainMap(map),
-        IEnumerable list => new RawList(list.Cast<object?>().Select(FromPlain).ToList(), null, false),
+        IEnumerable list => new RawList(list.Cast<object?>().Select(FromPlain).ToList(), null, null),
         _ => throw new ArgumentException($"cannot bind a {value.GetType()} as a recipe value"),
     };
 
     private static RawMap PlainMap(IEnumerable<KeyValuePair<string, object?>> entries)
     {
-        var map = new RawMap(null, false);
-        foreach (var (key, value) in entries) map.Entries.Add((new RawScalar(key, key, null, false), FromPlain(value)));
+        var map = new RawMap(null, null);
+        foreach (var (key, value) in entries) map.Entries.Add((new RawScalar(key, key, null, null), FromPlain(value)));
         return map;
     }
 

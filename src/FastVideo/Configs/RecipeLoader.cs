@@ -19,13 +19,32 @@ public static class RecipeLoader
 
     public static IReadOnlyList<string> GradientCheckpointingTypes { get; } = ["full", "ops", "block_skip"];
 
-    /// <summary>A key under <c>method:</c> and <c>callbacks.&lt;name&gt;</c> that is not an option: upstream's class
-    /// path (reference spec 1.5). Accepted and ignored; the method is <c>recipe.method</c>, a callback its name.</summary>
-    public const string TargetKey = "_target_";
+    /// <summary>FastVideo's class-path key (reference spec 1.5): under <c>models.&lt;role&gt;</c>, <c>method</c> and
+    /// <c>callbacks.&lt;name&gt;</c> it names the family, method or callback by a class path its registry entry
+    /// declares; in the other form it may stand for a role's <c>family</c>, <c>recipe.method</c> or a callback's name.</summary>
+    public const string TargetKey = FastVideoForm.TargetKey;
 
-    /// <summary>Reads and loads the recipe file at <paramref name="path"/>; errors name the path as given.
-    /// <paramref name="methods"/> and <paramref name="callbacks"/> default to the built-in registries
-    /// (<c>MethodRegistry.Default</c>, <c>CallbackRegistry.Default</c>), where user methods and callbacks register.</summary>
+    /// <summary>FastVideo's attention backends (its AttentionBackendEnum), for a role's <c>attention_backend</c>.</summary>
+    public static IReadOnlyList<string> AttentionBackends { get; } =
+    [
+        "FLASH_ATTN", "TORCH_SDPA", "SAGE_ATTN", "SAGE_ATTN_THREE", "ATTN_QAT_INFER", "ATTN_QAT_TRAIN", "VIDEO_SPARSE_ATTN",
+        "VIDEO_SPARSE_ATTN_H3", "BSA_ATTN", "VMOBA_ATTN", "SLA_ATTN", "SAGE_SLA_ATTN", "NABLA_ATTN", "NO_ATTENTION",
+    ];
+
+    /// <summary>The backends that compute exact softmax attention, which is what every role computes here.</summary>
+    public static IReadOnlyList<string> ExactAttentionBackends { get; } = ["FLASH_ATTN", "TORCH_SDPA"];
+
+    /// <summary>FastVideo's quantization methods (<c>pipeline.dit_config.quant_config</c>).</summary>
+    public static IReadOnlyList<string> QuantizationMethods { get; } = ["AbsMaxFP8", "FP8", "NVFP4", "nvfp4_qat", "nvfp4_qat_train", "fp8_qat_train"];
+
+    /// <summary>FastVideo's <c>training.data.preprocessed_data_type</c> values; the loader reads t2v.</summary>
+    public static IReadOnlyList<string> PreprocessedDataTypes { get; } = ["t2v", "t2va", "text_only"];
+
+    /// <summary>Reads and loads the recipe file at <paramref name="path"/>, in either form (<see cref="RecipeForm"/>);
+    /// errors name the path as given. <paramref name="overrides"/> are <c>a.b.c=VALUE</c> (<c>--set</c>) or
+    /// <c>--a.b.c=VALUE</c> (FastVideo's command-line flags). <paramref name="methods"/> and
+    /// <paramref name="callbacks"/> default to the built-in registries (<c>MethodRegistry.Default</c>,
+    /// <c>CallbackRegistry.Default</c>), where user methods and callbacks register.</summary>
     public static RunConfig Load(string path, IReadOnlyList<string> overrides, IFamilyCatalog families,
         IMethodCatalog? methods = null, ICallbackCatalog? callbacks = null)
     {
@@ -52,20 +71,32 @@ public static class RecipeLoader
         methods ??= Train.Methods.MethodRegistry.Default;
         callbacks ??= Train.Callbacks.CallbackRegistry.Default;
         var root = RawYaml.ParseDocument(yaml, sourceName);
+        // Overrides apply to the file's own keys, before the form is read (as upstream: --models.student.init_from X).
         RecipeOverrides.Apply(root, overrides);
         var binder = new RecipeBinder(sourceName);
 
-        foreach (var (key, _) in root.Entries)
-            if (!Sections.Contains(key.Text))
-                throw binder.UnknownKey(key, key.Text, Sections);
+        var form = FastVideoForm.Detect(root) ? RecipeForm.FastVideo : RecipeForm.RecipeRoles;
+        if (form == RecipeForm.FastVideo)
+        {
+            root = FastVideoForm.Normalize(root, binder, families, methods, callbacks);
+        }
+        else
+        {
+            foreach (var (key, _) in root.Entries)
+                if (!Sections.Contains(key.Text))
+                    throw binder.UnknownKey(key, key.Text, Sections);
+            FastVideoForm.ResolveTargets(root, binder, families, methods, callbacks);
+        }
+        var rolesKey = form == RecipeForm.FastVideo ? "models" : "roles";
 
         var recipe = (RecipeSection)binder.BindRecord(typeof(RecipeSection), root.Get("recipe"), "recipe");
         CheckRecipeSection(recipe, root, binder, families, methods);
 
         var config = new RunConfig
         {
+            Form = form,
             Recipe = recipe,
-            Roles = BindRoles(root, recipe, binder, families),
+            Roles = BindRoles(root, rolesKey, recipe, binder, families),
             Method = BindMethod(root.Get("method"), recipe.Method, binder, methods),
             Training = (TrainingConfig)binder.BindRecord(typeof(TrainingConfig), root.Get("training"), "training"),
             Callbacks = BindCallbacks(root.Get("callbacks"), binder, callbacks),
@@ -77,10 +108,11 @@ public static class RecipeLoader
         foreach (var (name, options) in config.Callbacks)
             CheckOptions(options, $"callbacks.{name}", root, binder);
         CheckOptions(config.Pipeline.DitConfig, "pipeline.dit_config", root, binder);
-        CheckRoles(config, root, binder);
-        Validate(config, root, binder);
+        CheckRoles(config, root, rolesKey, binder);
+        Validate(config, root, rolesKey, binder);
+        RecipeDifferences.Note(config, root, rolesKey, binder);
         // Raw is rebuilt from the typed config so it carries every default and each role's resolved family.
-        return config with { Raw = RecipeTree.ToPlain(config) };
+        return config with { Raw = RecipeTree.ToPlain(config), Notes = binder.Notes.OrderBy(n => n.Line ?? int.MaxValue).ToList() };
     }
 
     /// <summary>
@@ -97,7 +129,7 @@ public static class RecipeLoader
         const string source = "options";
         var binder = new RecipeBinder(source);
         var node = values is null ? null : RecipeBinder.FromPlain(values);
-        var options = binder.BindRecord(optionsType, WithoutTarget(node), path);
+        var options = binder.BindRecord(optionsType, node is null ? null : FastVideoForm.WithoutTarget(node), path);
         binder.ThrowIfMissing();
         if (options is ICheckedOptions checkedOptions && checkedOptions.Check().FirstOrDefault() is { } problem)
             throw new RecipeError(source, null, Key(path, problem.Key), problem.Detail);
@@ -137,26 +169,26 @@ public static class RecipeLoader
         throw binder.Error(at, path, Unknown("family", family, families.FamilyNames));
     }
 
-    private static IReadOnlyDictionary<string, RoleConfig> BindRoles(RawMap root, RecipeSection recipe, RecipeBinder binder,
-        IFamilyCatalog families)
+    private static IReadOnlyDictionary<string, RoleConfig> BindRoles(RawMap root, string rolesKey, RecipeSection recipe,
+        RecipeBinder binder, IFamilyCatalog families)
     {
-        var node = root.Get("roles");
+        var node = root.Get(rolesKey);
         if (RecipeBinder.IsNull(node))
-            throw binder.Error(node, "roles", "required value is missing (at least one role, e.g. roles.student.init_from)");
+            throw binder.Error(node, rolesKey, "required value is missing (at least one role, e.g. roles.student.init_from)");
         if (node is not RawMap rolesMap)
-            throw binder.Error(node, "roles", $"expected a map of role name -> options, got {node!.Describe()}");
+            throw binder.Error(node, rolesKey, $"expected a map of role name -> options, got {node!.Describe()}");
         if (rolesMap.Entries.Count == 0)
-            throw binder.Error(rolesMap, "roles", "expected at least one role, e.g. student: {init_from: ...}");
+            throw binder.Error(rolesMap, rolesKey, "expected at least one role, e.g. student: {init_from: ...}");
 
         var roles = new Dictionary<string, RoleConfig>();
         foreach (var (key, value) in rolesMap.Entries)
         {
-            var path = $"roles.{key.Text}";
+            var path = $"{rolesKey}.{key.Text}";
             if (string.IsNullOrWhiteSpace(key.Text))
                 throw binder.Error(key, path, "role names must not be empty");
             // "critic:" with nothing under it reads as an empty role, so the error is about its missing keys.
             var roleMap = value as RawMap ?? (RecipeBinder.IsNull(value)
-                ? new RawMap(value.Line, value.FromOverride)
+                ? new RawMap(value.Line, value.OverrideSource)
                 : throw binder.Error(value, path, $"expected a map of role options, got {value.Describe()}"));
 
             var family = ResolveFamily(roleMap, path, recipe, binder, families);
@@ -195,7 +227,6 @@ public static class RecipeLoader
     /// <see cref="MethodOptions"/> when the recipe names no method.</summary>
     private static MethodOptions BindMethod(RawNode? node, string? method, RecipeBinder binder, IMethodCatalog methods)
     {
-        node = WithoutTarget(node);
         var type = method is null ? typeof(MethodOptions) : methods.OptionsType(method);
         if (!typeof(MethodOptions).IsAssignableFrom(type))
             throw new InvalidOperationException($"method '{method}' options type {type} does not derive from MethodOptions");
@@ -224,18 +255,9 @@ public static class RecipeLoader
             if (!callbacks.Names.Contains(key.Text))
                 throw binder.Error(key, path, Unknown("callback", key.Text, callbacks.Names));
             // A callback with no options ("ema:") is enabled with its defaults.
-            result.Add(KeyValuePair.Create(key.Text, binder.BindRecord(callbacks.OptionsType(key.Text), WithoutTarget(value), path)));
+            result.Add(KeyValuePair.Create(key.Text, binder.BindRecord(callbacks.OptionsType(key.Text), value, path)));
         }
         return result;
-    }
-
-    /// <summary>The map without <see cref="TargetKey"/>; anything else is returned as it is.</summary>
-    private static RawNode? WithoutTarget(RawNode? node)
-    {
-        if (node is not RawMap map || map.Get(TargetKey) is null) return node;
-        var copy = new RawMap(map.Line, map.FromOverride);
-        copy.Entries.AddRange(map.Entries.Where(e => e.Key.Text != TargetKey));
-        return copy;
     }
 
     /// <summary>Runs an options record's own checks; the first problem is reported at its key's line.</summary>
@@ -251,15 +273,15 @@ public static class RecipeLoader
     /// Each role's own checks (a family's role record may have some), its <c>lora</c> block's, and LoRA only on a
     /// trainable role (as upstream).
     /// </summary>
-    private static void CheckRoles(RunConfig config, RawMap root, RecipeBinder binder)
+    private static void CheckRoles(RunConfig config, RawMap root, string rolesKey, RecipeBinder binder)
     {
         foreach (var (name, role) in config.Roles)
         {
-            CheckOptions(role, $"roles.{name}", root, binder);
-            CheckOptions(role.Lora, $"roles.{name}.lora", root, binder);
+            CheckOptions(role, $"{rolesKey}.{name}", root, binder);
+            CheckOptions(role.Lora, $"{rolesKey}.{name}.lora", root, binder);
             if (role.Lora.Enable && !role.Trainable)
             {
-                var path = $"roles.{name}.lora.enable";
+                var path = $"{rolesKey}.{name}.lora.enable";
                 throw binder.Error(Locate(root, path), path, "LoRA training requires trainable: true for the role");
             }
         }
@@ -268,7 +290,7 @@ public static class RecipeLoader
     private static string Key(string path, string key) => key.Length == 0 ? path : key[0] == '[' ? path + key : $"{path}.{key}";
 
     /// <summary>Sanity checks that belong at the edge: values no part of the program could make sense of.</summary>
-    private static void Validate(RunConfig config, RawMap root, RecipeBinder binder)
+    private static void Validate(RunConfig config, RawMap root, string rolesKey, RecipeBinder binder)
     {
         var t = config.Training;
         AtLeast(t.Data.TrainBatchSize, 1, "training.data.train_batch_size");
@@ -290,16 +312,19 @@ public static class RecipeLoader
         if (t.Model.EnableGradientCheckpointingType is { } modelCkpt)
             OneOf(modelCkpt, GradientCheckpointingTypes, "training.model.enable_gradient_checkpointing_type");
         foreach (var (name, role) in config.Roles)
+        {
             if (role.EnableGradientCheckpointingType is { } roleCkpt)
-                OneOf(roleCkpt, GradientCheckpointingTypes, $"roles.{name}.enable_gradient_checkpointing_type");
-        // Accepted options are applied or refused: VSA exists upstream but not here yet, and running without it would
-        // silently train something else (dense attention) than the recipe asks for.
-        if (t.Vsa.Sparsity != 0)
-            NotYet("training.vsa.sparsity", "video sparse attention (VSA)");
+                OneOf(roleCkpt, GradientCheckpointingTypes, $"{rolesKey}.{name}.enable_gradient_checkpointing_type");
+            // FastVideo upper-cases the name (coerce_attn_backend); a name it does not know is an error there too.
+            if (role.AttentionBackend is { } backend)
+                OneOf(backend.Trim().ToUpperInvariant(), AttentionBackends, $"{rolesKey}.{name}.attention_backend");
+        }
+        OneOf(t.Data.PreprocessedDataType, PreprocessedDataTypes, "training.data.preprocessed_data_type");
+        if (config.Pipeline.DitConfig.QuantConfig is { } quant)
+            OneOf(quant, QuantizationMethods, "pipeline.dit_config.quant_config");
+        if (!(t.Vsa.Sparsity is >= 0 and < 1))
+            Fail("training.vsa.sparsity", $"must be in [0, 1), got {Num(t.Vsa.Sparsity)}");
         return;
-
-        void NotYet(string path, string what) =>
-            Fail(path, $"{what} is not implemented in FastVideoSharp yet; remove this key (training then runs without it)");
 
         void AtLeast(int value, int min, string path)
         {
@@ -321,7 +346,7 @@ public static class RecipeLoader
 
     /// <summary>The node at a dotted path (list items as <c>key[i]</c>), or its deepest existing ancestor (for the
     /// error line).</summary>
-    private static RawNode? Locate(RawMap root, string path)
+    internal static RawNode? Locate(RawMap root, string path)
     {
         RawNode? found = null;
         RawNode? current = root;

@@ -3,8 +3,9 @@ using System.Globalization;
 namespace FastVideo.Configs;
 
 /// <summary>
-/// Dotted <c>a.b.c=VALUE</c> overrides (what follows each <c>--set</c>), applied to the raw tree before binding,
-/// as upstream does (reference spec 1.2).
+/// Dotted overrides, applied to the raw tree before binding as upstream does (reference spec 1.2). An item is
+/// <c>a.b.c=VALUE</c> (what follows a <c>--set</c>) or <c>--a.b.c=VALUE</c> (FastVideo's flag, <c>--a.b.c VALUE</c> or
+/// <c>--a.b.c=VALUE</c> on its command line); errors in a value name <c>--set</c> or that flag.
 /// </summary>
 internal static class RecipeOverrides
 {
@@ -15,7 +16,7 @@ internal static class RecipeOverrides
     {
         foreach (var item in overrides)
         {
-            var (segments, value) = Parse(item);
+            var (segments, value, source) = Parse(item);
             var map = root;
             for (int i = 0; i < segments.Length - 1; i++)
             {
@@ -26,33 +27,38 @@ internal static class RecipeOverrides
                     map = next;
                     continue;
                 }
-                var created = new RawMap(null, fromOverride: true);
-                map.Set(Key(segments[i]), created);
+                var created = new RawMap(null, source);
+                map.Set(Key(segments[i], source), created);
                 map = created;
             }
-            map.Set(Key(segments[^1]), value);
+            map.Set(Key(segments[^1], source), value);
         }
     }
 
-    private static RawScalar Key(string name) => new(name, name, null, fromOverride: true);
+    private static RawScalar Key(string name, string source) => new(name, name, null, source);
 
-    private static (string[] Segments, RawNode Value) Parse(string item)
+    private static (string[] Segments, RawNode Value, string Source) Parse(string item)
     {
-        int eq = item.IndexOf('=');
+        // "--a.b.c=VALUE": FastVideo's flag; the flag is where an error in its value came from.
+        bool flag = item.StartsWith("--", StringComparison.Ordinal);
+        var body = flag ? item[2..] : item;
+        int eq = body.IndexOf('=');
         if (eq < 0)
-            throw Malformed(item, "no '='");
-        var key = item[..eq].Trim();
+            throw Malformed(item, flag, "no '='");
+        var key = body[..eq].Trim();
+        var source = flag ? "--" + key : SourceName;
         var segments = key.Split('.');
         if (key.Length == 0 || segments.Any(s => s.Length == 0))
-            throw Malformed(item, key.Length == 0 ? "empty key" : "empty key segment");
-        return (segments, CastValue(item[(eq + 1)..]));
+            throw Malformed(item, flag, key.Length == 0 ? "empty key" : "empty key segment");
+        return (segments, CastValue(body[(eq + 1)..], source), source);
     }
 
-    private static RecipeError Malformed(string item, string why) =>
-        new(SourceName, null, "", $"malformed override '{item}' ({why}); expected KEY=VALUE, e.g. training.loop.max_train_steps=10");
+    private static RecipeError Malformed(string item, bool flag, string why) => flag
+        ? new("command line", null, "", $"malformed override '{item}' ({why}); expected --KEY VALUE or --KEY=VALUE, e.g. --training.loop.max_train_steps 10")
+        : new(SourceName, null, "", $"malformed override '{item}' ({why}); expected KEY=VALUE, e.g. training.loop.max_train_steps=10");
 
     /// <summary>Upstream's casting, first match wins: bool, null, integer, float, [flow list], else the raw string.</summary>
-    public static RawNode CastValue(string text)
+    public static RawNode CastValue(string text, string source = SourceName)
     {
         var t = text.Trim();
         object? value;
@@ -62,9 +68,9 @@ internal static class RecipeOverrides
             value = null;
         else if (long.TryParse(t, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out var l)) value = l;
         else if (TryParseFloat(t, out var d)) value = d;
-        else if (t.StartsWith('[') && t.EndsWith(']') && RawYaml.TryParseFlow(t) is RawList list) return list;
+        else if (t.StartsWith('[') && t.EndsWith(']') && RawYaml.TryParseFlow(t, source) is RawList list) return list;
         else value = text;
-        return new RawScalar(value, text, null, fromOverride: true);
+        return new RawScalar(value, text, null, source);
     }
 
     // Like Python's float(): decimal/exponent forms plus inf/nan words; no thousands separators or hex.

@@ -19,6 +19,11 @@ public static partial class RecipePrinter
         return sb.ToString();
     }
 
+    /// <summary>Prints the resolved recipe in <paramref name="form"/> (FastVideo's form names families, the method and
+    /// callbacks by the class paths their registry entries declare; <see cref="RecipeTree.ToFastVideoPlain"/>).</summary>
+    public static string ToYaml(RunConfig config, RecipeForm form, IFamilyCatalog families, IMethodCatalog methods, ICallbackCatalog callbacks) =>
+        form == RecipeForm.FastVideo ? ToYaml(RecipeTree.ToFastVideoPlain(config, families, methods, callbacks)) : ToYaml(config);
+
     /// <summary>Prints any plain tree (as found in <see cref="RunConfig.Raw"/>) in the same style.</summary>
     public static string ToYaml(IReadOnlyDictionary<string, object?> tree)
     {

@@ -19,6 +19,47 @@ internal static class RecipeTree
         ["pipeline"] = Record(config.Pipeline),
     };
 
+    /// <summary>
+    /// The typed recipe in FastVideo's form: <c>models.&lt;role&gt;</c> with <c>_target_</c> (the family's class path)
+    /// and the role's options without <c>family</c> and without null ones (null means the default in both forms, and
+    /// FastVideo's constructors take no None for e.g. flow_shift); <c>method</c> and each callback with their
+    /// <c>_target_</c>; <c>training</c> and <c>pipeline</c> as in the other form. Loading its YAML gives back an equal config.
+    /// </summary>
+    /// <exception cref="UserError">A family, the method or a callback declares no class path.</exception>
+    public static Dictionary<string, object?> ToFastVideoPlain(RunConfig config, IFamilyCatalog families, IMethodCatalog methods,
+        ICallbackCatalog callbacks)
+    {
+        var method = config.Recipe.Method ?? throw new UserError("FastVideo's form needs a method (method._target_); this recipe names none (recipe.method)");
+        var models = new Dictionary<string, object?>();
+        foreach (var (role, options) in config.Roles)
+        {
+            var family = options.Family ?? config.Recipe.Family ?? throw new InvalidOperationException($"role '{role}' has no family");
+            var entry = new Dictionary<string, object?> { [FastVideoForm.TargetKey] = ClassPath(families, "family", family) };
+            foreach (var (key, value) in Record(options))
+                if (key != "family" && value is not null) entry[key] = value;
+            models[role] = entry;
+        }
+        return new Dictionary<string, object?>
+        {
+            ["models"] = models,
+            ["method"] = Targeted(ClassPath(methods, "method", method), config.Method),
+            ["training"] = Record(config.Training),
+            ["callbacks"] = config.Callbacks.ToDictionary(c => c.Key, c => (object?)Targeted(ClassPath(callbacks, "callback", c.Key), c.Value)),
+            ["pipeline"] = Record(config.Pipeline),
+        };
+    }
+
+    private static Dictionary<string, object?> Targeted(string classPath, object options)
+    {
+        var result = new Dictionary<string, object?> { [FastVideoForm.TargetKey] = classPath };
+        foreach (var (key, value) in Record(options)) result[key] = value;
+        return result;
+    }
+
+    private static string ClassPath(IClassPathCatalog catalog, string what, string name) =>
+        catalog.ClassPathOf(name) ?? throw new UserError(
+            $"{what} '{name}' declares no FastVideo class path, so the recipe cannot be written in FastVideo's form (its registry entry's ClassPaths is empty)");
+
     private static Dictionary<string, object?> Record(object record)
     {
         var result = new Dictionary<string, object?>();

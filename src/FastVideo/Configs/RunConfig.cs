@@ -22,6 +22,18 @@ public sealed record RunConfig
     public PipelineConfig Pipeline { get; init; } = new();
     /// <summary>The recipe as a plain tree after overrides, with every default filled in (saved with checkpoints).</summary>
     public IReadOnlyDictionary<string, object?> Raw { get; init; } = new Dictionary<string, object?>();
+    /// <summary>The form the recipe file was written in (<c>config convert</c> writes the other one).</summary>
+    public RecipeForm Form { get; init; } = RecipeForm.RecipeRoles;
+    /// <summary>Warnings, differences from FastVideo and features training refuses, found when the recipe was loaded
+    /// (<c>config show</c> prints them, <c>train</c> prints them and refuses a <see cref="RecipeNoteKind.NotImplemented"/> one).</summary>
+    public IReadOnlyList<RecipeNote> Notes { get; init; } = [];
+
+    /// <summary>Throws the first <see cref="RecipeNoteKind.NotImplemented"/> note as a <see cref="RecipeError"/>: a
+    /// recipe asking for a feature FastVideoSharp does not have loads, but does not train.</summary>
+    public void RequireImplemented()
+    {
+        if (Notes.FirstOrDefault(n => n.Kind == RecipeNoteKind.NotImplemented) is { } note) throw note.ToError();
+    }
 
     /// <summary>The method's options as the record type it declares.</summary>
     /// <exception cref="InvalidOperationException">The config holds another options type (a code-built config that
@@ -67,6 +79,10 @@ public record RoleConfig
     public bool DisableCustomInitWeights { get; init; }
     /// <summary>"full" / "ops" / "block_skip"; null = <c>training.model.enable_gradient_checkpointing_type</c>.</summary>
     public string? EnableGradientCheckpointingType { get; init; }
+    /// <summary>FastVideo's role-local attention backend (<c>TORCH_SDPA</c>, <c>FLASH_ATTN</c>, ...); null = the default.
+    /// Exact backends are what every role computes here; the others are refused by training.</summary>
+    [System.ComponentModel.Description("FastVideo's attention backend for this role: null, TORCH_SDPA or FLASH_ATTN (exact attention, what runs here); other backends (ATTN_QAT_TRAIN, VIDEO_SPARSE_ATTN, SLA_ATTN, ...) load but do not train")]
+    public string? AttentionBackend { get; init; }
     /// <summary>A .safetensors file (or folder of them) loaded instead of the model folder's transformer weights.</summary>
     public string? TransformerOverrideSafetensor { get; init; }
     /// <summary>Precomputed negative-prompt embeddings (safetensors with <c>negative_prompt_embeds</c> [1,L,D]);
@@ -117,8 +133,11 @@ public sealed record DataSource(string Path, int Weight);
 
 public sealed record DataConfig
 {
-    /// <summary>A folder (plain string in YAML) or a map folder -> repeat weight.</summary>
+    /// <summary>A folder (plain string in YAML), a list of folders, or a map folder -> repeat weight.</summary>
     public IReadOnlyList<DataSource> DataPath { get; init; } = [];
+    /// <summary>The rows' layout: t2v (latents + text), which is what the loader reads; FastVideo's t2va (with audio)
+    /// and text_only (prompts only) load but do not train.</summary>
+    public string PreprocessedDataType { get; init; } = "t2v";
     public int TrainBatchSize { get; init; } = 1;
     public int DataloaderNumWorkers { get; init; }
     public double TrainingCfgRate { get; init; }
@@ -162,6 +181,8 @@ public sealed record CheckpointConfig
 public sealed record TrackerConfig
 {
     public IReadOnlyList<string> Trackers { get; init; } = [];
+    /// <summary>The wandb entity (FastVideo's key; kept in the recipe, no tracker here reads it).</summary>
+    public string Entity { get; init; } = "";
     public string ProjectName { get; init; } = "fastvideo";
     public string RunName { get; init; } = "";
 }
@@ -169,6 +190,8 @@ public sealed record TrackerConfig
 public sealed record VsaConfig
 {
     public double Sparsity { get; init; }
+    /// <summary>Reuse VSA's padded tile buffer across layers; only meaningful with sparsity > 0 (which does not train here).</summary>
+    public bool CacheTileBuf { get; init; }
 }
 
 public sealed record ModelTrainingConfig
@@ -211,13 +234,16 @@ public sealed record DitConfigOverrides : ICheckedOptions
     public int? SinkSize { get; init; }
     /// <summary>Frames a global-attention streaming cache holds before it grows.</summary>
     public int? SlidingWindowNumFrames { get; init; }
+    /// <summary>FastVideo's quantization method for the transformer's linears (nvfp4_qat_train, fp8_qat_train, ...):
+    /// known names load, training refuses them (not implemented); null = none.</summary>
+    public string? QuantConfig { get; init; }
 
     public IEnumerable<OptionProblem> Check() =>
         Models.Dits.CausalAttentionConfig.ValueProblems(NumFramesPerBlock, LocalAttnSize, SinkSize, SlidingWindowNumFrames);
 }
 
 /// <summary>What the recipe binder needs to know of the model families (implemented by the family registry).</summary>
-public interface IFamilyCatalog
+public interface IFamilyCatalog : IClassPathCatalog
 {
     IReadOnlyCollection<string> FamilyNames { get; }
     /// <summary>The record type (a <see cref="RoleConfig"/> subclass or RoleConfig itself) that binds roles of this family.</summary>

@@ -19,13 +19,15 @@ public class CliHelpTests
     [InlineData("generate", "--model <DIR> (REQUIRED)", "--prompt-embeds <FILE> (REQUIRED)", "--negative-prompt-embeds <FILE>", "--latents <FILE>",
         "--seed <N>", "--num-frames <F>", "--height <H>", "--width <W>", "--steps <N> (REQUIRED)", "--guidance-scale <G> (REQUIRED)",
         "--flow-shift <S> (REQUIRED)", "--output-latents <FILE> (REQUIRED)", "--device <DEVICE>", "[default: cpu]", "--dtype <fp32|bf16|fp16>", "[default: fp32]", "--family <FAMILY>", "[default: wan]")]
-    [InlineData("train", "fastvideo train [<RECIPE>] [options]", "--set <KEY=VALUE>", "--dry-run", "--overwrite", "fastvideo quickstart --help")]
+    [InlineData("train", "fastvideo train [<RECIPE>] [options]", "--config <FILE>", "--set <KEY=VALUE>", "--dry-run", "--overwrite", "fastvideo quickstart --help",
+        "--a.b.c VALUE")]
     [InlineData("export", "fastvideo export <CHECKPOINT> [options]", "--role <ROLE>", "--ema", "--out <DIR> (REQUIRED)", "--overwrite")]
     [InlineData("quickstart", "--out <DIR>", "[default: runs/quickstart]", "--teacher-steps <N>", "[default: 4000]", "--distill-steps <N>",
         "[default: 600]", "--reuse-teacher", "--teacher-set <KEY=VALUE>", "--distill-set <KEY=VALUE>", "--eval-seeds <N>", "[default: 24]",
         "--colors <N>", "--directions <N>", "--shape-size <S>", "[default: 5]", "--start <random|edge|lane>", "[default: edge]",
         "--captions <exact|axis>", "[default: axis]", "--overwrite")]
-    [InlineData("config", "fastvideo config [command] [options]", "show <RECIPE>")]
+    [InlineData("config", "fastvideo config [command] [options]", "show <RECIPE>", "convert <RECIPE>")]
+    [InlineData("config convert", "fastvideo config convert <RECIPE> [options]", "--set <KEY=VALUE>", "--out <FILE>")]
     [InlineData("config show", "fastvideo config show <RECIPE> [options]", "--set <KEY=VALUE>")]
     [InlineData("families", "fastvideo families [options]", "roles.<role>")]
     [InlineData("methods", "fastvideo methods [options]", "callbacks.<name>")]
@@ -67,7 +69,7 @@ public class CliHelpTests
             seen++;
         }
         Check(FastVideo.Cli.Cli.Create(ModelFamilyRegistry.Default, null), "");
-        Assert.Equal(13, seen); // the root, its 9 commands, config show, dataset synth and dataset inspect
+        Assert.Equal(14, seen); // the root, its 9 commands, config show and convert, dataset synth and dataset inspect
     }
 
     [Fact]
@@ -168,7 +170,7 @@ public class CliHelpTests
     {
         var (code, _, stderr) = Run("train", "--set", "a=1");
         Assert.Equal(2, code);
-        Assert.Equal("error: train: missing RECIPE (--set and --dry-run need one; 'fastvideo train' alone runs the quickstart)\n", stderr);
+        Assert.Equal("error: train: missing RECIPE (overrides and --dry-run need one; 'fastvideo train' alone runs the quickstart)\n", stderr);
 
         (code, _, stderr) = Run("generate", "--model", "/nonexistent/model", "--prompt-embeds", "p", "--steps", "0", "--guidance-scale", "1",
             "--flow-shift", "3", "--output-latents", "o");

@@ -314,13 +314,48 @@ public class RecipeErrorTests
     }
 
     [Theory]
-    [InlineData("training:\n  vsa: {sparsity: 0.9}\n", "training.vsa.sparsity", "video sparse attention (VSA)")]
-    public void OptionsThatAreNotImplementedAreRefusedNotIgnored(string section, string key, string what)
+    [InlineData("training:\n  vsa: {sparsity: 0.9}\n", "training.vsa.sparsity", "video sparse attention (VSA) is not implemented")]
+    [InlineData("training:\n  data: {preprocessed_data_type: text_only}\n", "training.data.preprocessed_data_type", "'text_only' rows are not implemented")]
+    [InlineData("pipeline:\n  dit_config: {quant_config: nvfp4_qat_train}\n", "pipeline.dit_config.quant_config", "quantization 'nvfp4_qat_train' of the transformer is not implemented")]
+    [InlineData("roles:\n  student: {init_from: Org/Model, attention_backend: attn_qat_train}\n", "roles.student.attention_backend", "the ATTN_QAT_TRAIN attention backend is not implemented")]
+    [InlineData("roles:\n  student: {init_from: loayrashid/TurboWan2.1-T2V-1.3B-Diffusers}\n", "roles.student.init_from", "with SLA attention, which is not implemented")]
+    public void OptionsThatAreNotImplementedLoadButTrainingRefusesThem(string section, string key, string what)
     {
-        var yaml = Minimal + "\n" + section;
+        // The recipe loads (config show prints it, with the note); training refuses it at the key's line.
+        var yaml = section.StartsWith("roles:") ? "recipe: {family: wan}\n" + section : Minimal + "\n" + section;
+        var config = Load(yaml);
+        var note = Assert.Single(config.Notes, n => n.Kind == RecipeNoteKind.NotImplemented);
+        Assert.Equal(key, note.KeyPath);
+        Assert.Contains(what, note.Detail);
+        var e = Assert.Throws<RecipeError>(config.RequireImplemented);
+        Assert.Equal(key, e.KeyPath);
+        Assert.StartsWith($"recipe.yaml:{note.Line}: {key}: ", e.Message);
+        Assert.Contains("training refuses this recipe", e.Message);
+        Assert.NotNull(note.Line);
+    }
+
+    [Theory]
+    [InlineData("roles:\n  student: {init_from: m, attention_backend: TORCH_SDPA}\n")]
+    [InlineData("roles:\n  student: {init_from: m, attention_backend: flash_attn}\n")]
+    [InlineData("roles:\n  student: {init_from: m, attention_backend: null}\n")]
+    [InlineData("training:\n  vsa: {sparsity: 0.0, cache_tile_buf: true}\n")]
+    public void ExactAttentionAndDenseVsaSettingsTrain(string section)
+    {
+        var yaml = section.StartsWith("roles:") ? "recipe: {family: wan}\n" + section : Minimal + "\n" + section;
+        var config = Load(yaml);
+        Assert.Empty(config.Notes);
+        config.RequireImplemented();
+    }
+
+    [Theory]
+    [InlineData("roles:\n  student: {init_from: m, attention_backend: FLASH_ATN}\n", "roles.student.attention_backend", "did you mean 'FLASH_ATTN'?")]
+    [InlineData("pipeline:\n  dit_config: {quant_config: not_a_quantization_method}\n", "pipeline.dit_config.quant_config", "expected one of: AbsMaxFP8, FP8, NVFP4")]
+    [InlineData("training:\n  data: {preprocessed_data_type: t2i}\n", "training.data.preprocessed_data_type", "expected one of: t2v, t2va, text_only")]
+    public void UnknownFastVideoNamesAreErrors(string section, string key, string detail)
+    {
+        var yaml = section.StartsWith("roles:") ? "recipe: {family: wan}\n" + section : Minimal + "\n" + section;
         var e = Fail(yaml);
         Assert.Equal(key, e.KeyPath);
-        Assert.Contains($"{what} is not implemented in FastVideoSharp yet", e.Message);
-        Assert.StartsWith("recipe.yaml:", e.Message);
+        Assert.Contains(detail, e.Message);
     }
 }

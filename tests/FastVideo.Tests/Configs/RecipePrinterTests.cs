@@ -78,6 +78,8 @@ public class RecipePrinterTests
               fake_score_learning_rate: 1.0e-05
               fake_score_betas: [0.0, 0.999]
               fake_score_lr_scheduler: constant
+              min_timestep_ratio: 0.0
+              max_timestep_ratio: 1.0
               cfg_uncond: null
             training:
 
@@ -93,10 +95,11 @@ public class RecipePrinterTests
                 start_iter: 0
               validation:
                 every_steps: 5
-                at_start: true
+                run_at_start: true
+                pipeline_target: null
                 prompts: null
             """, yaml);
-        Assert.Contains("\n    sampling_steps: null\n    sampling_timesteps: null\n    guidance_scale: 1.0\n", yaml);
+        Assert.Contains("\n    sampling_steps: null\n    sampling_timesteps: null\n    num_frames: null\n    guidance_scale: 1.0\n", yaml);
         Assert.Contains("\n    roles: [student]\npipeline:\n", yaml);
     }
 

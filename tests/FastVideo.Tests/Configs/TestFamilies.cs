@@ -23,6 +23,21 @@ public sealed class TestFamilies : IFamilyCatalog
         "wan_causal" => typeof(WanCausalRoleConfigForTest),
         _ => throw new ArgumentException($"unknown family {family}"),
     };
+
+    /// <summary>The real families' class paths.</summary>
+    private readonly ClassPathIndex _classPaths = Index(("wan", ["fastvideo.train.models.wan.WanModel"]),
+        ("wan_causal", ["fastvideo.train.models.wan.WanCausalModel"]));
+
+    public string? NameOfClassPath(string classPath) => _classPaths.NameOfClassPath(classPath);
+
+    public string? ClassPathOf(string name) => _classPaths.ClassPathOf(name);
+
+    internal static ClassPathIndex Index(params (string Name, string[] Paths)[] entries)
+    {
+        var index = new ClassPathIndex();
+        foreach (var (name, paths) in entries) index.Add("entry", name, paths);
+        return index;
+    }
 }
 
 /// <summary>A method's options for the recipe tests: typed values plus a free map for checking raw value casting.</summary>
@@ -51,4 +66,14 @@ public sealed class TestMethods : IMethodCatalog
     public IReadOnlyCollection<string> Names => _types.Keys.Order().ToArray();
 
     public Type OptionsType(string method) => _types[method];
+
+    /// <summary>The built-in methods' class paths (from their descriptors) and a made-up one for "probe".</summary>
+    private readonly ClassPathIndex _classPaths = TestFamilies.Index(
+        ("dmd2", [.. FastVideo.Train.Methods.DistributionMatching.DMD2Method.Descriptor.ClassPaths]),
+        ("finetune", [.. FastVideo.Train.Methods.FineTuning.FineTuneMethod.Descriptor.ClassPaths]),
+        ("probe", ["tests.methods.ProbeMethod"]));
+
+    public string? NameOfClassPath(string classPath) => _classPaths.NameOfClassPath(classPath);
+
+    public string? ClassPathOf(string name) => _classPaths.ClassPathOf(name);
 }

@@ -65,6 +65,26 @@ public class DMD2MethodTests
     }
 
     [Fact]
+    public void ScoreTimestepsStayWithinMinAndMaxTimestepRatio()
+    {
+        // FastVideo's method.min/max_timestep_ratio clamp the teacher's and critic's random timestep (after the shift)
+        // to [int(min * 1000), int(max * 1000)].
+        var options = MethodOptions();
+        options["min_timestep_ratio"] = 0.45;
+        options["max_timestep_ratio"] = 0.6;
+        using var bounded = (DMD2Method)TrainingBuilder.Build(Config(TestPaths.TempDir("dmd-ratio"), method: options));
+        using var plain = (DMD2Method)TrainingBuilder.Build(Config(TestPaths.TempDir("dmd-ratio-plain")));
+        var inside = Enumerable.Range(0, 200).Select(_ => { using var t = bounded.ScoreTimestep(); return t.item<float>(); }).ToList();
+        var free = Enumerable.Range(0, 200).Select(_ => { using var t = plain.ScoreTimestep(); return t.item<float>(); }).ToList();
+        Assert.All(inside, t => Assert.InRange(t, 450f, 600f));
+        Assert.Contains(inside, t => t == 450f);   // clamped, not redrawn
+        Assert.Contains(free, t => t < 450f);
+        Assert.Contains(free, t => t > 600f);
+        var e = Assert.Throws<RecipeError>(() => RecipeLoader.BindOptions<DMD2Options>(new Dictionary<string, object?>(MethodOptions()) { ["min_timestep_ratio"] = 0.7, ["max_timestep_ratio"] = 0.6 }, "method"));
+        Assert.Equal("method.max_timestep_ratio", e.KeyPath);
+    }
+
+    [Fact]
     public void WarpedStepsComeFromTheStudentGrid()
     {
         using var m = (DMD2Method)TrainingBuilder.Build(Config(TestPaths.TempDir("dmd-warp"), method: MethodOptions(warp: true)));

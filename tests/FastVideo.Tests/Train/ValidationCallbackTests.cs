@@ -164,7 +164,7 @@ public class ValidationCallbackTests
         var embeds = Path.Combine(output, "embeds.safetensors");
         using (var g = new Generator(2, device("cpu")))
             SafeTensors.Save(embeds, [new("prompt_embeds", randn([2, 5, 24], generator: g))]);
-        var val = TrainFixture.Callback("validation", ("every_steps", 2L), ("at_start", false), ("prompt_embeds_file", embeds), ("sampling_steps", L(2L)));
+        var val = TrainFixture.Callback("validation", ("every_steps", 2L), ("run_at_start", false), ("prompt_embeds_file", embeds), ("sampling_steps", L(2L)));
         var cfg = TrainFixture.Config(output, maxSteps: 2, callbacks: [TrainFixture.Callback("ema", ("decay", 0.5)), val]);
         using var method = TrainingBuilder.Build(cfg);
         var log = new StringWriter();
@@ -203,6 +203,23 @@ public class ValidationCallbackTests
     }
 
     [Fact]
+    public void NumFramesSetsTheSampledLengthInPixelFramesAsUpstream()
+    {
+        // num_frames: 9 pixel frames are (9 - 1) / 4 + 1 = 3 latent frames of wan_tiny's VAE (the data says 2).
+        var dir = TestPaths.TempDir("valframes");
+        var embeds = Path.Combine(dir, "embeds.safetensors");
+        SafeTensors.Save(embeds, [new("prompt_embeds", ones([1, 3, 24]))]);
+        var cfg = TrainFixture.Config(dir, callbacks: [TrainFixture.Callback("validation",
+            ("prompt_embeds_file", embeds), ("sampling_steps", L(1L)), ("num_frames", 9L))]);
+        using var method = TrainingBuilder.Build(cfg);
+        var cb = (ValidationCallback)CallbackRegistry.Default.Build(cfg).Single();
+        cb.Log = TextWriter.Null;
+        cb.OnTrainStart(method, 0);
+        using var latents = LoadLatents(Path.Combine(cb.Validate(0).Directory, "latents_1steps.safetensors"));
+        Assert.Equal(3, latents.shape[3]);
+    }
+
+    [Fact]
     public void StartHookValidatesOnlyAFreshRun()
     {
         var dir = TestPaths.TempDir("valstart");
@@ -233,7 +250,7 @@ public class ValidationCallbackTests
         var fresh = Make();
         fresh.OnValidationBegin(method, 0);
         Assert.Equal([0], fresh.Results.Select(r => r.Step));
-        var noStart = Make(("at_start", false));
+        var noStart = Make(("run_at_start", false));
         noStart.OnValidationBegin(method, 0);
         Assert.Empty(noStart.Results);
     }
@@ -257,6 +274,8 @@ public class ValidationCallbackTests
         Fails("sampling_timesteps", ("sampling_timesteps", L(500L, 750L)));
         Fails("sampling_timesteps", ("sampling_steps", L(4L)), ("sampling_timesteps", L(1000L, 500L)));
         Fails("guidance_scale", ("guidance_scale", -1.0));
+        Fails("num_frames", ("num_frames", 0L));
+        Fails("pipeline_target", ("pipeline_target", "fastvideo.pipelines.basic.ltx2.ltx2_pipeline.LTX2Pipeline"));
         Fails("flow_shift", ("flow_shift", 0.0));
         Fails("use_ema", ("use_ema", "yes"));
         Fails("sampling_step", ("sampling_step", L(4L)));   // a typo is an unknown option

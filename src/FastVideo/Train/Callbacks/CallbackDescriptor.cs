@@ -11,6 +11,12 @@ namespace FastVideo.Train.Callbacks;
 /// </summary>
 public sealed record CallbackDescriptor(string Name, string Description, Type OptionsType, Func<object, TrainCallback> Create)
 {
+    /// <summary>
+    /// FastVideo class paths (<c>callbacks.&lt;name&gt;._target_</c>) that name this callback, the one written back
+    /// first (e.g. <c>fastvideo.train.callbacks.grad_clip.GradNormClipCallback</c>).
+    /// </summary>
+    public IReadOnlyList<string> ClassPaths { get; init; } = [];
+
     public static CallbackDescriptor Of<TOptions>(string name, string description, Func<TOptions, TrainCallback> create)
         where TOptions : class =>
         new(name, description, typeof(TOptions), options => create(options as TOptions ?? throw new InvalidOperationException(

@@ -8,6 +8,7 @@ namespace FastVideo.Train.Callbacks;
 public sealed class CallbackRegistry : ICallbackCatalog
 {
     private readonly Dictionary<string, CallbackDescriptor> _callbacks = new(StringComparer.Ordinal);
+    private readonly ClassPathIndex _classPaths = new();
 
     public static CallbackRegistry Default { get; } = CreateBuiltIn();
 
@@ -16,22 +17,28 @@ public sealed class CallbackRegistry : ICallbackCatalog
         var r = new CallbackRegistry();
         r.Register(CallbackDescriptor.Of<GradClipOptions>("grad_clip",
             "clips each role's gradients to a global L2 norm before the optimizer step; logs grad_norm/<role>",
-            o => new GradNormClipCallback(o)));
+            o => new GradNormClipCallback(o)) with { ClassPaths = FastVideoPaths("grad_clip", "GradNormClipCallback") });
         r.Register(CallbackDescriptor.Of<EmaOptions>("ema",
             "exponential moving average of the student's weights (fp32, CPU); validation and export --ema use it",
-            o => new EmaCallback(o)));
+            o => new EmaCallback(o)) with { ClassPaths = FastVideoPaths("ema", "EMACallback") });
         r.Register(CallbackDescriptor.Of<ValidationOptions>("validation",
             "samples fixed prompts and seeds every every_steps steps: latents, GIFs and the synthetic evaluator's metrics",
-            o => new ValidationCallback(o)));
+            o => new ValidationCallback(o)) with { ClassPaths = FastVideoPaths("validation", "ValidationCallback") });
         return r;
     }
+
+    /// <summary>FastVideo's module path of a built-in callback and the package's re-export.</summary>
+    private static string[] FastVideoPaths(string module, string className) =>
+        [$"fastvideo.train.callbacks.{module}.{className}", $"fastvideo.train.callbacks.{className}"];
 
     public void Register(CallbackDescriptor callback)
     {
         if (string.IsNullOrWhiteSpace(callback.Name)) throw new ArgumentException("callback name must not be empty");
         if (!RecordShapeCheck(callback.OptionsType))
             throw new ArgumentException($"callback '{callback.Name}': OptionsType must be a record with a parameterless constructor");
-        if (!_callbacks.TryAdd(callback.Name, callback)) throw new ArgumentException($"callback '{callback.Name}' is already registered");
+        if (_callbacks.ContainsKey(callback.Name)) throw new ArgumentException($"callback '{callback.Name}' is already registered");
+        _classPaths.Add("callback", callback.Name, callback.ClassPaths);
+        _callbacks[callback.Name] = callback;
     }
 
     private static bool RecordShapeCheck(Type t) => t.IsClass && !t.IsAbstract && t.GetConstructor(Type.EmptyTypes) is not null;
@@ -45,6 +52,10 @@ public sealed class CallbackRegistry : ICallbackCatalog
         : throw new UserError($"callbacks.{name}: unknown callback (known: {string.Join(", ", Names)})");
 
     public Type OptionsType(string callback) => Get(callback).OptionsType;
+
+    public string? NameOfClassPath(string classPath) => _classPaths.NameOfClassPath(classPath);
+
+    public string? ClassPathOf(string name) => _classPaths.ClassPathOf(name);
 
     /// <summary>Every callback with its options, defaults and descriptions (printed by <c>fastvideo methods</c>).</summary>
     public string Describe()

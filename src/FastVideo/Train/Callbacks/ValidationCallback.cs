@@ -16,7 +16,7 @@ using static TorchSharp.torch;
 namespace FastVideo.Train.Callbacks;
 
 /// <summary>The options of the <c>validation</c> callback.</summary>
-public sealed record ValidationOptions : ICheckedOptions
+public sealed record ValidationOptions : ICheckedOptions, IFastVideoDifferences
 {
     /// <summary>Euler step counts sampled when neither sampling_steps nor sampling_timesteps is given.</summary>
     public static IReadOnlyList<int> DefaultSamplingSteps { get; } = [40];
@@ -25,7 +25,10 @@ public sealed record ValidationOptions : ICheckedOptions
     public int EverySteps { get; init; } = 100;
 
     [Description("also validate at step 0 of a fresh run")]
-    public bool AtStart { get; init; } = true;
+    public bool RunAtStart { get; init; } = true;
+
+    [Description("FastVideo's validation pipeline class; it picks nothing here (sampling_timesteps chooses few-step over Euler) and is checked against the pipelines of the implemented families; null = none")]
+    public string? PipelineTarget { get; init; }
 
     [SingleStringAsList]
     [Description("the prompts (a string is one prompt); null = dataset_file, or the synthetic dataset's classes")]
@@ -51,6 +54,9 @@ public sealed record ValidationOptions : ICheckedOptions
     [CommaSeparated]
     [Description("few-step (DMD) sampling at these timesteps, descending in (0, 1000], instead of Euler")]
     public IReadOnlyList<int>? SamplingTimesteps { get; init; }
+
+    [Description("pixel frames of the sampled videos, (n - 1) / the VAE's temporal ratio + 1 latent frames; null = training.data's latent frames")]
+    public int? NumFrames { get; init; }
 
     [Description("classifier-free guidance scale (>= 0; 1 = no unconditional pass)")]
     public double GuidanceScale { get; init; } = 1.0;
@@ -78,8 +84,16 @@ public sealed record ValidationOptions : ICheckedOptions
         if (NumPrompts is < 1) yield return new("num_prompts", $"must be >= 1, got {NumPrompts}");
         if (Seeds is { Count: 0 }) yield return new("seeds", "the list is empty");
         if (Seeds?.Distinct().Count() < Seeds?.Count) yield return new("seeds", $"seeds must be distinct, got [{string.Join(", ", Seeds!)}]");
-        if (SamplingSteps is not null && SamplingTimesteps is not null)
-            yield return new("sampling_timesteps", "give either sampling_steps (Euler) or sampling_timesteps (few-step), not both");
+        // FastVideo's few-step recipes give both, the count in sampling_steps: that one is accepted.
+        if (SamplingSteps is not null && SamplingTimesteps is not null && !(SamplingSteps.Count == 1 && SamplingSteps[0] == SamplingTimesteps.Count))
+            yield return new("sampling_timesteps", "give either sampling_steps (Euler) or sampling_timesteps (few-step), not both " +
+                                                   $"(sampling_steps may repeat the count of sampling_timesteps: [{SamplingTimesteps.Count}])");
+        if (NumFrames is < 1) yield return new("num_frames", $"must be >= 1, got {NumFrames}");
+        if (PipelineTarget is { } pipeline && !FastVideoPipelines.ContainsKey(pipeline))
+            yield return new("pipeline_target", $"'{pipeline}' is not a validation pipeline of an implemented family " +
+                                                $"(known: {string.Join(", ", FastVideoPipelines.Keys)})");
+        if (PipelineTarget is { } p && FastVideoPipelines.GetValueOrDefault(p) is { FewStep: true } && SamplingTimesteps is null)
+            yield return new("sampling_timesteps", $"'{p}' samples few-step: give its timesteps, e.g. [1000, 750, 500, 250]");
         if (SamplingSteps is { Count: 0 }) yield return new("sampling_steps", "the list is empty");
         for (int i = 0; i < (SamplingSteps?.Count ?? 0); i++)
             if (SamplingSteps![i] < 1) yield return new($"sampling_steps[{i}]", $"must be >= 1, got {SamplingSteps[i]}");
@@ -90,6 +104,32 @@ public sealed record ValidationOptions : ICheckedOptions
         if (FlowShift is { } fs && !(fs > 0)) yield return new("flow_shift", $"must be > 0, got {fs}");
         if (Roles.Count == 0 || Roles.Any(string.IsNullOrEmpty)) yield return new("roles", "must name at least one role");
         if (Roles.Distinct().Count() < Roles.Count) yield return new("roles", $"roles must be distinct, got [{string.Join(", ", Roles)}]");
+    }
+
+    /// <summary>
+    /// FastVideo's validation pipelines of the families implemented here: whether they sample few-step (DMD) and how
+    /// their sampler differs from the one validation runs here (Euler, or the few-step sampler at sampling_timesteps,
+    /// over the whole clip at once).
+    /// </summary>
+    public static IReadOnlyDictionary<string, (bool FewStep, string? Differs)> FastVideoPipelines { get; } =
+        new Dictionary<string, (bool, string?)>(StringComparer.Ordinal)
+        {
+            ["fastvideo.pipelines.basic.wan.wan_pipeline.WanPipeline"] =
+                (false, "FastVideo's WanPipeline samples with the UniPC multistep scheduler; validation here samples with Euler flow matching"),
+            ["fastvideo.pipelines.basic.wan.wan_dmd_pipeline.WanDMDPipeline"] = (true, null),
+            ["fastvideo.pipelines.basic.wan.wan_causal_pipeline.WanCausalPipeline"] =
+                (false, "FastVideo's WanCausalPipeline denoises block by block through the KV cache; validation here denoises the whole clip with the block-causal forward (Euler)"),
+            ["fastvideo.pipelines.basic.wan.wan_causal_dmd_pipeline.WanCausalDMDPipeline"] =
+                (true, "FastVideo's WanCausalDMDPipeline denoises block by block through the KV cache; validation here runs the few-step sampler over the whole clip with the block-causal forward"),
+            ["fastvideo.pipelines.basic.hunyuan.hunyuan_pipeline.HunyuanVideoPipeline"] = (false, null),
+            ["fastvideo.pipelines.basic.turbodiffusion.turbodiffusion_pipeline.TurboDiffusionPipeline"] =
+                (false, "FastVideo's TurboDiffusionPipeline samples with its rCM sampler and SLA attention; validation here samples with Euler flow matching and exact attention"),
+        };
+
+    public IEnumerable<OptionProblem> DifferencesFromFastVideo()
+    {
+        if (PipelineTarget is { } p && FastVideoPipelines.GetValueOrDefault(p).Differs is { } differs)
+            yield return new("pipeline_target", differs);
     }
 
     private static OptionProblem? TimestepsProblem(IReadOnlyList<int> timesteps) =>
@@ -168,7 +208,7 @@ public sealed class ValidationCallback : TrainCallback
         _sawFirstValidationHook = true;
         // The first hook comes before the first step: validate a fresh run if asked. A resumed run already validated
         // this step before saving the checkpoint it resumes from.
-        if (first) { if (iteration == 0 && Options.AtStart) ValidateAll(iteration, log); return; }
+        if (first) { if (iteration == 0 && Options.RunAtStart) ValidateAll(iteration, log); return; }
         if (iteration % EverySteps == 0) ValidateAll(iteration, log);
     }
 

@@ -90,6 +90,8 @@ internal sealed class ValidationSetup : IDisposable
         names = names.Take(take).ToList();
 
         var latentShape = ResolveLatentShape(config, model.Vae, dataDir);
+        // num_frames (pixel frames, as upstream) sets the sampled length: (n - 1) / temporal ratio + 1 latent frames.
+        if (o.NumFrames is { } frames) latentShape[1] = (frames - 1) / model.Vae.TemporalCompressionRatio + 1;
         var collator = new BatchCollator(textLen);
         var (text, mask) = Collate(collator, rows, shapes);
 

@@ -17,6 +17,12 @@ public sealed record MethodDescriptor(
     Action<RunConfig> CheckRoles,
     Func<RunConfig, IReadOnlyDictionary<string, ModelBase>, TrainingMethod> Create)
 {
+    /// <summary>
+    /// FastVideo class paths (<c>method._target_</c>) that name this method, the one written back first (e.g.
+    /// <c>fastvideo.train.methods.fine_tuning.finetune.FineTuneMethod</c>); set it with <c>with { ClassPaths = ... }</c>.
+    /// </summary>
+    public IReadOnlyList<string> ClassPaths { get; init; } = [];
+
     /// <summary>A method whose options are <typeparamref name="TOptions"/>; <paramref name="create"/> gets them typed
     /// (from <see cref="RunConfig.Method"/>).</summary>
     public static MethodDescriptor Of<TOptions>(string name, string description, Action<RunConfig> checkRoles,

@@ -8,6 +8,7 @@ namespace FastVideo.Train.Methods;
 public sealed class MethodRegistry : IMethodCatalog
 {
     private readonly Dictionary<string, MethodDescriptor> _methods = new(StringComparer.Ordinal);
+    private readonly ClassPathIndex _classPaths = new();
 
     public static MethodRegistry Default { get; } = CreateBuiltIn();
 
@@ -25,7 +26,9 @@ public sealed class MethodRegistry : IMethodCatalog
         if (!typeof(MethodOptions).IsAssignableFrom(method.OptionsType) || method.OptionsType.IsAbstract
             || method.OptionsType.GetConstructor(Type.EmptyTypes) is null)
             throw new ArgumentException($"method '{method.Name}': OptionsType must be a MethodOptions record with a parameterless constructor");
-        if (!_methods.TryAdd(method.Name, method)) throw new ArgumentException($"method '{method.Name}' is already registered");
+        if (_methods.ContainsKey(method.Name)) throw new ArgumentException($"method '{method.Name}' is already registered");
+        _classPaths.Add("method", method.Name, method.ClassPaths);
+        _methods[method.Name] = method;
     }
 
     public IReadOnlyCollection<string> Names => _methods.Keys.Order(StringComparer.Ordinal).ToArray();
@@ -33,6 +36,10 @@ public sealed class MethodRegistry : IMethodCatalog
     public IReadOnlyList<MethodDescriptor> Methods => Names.Select(n => _methods[n]).ToArray();
 
     public Type OptionsType(string method) => Get(method).OptionsType;
+
+    public string? NameOfClassPath(string classPath) => _classPaths.NameOfClassPath(classPath);
+
+    public string? ClassPathOf(string name) => _classPaths.ClassPathOf(name);
 
     /// <summary>Every method with its options, defaults and descriptions (what <c>fastvideo methods</c> prints).</summary>
     public string Describe()

@@ -15,6 +15,8 @@ public static class TrainingBuilder
     public static TrainingMethod Build(RunConfig config, ModelFamilyRegistry? families = null, MethodRegistry? methods = null)
     {
         families ??= ModelFamilyRegistry.Default;
+        // A recipe asking for a feature that is not implemented (VSA, another attention backend, ...) loads but does not train.
+        config.RequireImplemented();
         var method = (methods ?? MethodRegistry.Default).Get(config.Recipe.Method);
         method.CheckRoles(config);
         CheckSharedLatentSpace(config, families);

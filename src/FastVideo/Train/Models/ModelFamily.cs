@@ -31,6 +31,13 @@ public sealed record ModelFamily(
     public Func<ActivationQuery, long?>? EstimateActivations { get; init; }
 
     /// <summary>
+    /// FastVideo class paths (<c>models.&lt;role&gt;._target_</c>) that name this family, the one written back first
+    /// (e.g. <c>fastvideo.train.models.wan.WanModel</c>). A family made from another with <c>with</c> must declare its
+    /// own: the registry refuses a path declared twice.
+    /// </summary>
+    public IReadOnlyList<string> ClassPaths { get; init; } = [];
+
+    /// <summary>
     /// Writes a transformer folder (config.json + Diffusers-named weights) of the given config with weights drawn
     /// from a seed: for tests, the demo and the quickstart's untrained teacher. Null when the family has none.
     /// </summary>

@@ -8,6 +8,7 @@ namespace FastVideo.Train.Models;
 public sealed class ModelFamilyRegistry : IFamilyCatalog
 {
     private readonly Dictionary<string, ModelFamily> _families = new(StringComparer.Ordinal);
+    private readonly ClassPathIndex _classPaths = new();
 
     public static ModelFamilyRegistry Default { get; } = CreateBuiltIn();
 
@@ -25,6 +26,7 @@ public sealed class ModelFamilyRegistry : IFamilyCatalog
         if (!typeof(RoleConfig).IsAssignableFrom(family.RoleConfigType))
             throw new ArgumentException($"family '{family.Name}': RoleConfigType must derive from RoleConfig");
         if (_families.ContainsKey(family.Name)) throw new ArgumentException($"family '{family.Name}' is already registered");
+        _classPaths.Add("family", family.Name, family.ClassPaths);
         _families[family.Name] = family;
     }
 
@@ -33,6 +35,10 @@ public sealed class ModelFamilyRegistry : IFamilyCatalog
     public IReadOnlyList<ModelFamily> Families => FamilyNames.Select(n => _families[n]).ToArray();
 
     public Type RoleConfigType(string family) => Get(family).RoleConfigType;
+
+    public string? NameOfClassPath(string classPath) => _classPaths.NameOfClassPath(classPath);
+
+    public string? ClassPathOf(string name) => _classPaths.ClassPathOf(name);
 
     public ModelFamily Get(string family) => _families.TryGetValue(family, out var f)
         ? f

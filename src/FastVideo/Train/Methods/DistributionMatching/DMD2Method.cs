@@ -50,6 +50,12 @@ public sealed record DMD2Options : MethodOptions, ICheckedOptions
     [Description("the critic's LR schedule (as training.optimizer.lr_scheduler)")]
     public required string FakeScoreLrScheduler { get; init; }
 
+    [Description("lower bound of the teacher's and critic's random score timestep, as a fraction of the 1000 training timesteps (applied after the shift), in [0, max_timestep_ratio]")]
+    public double MinTimestepRatio { get; init; }
+
+    [Description("upper bound of the random score timestep, as a fraction of the 1000 training timesteps, in [min_timestep_ratio, 1]")]
+    public double MaxTimestepRatio { get; init; } = 1.0;
+
     [Description("what the unconditional branch sees per channel: {text: negative_prompt|keep|zero|drop, on_missing: error|ignore, <channel>: keep|zero|drop}; null = negative_prompt")]
     public IReadOnlyDictionary<string, object?>? CfgUncond { get; init; }
 
@@ -69,6 +75,9 @@ public sealed record DMD2Options : MethodOptions, ICheckedOptions
                 $"invalid value \"{FakeScoreLrScheduler}\" (expected one of: {string.Join(", ", RecipeLoader.LrSchedulers)})");
         if (CfgUncondPolicy.Problem(CfgUncond) is { } problem)
             yield return new($"cfg_uncond.{problem.Key}", problem.Detail);
+        if (!(MinTimestepRatio >= 0 && MinTimestepRatio <= MaxTimestepRatio && MaxTimestepRatio <= 1))
+            yield return new(MinTimestepRatio is >= 0 and <= 1 ? "max_timestep_ratio" : "min_timestep_ratio",
+                $"must satisfy 0 <= min_timestep_ratio <= max_timestep_ratio <= 1, got min {MinTimestepRatio.ToString(CultureInfo.InvariantCulture)}, max {MaxTimestepRatio.ToString(CultureInfo.InvariantCulture)}");
     }
 }
 
@@ -81,7 +90,11 @@ public sealed class DMD2Method : TrainingMethod
 {
     public static MethodDescriptor Descriptor { get; } = MethodDescriptor.Of<DMD2Options>("dmd2",
         "DMD2 distribution-matching distillation: a few-step student, a frozen teacher (real score) and a trainable critic (fake score)",
-        CheckRoles, (cfg, options, roles) => new DMD2Method(cfg, options, roles));
+        CheckRoles, (cfg, options, roles) => new DMD2Method(cfg, options, roles)) with
+    {
+        ClassPaths = ["fastvideo.train.methods.distribution_matching.dmd2.DMD2Method",
+            "fastvideo.train.methods.distribution_matching.DMD2Method", "fastvideo.train.methods.DMD2Method"],
+    };
 
     public static void CheckRoles(RunConfig config)
     {
@@ -226,12 +239,16 @@ public sealed class DMD2Method : TrainingMethod
         return ModelSampling.FewStep(Student, tb, x, timesteps, draw, cfgUncond: CfgUncond, gradOnLastStep: withGrad, attnKind: AttnKind.Vsa);
     }
 
-    /// <summary>Random score timestep: the student's shift_and_clamp of an integer in [0, 1000).</summary>
-    private Tensor ScoreTimestep()
+    /// <summary>Random score timestep: the student's shift_and_clamp of an integer in [0, 1000), clamped to
+    /// [min, max]_timestep_ratio x 1000 (upstream truncates the bounds to integers).</summary>
+    internal Tensor ScoreTimestep()
     {
         using var raw = randint(0, Student.NumTrainTimesteps, [1], dtype: ScalarType.Int64, device: Student.Device, generator: Generator);
         using var f = raw.to_type(ScalarType.Float32);
-        return Student.ShiftAndClampTimestep(f);
+        var t = Student.ShiftAndClampTimestep(f);
+        if (Options.MinTimestepRatio == 0 && Options.MaxTimestepRatio == 1) return t;
+        using (t)
+            return t.clamp((int)(Options.MinTimestepRatio * Student.NumTrainTimesteps), (int)(Options.MaxTimestepRatio * Student.NumTrainTimesteps));
     }
 
     /// <summary>0.5 MSE(x_gen, x_gen - g) with g = (fake - real) / mean|x_gen - real|, so d loss / d x_gen = g / numel.

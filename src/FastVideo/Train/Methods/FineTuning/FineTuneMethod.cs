@@ -18,7 +18,11 @@ public sealed class FineTuneMethod : TrainingMethod
 {
     public static MethodDescriptor Descriptor { get; } = MethodDescriptor.Of<FineTuneOptions>("finetune",
         "flow-matching supervised finetuning of the student (v = noise - x0; x0-space with training.model.precondition_outputs)",
-        CheckRoles, (cfg, options, roles) => new FineTuneMethod(cfg, options, roles));
+        CheckRoles, (cfg, options, roles) => new FineTuneMethod(cfg, options, roles)) with
+    {
+        ClassPaths = ["fastvideo.train.methods.fine_tuning.finetune.FineTuneMethod",
+            "fastvideo.train.methods.fine_tuning.FineTuneMethod", "fastvideo.train.methods.FineTuneMethod"],
+    };
 
     private readonly RoleOptimizer _student;
 

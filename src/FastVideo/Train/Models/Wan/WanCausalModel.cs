@@ -45,6 +45,7 @@ public sealed class WanCausalModel : WanModel, ICausalModel
         Description = "Wan 2.1 text-to-video with block-causal attention (CausVid / Self-Forcing), loads wan checkpoints; streams with KV caches",
         RoleConfigType = typeof(WanCausalRoleConfig),
         Create = ctx => new WanCausalModel(ctx),
+        ClassPaths = ["fastvideo.train.models.wan.WanCausalModel", "fastvideo.train.models.wan.wan_causal.WanCausalModel"],
         // The rest is wan's: latent space, defaults, activation estimate, LoRA layers and random folders (the causal
         // transformer has the same parameters).
     };

@@ -26,6 +26,7 @@ public partial class WanModel : ModelBase
         Create: ctx => new WanModel(ctx))
     {
         EstimateActivations = WanActivations.Estimate,
+        ClassPaths = ["fastvideo.train.models.wan.WanModel", "fastvideo.train.models.wan.wan.WanModel"],
         WriteRandomTransformer = (config, seed, dir) =>
         {
             using var m = WanTransformer3DModel.CreateRandom(WanTransformerConfig.FromJson(config, "random transformer config"), seed);
