@@ -237,7 +237,8 @@ public class WanModelTests
         Assert.Contains("wan", registry.FamilyNames);
         var e = Assert.Throws<UserError>(() => registry.Get("wann"));
         Assert.Contains("wan", e.Message);
-        registry.Register(WanModel.Family with { Name = "my_wan", Description = "user family" });
+        // A copy declares its own class paths (none here): the registry refuses a class path declared twice.
+        registry.Register(WanModel.Family with { Name = "my_wan", Description = "user family", ClassPaths = [] });
         Assert.Contains("my_wan", registry.FamilyNames);
         var run = Run();
         using var m = registry.Create("student", new RoleConfig { InitFrom = ModelDir, Family = "my_wan" }, run);
