@@ -27,7 +27,6 @@ public static class FlowMatchSampler
 {
     public static Tensor Sample(VelocityModel model, Tensor initialLatents, SamplingOptions options, SamplingProgress? progress = null)
     {
-        bool cfg = options.GuidanceScale != 1.0;
         var scheduler = new FlowMatchEulerDiscreteScheduler(options.FlowShift);
         if (options.Sigmas is { } s) scheduler.SetCustomSigmas(s); else scheduler.SetTimesteps(options.Steps);
         long b = initialLatents.shape[0];
@@ -40,12 +39,7 @@ public static class FlowMatchSampler
             using (var scope = NewDisposeScope())
             {
                 var tb = full([b], t, dtype: ScalarType.Float32, device: x.device);
-                var v = model(x, tb, conditional: true).to_type(ScalarType.Float32);
-                if (cfg)
-                {
-                    var vu = model(x, tb, conditional: false).to_type(ScalarType.Float32);
-                    v = vu + options.GuidanceScale * (v - vu);
-                }
+                var v = Guidance.Guide(options.GuidanceScale, c => model(x, tb, conditional: c).to_type(ScalarType.Float32));
                 var next = scheduler.Step(v, t, x);
                 x.Dispose();
                 x = next.MoveToOuterDisposeScope();

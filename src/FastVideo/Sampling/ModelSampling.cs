@@ -35,13 +35,8 @@ public static class ModelSampling
         {
             using var scope = NewDisposeScope();
             var xc = x.to(model.Device).to_type(dtype);
-            var cond = model.PredictX0(xc, t, conditioning, conditional: true, cfgUncond, attnKind);
-            if (guidanceScale != 1.0)
-            {
-                var uncond = model.PredictX0(xc, t, conditioning, conditional: false, cfgUncond, attnKind);
-                cond = uncond + guidanceScale * (cond - uncond);
-            }
-            return cond.MoveToOuterDisposeScope();
+            var x0 = Guidance.Guide(guidanceScale, c => model.PredictX0(xc, t, conditioning, conditional: c, cfgUncond, attnKind));
+            return x0.MoveToOuterDisposeScope();
         };
         return FewStepSampler.Sample(x0, model.AddNoise, initialNoise, timesteps, drawNoise, gradOnLastStep, progress);
     }

@@ -28,6 +28,9 @@ public sealed class CausalWanCache : IDisposable
     public long FrameTokens { get; }
     public IReadOnlyList<IKvCache> SelfAttention { get; }
 
+    /// <summary>Token slots of the largest block cache (<see cref="IKvCache.Capacity"/>).</summary>
+    public long CapacityTokens => SelfAttention.Count == 0 ? 0 : SelfAttention.Max(c => c.Capacity);
+
     /// <summary>Latent frames written so far: where the next chunk starts.</summary>
     public long Frames => SelfAttention.Count == 0 ? 0 : SelfAttention[0].End / FrameTokens;
 

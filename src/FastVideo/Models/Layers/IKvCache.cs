@@ -13,6 +13,9 @@ public interface IKvCache : IDisposable
     /// <summary>Tokens written so far: where the next chunk starts.</summary>
     long End { get; }
 
+    /// <summary>Token slots its key buffer holds (as many for the values); before the first write, the ones it will allocate.</summary>
+    long Capacity { get; }
+
     /// <summary>
     /// The keys and values the chunk [<paramref name="start"/>, <paramref name="end"/>) attends to besides its own
     /// tokens: the earlier tokens of its window, in sequence order; null when there are none (the first chunk).

@@ -48,7 +48,6 @@ public sealed class KvCache : IKvCache
 
     public long End => _end;
 
-    /// <summary>Slots allocated (for tests and memory accounting).</summary>
     public long Capacity => _keys is null ? _capacity : _keys.shape[2];
 
     public (Tensor Keys, Tensor Values)? ReadWindow(long start, long end)

@@ -12,6 +12,12 @@ public abstract class CausalModelBase : ModelBase, ICausalModel
     protected CausalModelBase(ModelBuildContext context) : base(context) { }
 
     /// <inheritdoc/>
+    public abstract int NumFramesPerBlock { get; }
+
+    /// <inheritdoc/>
+    public abstract long CacheFrames(string cacheTag = "pos");
+
+    /// <inheritdoc/>
     public abstract void ClearCaches(string cacheTag = "pos");
 
     /// <inheritdoc/>

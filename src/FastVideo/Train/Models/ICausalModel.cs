@@ -15,6 +15,15 @@ public interface ICausalModel
     /// <summary>The model's noise scheduler (x0 conversion).</summary>
     FastVideo.Models.Schedulers.INoiseScheduler NoiseScheduler { get; }
 
+    /// <summary>
+    /// Frames the non-streaming (block-causal training) forward denoises together, in blocks from frame 0: streaming
+    /// chunks of this size, aligned to them, reproduce it.
+    /// </summary>
+    int NumFramesPerBlock { get; }
+
+    /// <summary>Latent frames of key/value slots each block's cache of <paramref name="cacheTag"/> holds (0: no such caches); for memory accounting.</summary>
+    long CacheFrames(string cacheTag = "pos");
+
     /// <summary>Drops the caches of <paramref name="cacheTag"/> before a new rollout.</summary>
     void ClearCaches(string cacheTag = "pos");
 

@@ -263,14 +263,8 @@ public sealed class DMD2Method : TrainingMethod
             var eps = randn(xGen.shape, dtype: xGen.dtype, device: Student.Device, generator: Generator);
             var xt = Student.AddNoise(xGen.detach(), eps, t);
             var fake = Critic.PredictX0(xt, t, tb, conditional: true, CfgUncond, AttnKind.Dense);
-            var real = Teacher.PredictX0(xt, t, tb, conditional: true, CfgUncond, AttnKind.Dense);
-            double g = Options.RealScoreGuidanceScale;
-            if (g != 1.0)
-            {
-                // One unconditional teacher pass only when guidance needs it.
-                var realU = Teacher.PredictX0(xt, t, tb, conditional: false, CfgUncond, AttnKind.Dense);
-                real = realU + (real - realU) * g;
-            }
+            // One unconditional teacher pass only when guidance needs it.
+            var real = Guidance.Guide(Options.RealScoreGuidanceScale, c => Teacher.PredictX0(xt, t, tb, conditional: c, CfgUncond, AttnKind.Dense));
             var norm = (xGen.detach() - real).abs().mean();
             grad = ((fake - real) / norm).nan_to_num().MoveToOuterDisposeScope();
             metrics["dmd_timestep"] = t.reshape(-1)[0].cpu().MoveToOuterDisposeScope();

@@ -85,6 +85,11 @@ public sealed class WanCausalModel : WanModel, ICausalModel
     /// <summary>The causal DiT takes a scalar, [B] or [B,T] timestep (checked there).</summary>
     protected override Tensor TransformerTimestep(Tensor timestep, long batch) => timestep;
 
+    public int NumFramesPerBlock => Attention.NumFramesPerBlock;
+
+    public long CacheFrames(string cacheTag = "pos") =>
+        _caches.TryGetValue(cacheTag, out var entry) ? entry.Cache.CapacityTokens / entry.Cache.FrameTokens : 0;
+
     public void ClearCaches(string cacheTag = "pos")
     {
         if (!_caches.Remove(cacheTag, out var entry)) return;
