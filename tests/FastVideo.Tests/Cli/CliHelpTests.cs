@@ -17,8 +17,9 @@ public class CliHelpTests
 
     [Theory]
     [InlineData("generate", "--model <DIR> (REQUIRED)", "--prompt-embeds <FILE> (REQUIRED)", "--negative-prompt-embeds <FILE>", "--latents <FILE>",
-        "--seed <N>", "--num-frames <F>", "--height <H>", "--width <W>", "--steps <N> (REQUIRED)", "--guidance-scale <G> (REQUIRED)",
-        "--flow-shift <S> (REQUIRED)", "--output-latents <FILE> (REQUIRED)", "--device <DEVICE>", "[default: cpu]", "--dtype <fp32|bf16|fp16>", "[default: fp32]", "--family <FAMILY>", "[default: wan]")]
+        "--seed <N>", "--num-frames <F>", "--height <H>", "--width <W>", "--steps <N>", "--guidance-scale <G> (REQUIRED)",
+        "--flow-shift <S> (REQUIRED)", "--output-latents <FILE> (REQUIRED)", "--device <DEVICE>", "[default: cpu]", "--dtype <fp32|bf16|fp16>", "[default: fp32]", "--family <FAMILY>",
+        "--causal", "--frames-per-block <K>", "--denoising-steps <T0,T1,...>", "--no-kv-cache", "--local-attn-size <N>", "--sink-size <N>", "--text-len <L>", "--blocks-out <DIR>")]
     [InlineData("train", "fastvideo train [<RECIPE>] [options]", "--config <FILE>", "--set <KEY=VALUE>", "--dry-run", "--overwrite", "fastvideo quickstart --help",
         "--a.b.c VALUE")]
     [InlineData("export", "fastvideo export <CHECKPOINT> [options]", "--role <ROLE>", "--ema", "--out <DIR> (REQUIRED)", "--overwrite")]

@@ -32,14 +32,14 @@ public class StreamingSamplingTests
         return path;
     }
 
-    private static WanCausalModel Build(int framesPerBlock, int local = -1, int sink = 0, int slidingWindow = 21)
+    internal static WanCausalModel Build(int framesPerBlock, int local = -1, int sink = 0, int slidingWindow = 21, int? textLen = null)
     {
         var role = new WanCausalRoleConfig
         {
             InitFrom = ModelDir, Trainable = false, NegativePromptEmbeds = NegativeFile(),
             NumFramesPerBlock = framesPerBlock, LocalAttnSize = local, SinkSize = sink, SlidingWindowNumFrames = slidingWindow,
         };
-        var run = WanModelTests.Run(role) with { Recipe = new RecipeSection { Family = "wan_causal", Method = "finetune" } };
+        var run = WanModelTests.Run(role, new PipelineConfig { TextLen = textLen }) with { Recipe = new RecipeSection { Family = "wan_causal", Method = "finetune" } };
         return (WanCausalModel)ModelFamilyRegistry.Default.Create("student", run.Roles["student"], run);
     }
 
@@ -71,7 +71,7 @@ public class StreamingSamplingTests
     /// training forward over the clip's generated frames before the block (timestep 0) and the block's noise (timestep
     /// 1000), guided with the negative prompt.
     /// </summary>
-    private static Tensor OneStepOracle(WanCausalModel model, TrainingBatch batch, Tensor noise, Tensor clip, double guidance)
+    internal static Tensor OneStepOracle(WanCausalModel model, TrainingBatch batch, Tensor noise, Tensor clip, double guidance)
     {
         int k = model.NumFramesPerBlock;
         long b = noise.shape[0], frames = noise.shape[1];

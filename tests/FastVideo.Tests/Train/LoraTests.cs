@@ -578,8 +578,10 @@ public class LoraExportTests(LoraExportFixture f) : IClassFixture<LoraExportFixt
         Assert.Contains("--lora-format", stderr.ToString());
     }
 
-    [Fact]
-    public void GenerateWithLoraEqualsGenerateWithTheMergedModel()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]   // streaming: the causal transformer has the same LoRA layers
+    public void GenerateWithLoraEqualsGenerateWithTheMergedModel(bool causal)
     {
         var adapterOut = Out("gen-adapter");
         var mergedOut = Out("gen-merged");
@@ -593,7 +595,8 @@ public class LoraExportTests(LoraExportFixture f) : IClassFixture<LoraExportFixt
         {
             var output = Path.Combine(dir, $"{Guid.NewGuid():N}.safetensors");
             var args = new List<string> { "generate", "--model", model, "--compute-dtype", "fp32", "--prompt-embeds", prompt, "--seed", "3", "--num-frames", "5", "--height", "16", "--width", "16",
-                "--steps", "3", "--guidance-scale", "1", "--flow-shift", "3", "--output-latents", output };
+                "--guidance-scale", "1", "--flow-shift", "3", "--output-latents", output };
+            args.AddRange(causal ? ["--causal", "--frames-per-block", "1", "--denoising-steps", "1000,500", "--text-len", "16"] : ["--steps", "3"]);
             if (lora is not null) args.AddRange(["--lora", lora]);
             var stderr = new StringWriter();
             Assert.True(Cli.Cli.Run([.. args], TextWriter.Null, stderr) == 0, stderr.ToString());

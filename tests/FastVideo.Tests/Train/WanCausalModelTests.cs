@@ -44,7 +44,32 @@ public class WanCausalModelTests
             Assert.Equal(new CausalAttentionConfig(), m.Attention);
         // Values that are fine alone but not together are refused where they meet, naming both places.
         var e = Assert.Throws<UserError>(() => Build(new WanCausalRoleConfig { InitFrom = ModelDir, SinkSize = 3 }, pipeline));
-        Assert.Contains("roles.student.local_attn_size (else pipeline.dit_config.local_attn_size): (4) must be at least sink_size (3) + num_frames_per_block (2)", e.Message);
+        Assert.Contains("roles.student.local_attn_size (else pipeline.dit_config.local_attn_size, else ", e.Message);
+        Assert.Contains("config.json): (4) must be at least sink_size (3) + num_frames_per_block (2)", e.Message);
+    }
+
+    [Fact]
+    public void ACausalFolderCarriesItsClassNameAndSettings()
+    {
+        // What SavePretrained writes says wan_causal and the settings it ran with; a model made from it starts from them.
+        var dir = TestPaths.TempDir("causal-save");
+        using (var m = Build(new WanCausalRoleConfig { InitFrom = ModelDir, NumFramesPerBlock = 2, LocalAttnSize = 5, SinkSize = 1 }))
+        {
+            Assert.Equal("CausalWanTransformer3DModel", (string?)m.TransformerConfig["_class_name"]);
+            m.SavePretrained(Path.Combine(dir, "transformer"));
+        }
+        foreach (var f in Directory.GetFiles(Path.Combine(ModelDir, "vae")))
+        {
+            Directory.CreateDirectory(Path.Combine(dir, "vae"));
+            File.Copy(f, Path.Combine(dir, "vae", Path.GetFileName(f)));
+        }
+        using (var m = Build(new WanCausalRoleConfig { InitFrom = dir }))
+            Assert.Equal(new CausalAttentionConfig { NumFramesPerBlock = 2, LocalAttnSize = 5, SinkSize = 1 }, m.Attention);
+        // pipeline.dit_config and the role still win over the folder.
+        using (var m = Build(new WanCausalRoleConfig { InitFrom = dir, SinkSize = 0 }, new PipelineConfig { DitConfig = new DitConfigOverrides { LocalAttnSize = -1 } }))
+            Assert.Equal(new CausalAttentionConfig { NumFramesPerBlock = 2 }, m.Attention);
+        Assert.Equal("wan_causal", ModelFamilyRegistry.Default.ForTransformerClass("CausalWanTransformer3DModel")!.Name);
+        Assert.Equal("wan", ModelFamilyRegistry.Default.ForTransformerClass("WanTransformer3DModel")!.Name);
     }
 
     [Fact]

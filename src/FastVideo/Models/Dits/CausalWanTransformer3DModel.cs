@@ -93,6 +93,9 @@ public sealed record CausalAttentionConfig
 /// </summary>
 public sealed partial class CausalWanTransformer3DModel : WanTransformerBase
 {
+    /// <summary>The <c>_class_name</c> of a causal folder's config.json (upstream's registry name for this model).</summary>
+    public const string ClassName = "CausalWanTransformer3DModel";
+
     public CausalAttentionConfig Attention { get; }
 
     /// <inheritdoc cref="WanTransformerBase(string, WanTransformerConfig, Device?)"/>

@@ -174,7 +174,8 @@ public abstract class ModelBase : IDisposable
         return (WeightSet.FromModelFolder(folder), string.Join(", ", folder.WeightFiles));
     }
 
-    /// <summary>The transformer's config.json as loaded (what the family's estimates read).</summary>
+    /// <summary>The transformer's config.json as loaded, with what the family marks as its own (wan_causal: its class name and
+    /// settings): what the family's estimates read and <see cref="SavePretrained"/> writes.</summary>
     public abstract System.Text.Json.Nodes.JsonObject TransformerConfig { get; }
 
     /// <summary>

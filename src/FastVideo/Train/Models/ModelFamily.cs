@@ -38,6 +38,18 @@ public sealed record ModelFamily(
     public IReadOnlyList<string> ClassPaths { get; init; } = [];
 
     /// <summary>
+    /// The Diffusers <c>_class_name</c> of this family's transformer in a model folder's config.json (e.g.
+    /// <c>WanTransformer3DModel</c>): how <c>generate</c> tells a folder's family. Null: none.
+    /// </summary>
+    public string? TransformerClass { get; init; }
+
+    /// <summary>
+    /// The family that streams this family's checkpoints block by block (<c>generate --causal</c>): itself for a
+    /// causal family, the causal variant with the same parameters otherwise (wan: wan_causal). Null: none.
+    /// </summary>
+    public string? StreamingFamily { get; init; }
+
+    /// <summary>
     /// Writes a transformer folder (config.json + Diffusers-named weights) of the given config with weights drawn
     /// from a seed: for tests, the demo and the quickstart's untrained teacher. Null when the family has none.
     /// </summary>
@@ -50,9 +62,13 @@ public sealed record ModelFamily(
     public Func<string, bool>? IsLoraCapable { get; init; }
 }
 
-/// <summary>A model to sample with outside training: family, model folder and how to run it.</summary>
+/// <summary>
+/// A model to sample with outside training: family, model folder and how to run it; <paramref name="Pipeline"/> as a
+/// recipe's <c>pipeline:</c> (text_len, dit_config's causal settings; null = the family's defaults).
+/// </summary>
 public sealed record InferenceModel(string Family, string ModelPath, string Device = "cpu", string Precision = "fp32",
-    double? FlowShift = null, string? NegativePromptEmbeds = null, string Role = "generator", string ComputePrecision = "auto");
+    double? FlowShift = null, string? NegativePromptEmbeds = null, string Role = "generator", string ComputePrecision = "auto",
+    PipelineConfig? Pipeline = null);
 
 /// <summary>Implemented by user assemblies that add families; loaded with <see cref="ModelFamilyRegistry.LoadPlugins"/>.</summary>
 public interface IModelFamilyProvider

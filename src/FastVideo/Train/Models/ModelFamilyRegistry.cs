@@ -9,6 +9,7 @@ public sealed class ModelFamilyRegistry : IFamilyCatalog
 {
     private readonly Dictionary<string, ModelFamily> _families = new(StringComparer.Ordinal);
     private readonly ClassPathIndex _classPaths = new();
+    private readonly List<string> _order = [];   // registration order: built-ins first
 
     public static ModelFamilyRegistry Default { get; } = CreateBuiltIn();
 
@@ -28,6 +29,7 @@ public sealed class ModelFamilyRegistry : IFamilyCatalog
         if (_families.ContainsKey(family.Name)) throw new ArgumentException($"family '{family.Name}' is already registered");
         _classPaths.Add("family", family.Name, family.ClassPaths);
         _families[family.Name] = family;
+        _order.Add(family.Name);
     }
 
     public IReadOnlyCollection<string> FamilyNames => _families.Keys.OrderBy(k => k, StringComparer.Ordinal).ToArray();
@@ -43,6 +45,12 @@ public sealed class ModelFamilyRegistry : IFamilyCatalog
     public ModelFamily Get(string family) => _families.TryGetValue(family, out var f)
         ? f
         : throw new UserError($"unknown model family '{family}' (known: {string.Join(", ", FamilyNames)})");
+
+    /// <summary>The family whose transformer class is <paramref name="transformerClass"/> (a config.json's
+    /// <c>_class_name</c>); the first registered when several claim it, null when none does.</summary>
+    public ModelFamily? ForTransformerClass(string? transformerClass) => transformerClass is null
+        ? null
+        : _order.Select(n => _families[n]).FirstOrDefault(f => f.TransformerClass == transformerClass);
 
     /// <summary>
     /// A frozen model for sampling outside training (<c>generate</c>, evaluation), built by its family from a model
@@ -62,6 +70,7 @@ public sealed class ModelFamilyRegistry : IFamilyCatalog
             Recipe = new RecipeSection { Family = request.Family },
             Roles = new Dictionary<string, RoleConfig> { [request.Role] = options },
             Training = new TrainingConfig { Device = request.Device, DitPrecision = request.Precision, ComputePrecision = request.ComputePrecision },
+            Pipeline = request.Pipeline ?? new PipelineConfig(),
         };
         return family.Create(new ModelBuildContext(request.Role, options, run, family));
     }

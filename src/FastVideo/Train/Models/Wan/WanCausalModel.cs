@@ -3,6 +3,7 @@ using FastVideo.Configs;
 using FastVideo.Data;
 using FastVideo.Models.Dits;
 using FastVideo.Models.Vae;
+using FastVideo.Weights;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -46,6 +47,7 @@ public sealed class WanCausalModel : WanModel, ICausalModel
         RoleConfigType = typeof(WanCausalRoleConfig),
         Create = ctx => new WanCausalModel(ctx),
         ClassPaths = ["fastvideo.train.models.wan.WanCausalModel", "fastvideo.train.models.wan.wan_causal.WanCausalModel"],
+        TransformerClass = CausalWanTransformer3DModel.ClassName,
         // The rest is wan's: latent space, defaults, activation estimate, LoRA layers and random folders (the causal
         // transformer has the same parameters).
     };
@@ -61,19 +63,42 @@ public sealed class WanCausalModel : WanModel, ICausalModel
     public WanCausalModel(ModelBuildContext context)
         : base(context, (config, weights, source, dtype) => CausalWanTransformer3DModel.FromWeights(config, Settings(context), weights, source, dtype))
     {
+        // What an export writes: a causal folder that says so (generate tells the family by it) and carries the
+        // settings it runs with, which a model made from it starts from.
+        TransformerConfig["_class_name"] = CausalWanTransformer3DModel.ClassName;
+        foreach (var (key, value) in SettingsKeys(Attention)) TransformerConfig[key] = value;
     }
 
-    /// <summary>The role's causal settings over pipeline.dit_config's over the defaults (text_len: pipeline, else the family's).</summary>
+    /// <summary>The causal settings under FastVideo's arch-config names, as a causal folder's config.json holds them.</summary>
+    private static IEnumerable<(string Key, int Value)> SettingsKeys(CausalAttentionConfig a) =>
+    [
+        ("num_frames_per_block", a.NumFramesPerBlock), ("local_attn_size", a.LocalAttnSize), ("sink_size", a.SinkSize),
+        ("sliding_window_num_frames", a.SlidingWindowNumFrames),
+    ];
+
+    /// <summary>
+    /// The role's causal settings over pipeline.dit_config's over the model folder's config.json (a causal export
+    /// carries them) over the defaults (text_len: pipeline, else the family's).
+    /// </summary>
     private static CausalAttentionConfig Settings(ModelBuildContext context)
     {
         var pipeline = context.Run.Pipeline;
         var dit = pipeline.DitConfig;
         var role = context.Options as WanCausalRoleConfig;   // a code-built plain RoleConfig has no settings of its own
+        var folder = DiffusersModelFolder.Resolve(context.Options.InitFrom);
+        var config = folder.ReadConfig();
+        int? Folder(string key) => config[key] switch
+        {
+            null => null,
+            System.Text.Json.Nodes.JsonValue v when v.TryGetValue<int>(out var i) => i,
+            var other => throw new UserError($"{folder.ConfigPath}: {key} must be an integer, got {other.ToJsonString()}"),
+        };
         var settings = new CausalAttentionConfig { TextLen = pipeline.TextLen ?? context.Family.Defaults.TextLen }
+            .Overlay(Folder("num_frames_per_block"), Folder("local_attn_size"), Folder("sink_size"), Folder("sliding_window_num_frames"))
             .Overlay(dit.NumFramesPerBlock, dit.LocalAttnSize, dit.SinkSize, dit.SlidingWindowNumFrames)
             .Overlay(role?.NumFramesPerBlock, role?.LocalAttnSize, role?.SinkSize, role?.SlidingWindowNumFrames);
         if (settings.Problems().FirstOrDefault() is { } p)
-            throw new UserError($"roles.{context.Role}.{p.Key} (else pipeline.dit_config.{p.Key}): {p.Detail}");
+            throw new UserError($"roles.{context.Role}.{p.Key} (else pipeline.dit_config.{p.Key}, else {folder.ConfigPath}): {p.Detail}");
         return settings;
     }
 

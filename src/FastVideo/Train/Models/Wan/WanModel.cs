@@ -27,6 +27,8 @@ public partial class WanModel : ModelBase
     {
         EstimateActivations = WanActivations.Estimate,
         ClassPaths = ["fastvideo.train.models.wan.WanModel", "fastvideo.train.models.wan.wan.WanModel"],
+        TransformerClass = "WanTransformer3DModel",
+        StreamingFamily = "wan_causal",
         WriteRandomTransformer = (config, seed, dir) =>
         {
             using var m = WanTransformer3DModel.CreateRandom(WanTransformerConfig.FromJson(config, "random transformer config"), seed);
