@@ -18,6 +18,7 @@ public static class FamiliesCommand
         foreach (var f in registry.Families)
         {
             stdout.WriteLine($"{f.Name}: {f.Description}");
+            if (f.ClassPaths.Count > 0) stdout.WriteLine($"  FastVideo class path (models.<role>._target_): {string.Join(", ", f.ClassPaths)}");
             stdout.WriteLine($"  latent space: {f.LatentSpace}; defaults: flow_shift {f.Defaults.FlowShift}, text_len {f.Defaults.TextLen}, latent channels {f.Defaults.Vae.LatentChannels}");
             stdout.WriteLine("  role options (roles.<role>.*):");
             foreach (var (key, type, def) in ModelFamilyRegistry.DescribeOptions(f.RoleConfigType))

@@ -19,6 +19,8 @@ public class MethodsCommandTests
 
         Assert.StartsWith("dmd2: DMD2 distribution-matching distillation", text);
         Assert.Contains("\nfinetune: flow-matching supervised finetuning", text);
+        Assert.Contains("\n  FastVideo class path (method._target_): fastvideo.train.methods.distribution_matching.dmd2.DMD2Method, ", text);
+        Assert.Contains("\n  FastVideo class path (callbacks.<name>._target_): fastvideo.train.callbacks.ema.EMACallback, ", text);
         Assert.Matches(@"^    rollout_mode +simulate\|data_latent +\(required\) +how the student's samples are made", Line("rollout_mode"));
         Assert.Matches(@"^    generator_update_interval +int +default 1 +update the student every N steps", Line("generator_update_interval"));
         Assert.Matches(@"^    dmd_denoising_steps +list\[int\] +\(required\)", Line("dmd_denoising_steps"));

@@ -272,5 +272,6 @@ public class WanCausalModelTests
         var causal = text[text.IndexOf("wan_causal:", StringComparison.Ordinal)..];
         foreach (var key in new[] { "num_frames_per_block", "local_attn_size", "sink_size", "sliding_window_num_frames" })
             Assert.Contains(key, causal);
+        Assert.Contains("  FastVideo class path (models.<role>._target_): fastvideo.train.models.wan.WanCausalModel, ", causal);
     }
 }

@@ -64,6 +64,7 @@ public sealed class CallbackRegistry : ICallbackCatalog
         foreach (var c in Callbacks)
         {
             sb.Append($"{c.Name}: {c.Description}\n");
+            if (c.ClassPaths.Count > 0) sb.Append($"  FastVideo class path (callbacks.<name>._target_): {string.Join(", ", c.ClassPaths)}\n");
             sb.Append($"  options (callbacks.{c.Name}.*):\n");
             sb.Append(OptionListing.Format(c.OptionsType, "    "));
         }

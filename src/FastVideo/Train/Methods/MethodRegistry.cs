@@ -48,6 +48,7 @@ public sealed class MethodRegistry : IMethodCatalog
         foreach (var m in Methods)
         {
             sb.Append($"{m.Name}: {m.Description}\n");
+            if (m.ClassPaths.Count > 0) sb.Append($"  FastVideo class path (method._target_): {string.Join(", ", m.ClassPaths)}\n");
             sb.Append("  options (method.*):\n");
             sb.Append(OptionListing.Format(m.OptionsType, "    "));
         }
