@@ -50,7 +50,8 @@ public static class ConfigCommand
         return 0;
     }
 
-    /// <summary>Writes <paramref name="recipe"/> in the other form to <paramref name="output"/> (or stdout).</summary>
+    /// <summary>Writes <paramref name="recipe"/> in the other form to <paramref name="output"/> (or stdout), its notes as
+    /// trailing comments.</summary>
     public static int Convert(string recipe, IReadOnlyList<string> overrides, string? output, IFamilyCatalog families, TextWriter stdout,
         IMethodCatalog? methods = null, ICallbackCatalog? callbacks = null)
     {
@@ -60,7 +61,9 @@ public static class ConfigCommand
         var other = config.Form == RecipeForm.FastVideo ? RecipeForm.RecipeRoles : RecipeForm.FastVideo;
         var header = $"# {recipe} in {(other == RecipeForm.FastVideo ? "FastVideo's form (models:/method:/callbacks: with _target_)" : "the recipe:/roles: form")}, " +
                      "written by fastvideo config convert with every default filled in\n";
-        var text = header + RecipePrinter.ToYaml(config, other, families, methods, callbacks);
+        // The source's notes follow as comments: what was ignored and what means something else here stays visible.
+        var text = header + RecipePrinter.ToYaml(config, other, families, methods, callbacks) +
+                   string.Concat(config.Notes.Select(n => $"# {n}\n"));
         if (output is null)
         {
             stdout.Write(text);

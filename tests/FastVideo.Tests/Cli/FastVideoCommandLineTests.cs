@@ -179,6 +179,7 @@ public class FastVideoCommandLineTests
         Assert.True(code == 0, stderr);
         var other = RecipeLoader.Load(dir["other.yaml"], [], ModelFamilyRegistry.Default);
         Assert.NotEqual(original.Form, other.Form);
+        foreach (var note in original.Notes) Assert.Contains($"\n# {note}\n", File.ReadAllText(dir["other.yaml"]));
         (code, _, stderr) = Run("config", "convert", dir["other.yaml"], "--out", dir["back.yaml"]);
         Assert.True(code == 0, stderr);
         var back = RecipeLoader.Load(dir["back.yaml"], [], ModelFamilyRegistry.Default);
