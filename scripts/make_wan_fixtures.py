@@ -572,25 +572,16 @@ def main():
     save_safetensors(os.path.join(OUT, "expected.safetensors"), exp)
     save_safetensors(os.path.join(OUT, "expected_grads.safetensors"), grads)
 
-    shard_dir = os.path.join(OUT_SHARDED, "transformer")
-    write_json(os.path.join(shard_dir, "config.json"), cfg)
-    files = ["diffusion_pytorch_model-00001-of-00002.safetensors", "diffusion_pytorch_model-00002-of-00002.safetensors"]
     first = lambda k: k.startswith(("blocks.0.", "patch_embedding.", "condition_embedder."))
-    shards = [{k: v for k, v in params.items() if first(k)}, {k: v for k, v in params.items() if not first(k)}]
-    weight_map = {}
-    for fname, sd in zip(files, shards):
-        save_safetensors(os.path.join(shard_dir, fname), sd)
-        for k in sd:
-            weight_map[k] = fname
+    write_shards(os.path.join(OUT_SHARDED, "transformer"), cfg, params, first)
     total = sum(v.numel() * 4 for v in params.values())
-    write_json(os.path.join(shard_dir, "diffusion_pytorch_model.safetensors.index.json"),
-               {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))})
 
     # ---- round-trip check of the writer
     back = load_safetensors(os.path.join(OUT, "transformer", "diffusion_pytorch_model.safetensors"))
     assert set(back) == set(params) and all(torch.equal(back[k], params[k]) for k in params)
+    shard_dir = os.path.join(OUT_SHARDED, "transformer")
     merged = {}
-    for fname in files:
+    for fname in SHARD_FILES:
         merged.update(load_safetensors(os.path.join(shard_dir, fname)))
     assert set(merged) == set(params) and all(torch.equal(merged[k], params[k]) for k in params)
     check_written(OUT, {"inputs": inp, "expected": exp})
@@ -598,6 +589,23 @@ def main():
 
     with torch.no_grad():
         exit_unless(self_check(params, cfg, inp, exp))
+
+
+SHARD_FILES = ["diffusion_pytorch_model-00001-of-00002.safetensors", "diffusion_pytorch_model-00002-of-00002.safetensors"]
+
+
+def write_shards(shard_dir, cfg, params, first):
+    """A sharded transformer folder: config.json, the tensors `first` names in shard 1 and the rest in shard 2, the index."""
+    write_json(os.path.join(shard_dir, "config.json"), cfg)
+    shards = [{k: v for k, v in params.items() if first(k)}, {k: v for k, v in params.items() if not first(k)}]
+    weight_map = {}
+    for fname, sd in zip(SHARD_FILES, shards):
+        save_safetensors(os.path.join(shard_dir, fname), sd)
+        for k in sd:
+            weight_map[k] = fname
+    total = sum(v.numel() * 4 for v in params.values())
+    write_json(os.path.join(shard_dir, "diffusion_pytorch_model.safetensors.index.json"),
+               {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))})
 
 
 def check_written(folder, files):

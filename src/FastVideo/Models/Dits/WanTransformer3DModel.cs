@@ -31,30 +31,24 @@ public sealed record WanTransformerConfig
     /// <summary>Reads config.json; Diffusers fields not listed here are ignored, unsupported variants are refused.</summary>
     public static WanTransformerConfig FromJson(JsonObject o, string source)
     {
-        int Int(string k, int d) => o[k] is null ? d : Get(() => (int)o[k]!, k, "an integer");
-        T Get<T>(Func<T> f, string k, string what)
-        {
-            try { return f(); }
-            catch (Exception e) when (e is InvalidOperationException or FormatException or InvalidCastException)
-            { throw new UserError($"{source}: {k} must be {what}, got {o[k]!.ToJsonString()}"); }
-        }
-        if (o["image_dim"] is not null || o["added_kv_proj_dim"] is not null)
+        var j = new ConfigJson(o, source);
+        if (j.Has("image_dim") || j.Has("added_kv_proj_dim"))
             throw new UserError($"{source}: image_dim/added_kv_proj_dim are set: image-to-video Wan is not supported yet (text-to-video only)");
         var cfg = new WanTransformerConfig
         {
-            PatchSize = o["patch_size"] is JsonArray p ? Get(() => p.Select(x => (int)x!).ToArray(), "patch_size", "a list of 3 integers") : [1, 2, 2],
-            NumAttentionHeads = Int("num_attention_heads", 40),
-            AttentionHeadDim = Int("attention_head_dim", 128),
-            InChannels = Int("in_channels", 16),
-            OutChannels = Int("out_channels", 16),
-            TextDim = Int("text_dim", 4096),
-            FreqDim = Int("freq_dim", 256),
-            FfnDim = Int("ffn_dim", 13824),
-            NumLayers = Int("num_layers", 40),
-            CrossAttnNorm = o["cross_attn_norm"] is null || Get(() => (bool)o["cross_attn_norm"]!, "cross_attn_norm", "true or false"),
-            QkNorm = o["qk_norm"] is null ? "rms_norm_across_heads" : Get(() => (string)o["qk_norm"]!, "qk_norm", "a string"),
-            Eps = o["eps"] is null ? 1e-6 : Get(() => (double)o["eps"]!, "eps", "a number"),
-            RopeMaxSeqLen = Int("rope_max_seq_len", 1024),
+            PatchSize = j.Ints("patch_size", [1, 2, 2]),
+            NumAttentionHeads = j.Int("num_attention_heads", 40),
+            AttentionHeadDim = j.Int("attention_head_dim", 128),
+            InChannels = j.Int("in_channels", 16),
+            OutChannels = j.Int("out_channels", 16),
+            TextDim = j.Int("text_dim", 4096),
+            FreqDim = j.Int("freq_dim", 256),
+            FfnDim = j.Int("ffn_dim", 13824),
+            NumLayers = j.Int("num_layers", 40),
+            CrossAttnNorm = j.Bool("cross_attn_norm", true),
+            QkNorm = j.String("qk_norm", null) ?? "rms_norm_across_heads",
+            Eps = j.Double("eps", 1e-6),
+            RopeMaxSeqLen = j.Int("rope_max_seq_len", 1024),
         };
         cfg.Validate(source);
         return cfg;
@@ -165,41 +159,6 @@ public sealed class WanAttention : nn.Module
     }
 }
 
-/// <summary>Linear -> GELU(tanh) -> Linear with Diffusers' keys <c>net.0.proj</c> and <c>net.2</c>.</summary>
-public sealed class WanFeedForward : nn.Module<Tensor, Tensor>
-{
-    public readonly ModuleList<nn.Module<Tensor, Tensor>> net;
-
-    public WanFeedForward(int dim, int innerDim, Device? device = null) : base(nameof(WanFeedForward))
-    {
-        net = nn.ModuleList<nn.Module<Tensor, Tensor>>(new GeluTanhProjection(dim, innerDim, device), nn.Dropout(0.0), new LoraLinear(innerDim, dim, device: device));
-        RegisterComponents();
-    }
-
-    public override Tensor forward(Tensor x)
-    {
-        using var h = net[0].forward(x);
-        return ActivationCheckpoint.Linear(net[2], h);
-    }
-
-    private sealed class GeluTanhProjection : nn.Module<Tensor, Tensor>
-    {
-        public readonly LoraLinear proj;
-
-        public GeluTanhProjection(int dim, int inner, Device? device) : base("GELU")
-        {
-            proj = new LoraLinear(dim, inner, device: device);
-            RegisterComponents();
-        }
-
-        public override Tensor forward(Tensor x)
-        {
-            using var h = ActivationCheckpoint.Linear(proj, x);
-            return nn.functional.gelu(h, GELU.Approximate.tanh);
-        }
-    }
-}
-
 /// <summary>
 /// One DiT block: modulated self-attention (RoPE), cross-attention to the text, modulated feed-forward.
 /// Modulation and the parameter-free norms run in float32, as in Diffusers.
@@ -209,7 +168,7 @@ public sealed class WanTransformerBlock : nn.Module
     public readonly Parameter scale_shift_table; // [1, 6, D]
     public readonly WanAttention attn1, attn2;
     public readonly Fp32AffineLayerNorm? norm2;
-    public readonly WanFeedForward ffn;
+    public readonly FeedForward ffn;
     private readonly double _eps;
 
     public WanTransformerBlock(WanTransformerConfig c, Device? device = null) : base(nameof(WanTransformerBlock))
@@ -220,7 +179,7 @@ public sealed class WanTransformerBlock : nn.Module
         attn1 = new WanAttention(dim, c.NumAttentionHeads, c.Eps, device);
         attn2 = new WanAttention(dim, c.NumAttentionHeads, c.Eps, device);
         norm2 = c.CrossAttnNorm ? new Fp32AffineLayerNorm(dim, c.Eps, device: device) : null;
-        ffn = new WanFeedForward(dim, c.FfnDim, device);
+        ffn = new FeedForward(dim, c.FfnDim, FeedForwardActivation.GeluTanh, device);
         RegisterComponents();
     }
 
@@ -303,20 +262,12 @@ public sealed class WanTimeTextEmbedding : nn.Module
 /// <summary>How one block's attentions run in one forward; null members are the bidirectional defaults.</summary>
 public readonly record struct BlockAttention(AttentionKernel? SelfAttention, Func<WanAttention, Tensor, (Tensor, Tensor)>? CrossKeysValues = null);
 
-/// <summary>Sizes of a [B,C,T,H,W] latent input and of its token grid (frames F', rows H', columns W') after patching.</summary>
-public readonly record struct LatentGrid(long Batch, long Frames, long Height, long Width, long GridFrames, long GridHeight, long GridWidth)
-{
-    /// <summary>Tokens per latent frame (H'·W').</summary>
-    public long FrameTokens => GridHeight * GridWidth;
-    public long Tokens => GridFrames * FrameTokens;
-}
-
 /// <summary>
 /// What the bidirectional and the causal Wan transformers share: the parameters under Diffusers' names (one
 /// checkpoint loads into either), the patch embedding, the block loop with activation checkpointing, the output head.
 /// The two differ in how tokens attend and in the timestep's shape.
 /// </summary>
-public abstract partial class WanTransformerBase : nn.Module
+public abstract partial class WanTransformerBase : nn.Module, IDiffusionTransformer
 {
     public WanTransformerConfig Config { get; }
 
@@ -376,28 +327,11 @@ public abstract partial class WanTransformerBase : nn.Module
     public abstract Tensor Forward(Tensor hiddenStates, Tensor timestep, Tensor encoderHiddenStates);
 
     /// <summary>Checks a [B,C,T,H,W] input against the config and returns its sizes.</summary>
-    protected LatentGrid Grid(Tensor hiddenStates)
-    {
-        if (hiddenStates.dim() != 5) throw new ArgumentException($"hidden_states must be [B,C,T,H,W], got {Shape(hiddenStates)}");
-        var p = Config.PatchSize;
-        long b = hiddenStates.shape[0], t = hiddenStates.shape[2], h = hiddenStates.shape[3], w = hiddenStates.shape[4];
-        if (hiddenStates.shape[1] != Config.InChannels)
-            throw new ArgumentException($"hidden_states has {hiddenStates.shape[1]} channels, the model expects {Config.InChannels}");
-        if (t % p[0] != 0 || h % p[1] != 0 || w % p[2] != 0)
-            throw new ArgumentException($"latent size {t}x{h}x{w} is not divisible by patch_size [{string.Join(",", p)}]");
-        return new LatentGrid(b, t, h, w, t / p[0], h / p[1], w / p[2]);
-    }
+    protected LatentGrid Grid(Tensor hiddenStates) =>
+        LatentGrid.Of(hiddenStates, Config.InChannels, Config.PatchSize[0], Config.PatchSize[1], Config.PatchSize[2]);
 
     /// <summary>[B,C,T,H,W] -> [B,S,D] tokens ordered (frame, row, column), in <paramref name="dtype"/>.</summary>
-    protected Tensor EmbedPatches(Tensor hiddenStates, ScalarType dtype)
-    {
-        var p = Config.PatchSize;
-        var patches = dtype == ParamDtype
-            ? patch_embedding.forward(hiddenStates.to_type(dtype))
-            : nn.functional.conv3d(hiddenStates.to_type(dtype), patch_embedding.weight!.to_type(dtype), patch_embedding.bias!.to_type(dtype),
-                strides: [p[0], p[1], p[2]]);
-        return patches.flatten(2).transpose(1, 2);
-    }
+    protected Tensor EmbedPatches(Tensor hiddenStates, ScalarType dtype) => LatentGrid.EmbedPatches(patch_embedding, hiddenStates, dtype);
 
     /// <summary>
     /// The blocks in order, each checkpointed as <see cref="GradientCheckpointing"/> says. <paramref name="attention"/>

@@ -122,14 +122,22 @@ public static class ActivationCheckpoint
     }
 
     /// <summary>Scaled dot-product attention on [B,H,S,d] q and [B,H,L,d] k/v; its output is kept under the selective policy.</summary>
-    public static Tensor Attention(Tensor q, Tensor k, Tensor v)
+    public static Tensor Attention(Tensor q, Tensor k, Tensor v) => Attention(q, k, v, null);
+
+    /// <summary>
+    /// The same with a boolean <paramref name="mask"/> broadcastable to [B,H,S,L] (true = the query sees the key, as
+    /// SDPA's boolean attn_mask); every query must see at least one key.
+    /// </summary>
+    public static Tensor Attention(Tensor q, Tensor k, Tensor v, Tensor? mask)
     {
         var s = Selective.Current;
-        if (s is null) return nn.functional.scaled_dot_product_attention(q, k, v);
-        if (!s.Replaying) return s.Record(nn.functional.scaled_dot_product_attention(q, k, v));
+        if (s is null) return nn.functional.scaled_dot_product_attention(q, k, v, attn_mask: mask);
+        if (!s.Replaying) return s.Record(nn.functional.scaled_dot_product_attention(q, k, v, attn_mask: mask));
         ReusedOnThread++;
         var kept = s.Next(q.shape[..^1].Append(v.shape[^1]).ToArray());
-        return KeptAttentionFunction.apply(new Kept(kept), q, k, v);
+        return mask is null
+            ? KeptAttentionFunction.apply(new Kept(kept), q, k, v)
+            : KeptAttentionFunction.apply(new Kept(kept), q, k, v, mask);
     }
 
     /// <summary>After <c>loss.backward()</c>: frees the gradients the checkpoint nodes returned and rethrows an error
@@ -391,13 +399,15 @@ public static class ActivationCheckpoint
         public override string Name => "KeptAttention";
 
 
-        // vars: [Kept, q [B,H,S,d], k [B,H,L,d], v [B,H,L,d]]
+        // vars: [Kept, q [B,H,S,d], k [B,H,L,d], v [B,H,L,d], mask? (bool, broadcastable to [B,H,S,L])]
         public override Tensor forward(AutogradContext ctx, params object[] vars)
         {
             var kept = ((Kept)vars[0]).Value;
             var (q, k, v) = ((Tensor)vars[1], (Tensor)vars[2], (Tensor)vars[3]);
-            ctx.save_for_backward([q, k, v, kept]);
+            var mask = vars.Length > 4 ? (Tensor)vars[4] : null;
+            ctx.save_for_backward(mask is null ? [q, k, v, kept] : [q, k, v, kept, mask]);
             ctx.save_data("needs", new[] { q.requires_grad, k.requires_grad, v.requires_grad });
+            ctx.save_data("inputs", vars.Length);
             ctx.save_data("thread", Environment.CurrentManagedThreadId);
             ctx.set_materialize_grads(false);
             return kept.detach();
@@ -406,7 +416,7 @@ public static class ActivationCheckpoint
         public override List<Tensor> backward(AutogradContext ctx, Tensor g)
         {
             var needs = (bool[])ctx.get_data("needs");
-            return Guarded(4, (int)ctx.get_data("thread"), g, () =>
+            return Guarded((int)ctx.get_data("inputs"), (int)ctx.get_data("thread"), g, () =>
             {
                 using var scope = NewDisposeScope();
                 var saved = ctx.get_saved_variables();
@@ -415,6 +425,16 @@ public static class ActivationCheckpoint
                 Tensor Flat(Tensor t) => t.to_type(f32).reshape(-1, t.shape[^2], t.shape[^1]);
                 var (q, k, v, o, gf) = (Flat(saved[0]), Flat(saved[1]), Flat(saved[2]), Flat(saved[3]), Flat(g));
                 long bh = q.shape[0], sq = q.shape[1], sk = k.shape[1];
+                // The mask as [B·H, 1 or S, L]: which keys each query saw (false scores get no probability).
+                Tensor? mask = null;
+                if (saved.Count > 4)
+                {
+                    var m = saved[4];
+                    var full = saved[0].shape;   // [B,H,S,d]
+                    while (m.dim() < 4) m = m.unsqueeze(0);
+                    long rows = m.shape[2] == 1 ? 1 : sq;
+                    mask = m.expand(full[0], full[1], rows, sk).reshape(bh, rows, sk);
+                }
                 double scale = 1.0 / Math.Sqrt(q.shape[^1]);
                 var rowDot = (gf * o).sum(-1, keepdim: true);                               // rowsum(dO ∘ O) [B·H,S,1]
                 var (gq, gk, gv) = (needs[0] ? zeros_like(q) : null, needs[1] ? zeros_like(k) : null, needs[2] ? zeros_like(v) : null);
@@ -425,6 +445,7 @@ public static class ActivationCheckpoint
                     long n = Math.Min(chunk, bh - start);
                     var (qc, kc, vc, gc) = (q.narrow(0, start, n), k.narrow(0, start, n), v.narrow(0, start, n), gf.narrow(0, start, n));
                     var p = qc.matmul(kc.transpose(-2, -1)).mul_(scale);                    // scores [n,S,L]
+                    if (mask is not null) p.masked_fill_(mask.narrow(0, start, n).logical_not(), double.NegativeInfinity);
                     p.sub_(p.amax([-1], keepdim: true)).exp_();
                     p.div_(p.sum(-1, keepdim: true));                                        // P, in place
                     gv?.narrow(0, start, n).copy_(p.transpose(-2, -1).matmul(gc));          // dV = Pᵀ dO
@@ -434,7 +455,7 @@ public static class ActivationCheckpoint
                     gk?.narrow(0, start, n).copy_(ds.transpose(-2, -1).matmul(qc).mul_(scale)); // dK = dSᵀ Q / sqrt(d)
                 }
                 Tensor Out(Tensor? t, int i) => t?.view(saved[i].shape).to_type(saved[i].dtype).MoveToOuterDisposeScope()!;
-                return [null!, Out(gq, 0), Out(gk, 1), Out(gv, 2)];
+                return saved.Count > 4 ? [null!, Out(gq, 0), Out(gk, 1), Out(gv, 2), null!] : [null!, Out(gq, 0), Out(gk, 1), Out(gv, 2)];
             });
         }
     }

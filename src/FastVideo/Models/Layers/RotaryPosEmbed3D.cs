@@ -4,9 +4,9 @@ using static TorchSharp.torch;
 namespace FastVideo.Models.Layers;
 
 /// <summary>
-/// 3-axis rotary position embedding over a (frames, height, width) token grid, as in Wan: the head dim d splits into
-/// d_t = d - 4 floor(d/6) and d_h = d_w = 2 floor(d/6); each axis uses angles p * theta^(-2j/d_a) (computed in
-/// float64). Rotation acts on consecutive pairs (x[2j], x[2j+1]).
+/// 3-axis rotary position embedding over a (frames, height, width) token grid: the head dim d splits into per-axis
+/// dims d_t + d_h + d_w (Wan: d_t = d - 4 floor(d/6), d_h = d_w = 2 floor(d/6); HunyuanVideo: rope_axes_dim); each axis
+/// uses angles p * theta^(-2j/d_a). Rotation acts on consecutive pairs (x[2j], x[2j+1]).
 /// </summary>
 public static class RotaryPosEmbed3D
 {
@@ -18,22 +18,35 @@ public static class RotaryPosEmbed3D
 
     /// <summary>
     /// cos and sin tables of shape [S, d/2] (one angle per pair), float32, for the grid (frames, height, width) with
-    /// the frame index starting at <paramref name="startFrame"/>. Token order: frame, then row, then column.
+    /// the frame index starting at <paramref name="startFrame"/>. Token order: frame, then row, then column. Wan's
+    /// split of the head dim (<see cref="AxisDims"/>), angles computed in float64.
     /// </summary>
     public static (Tensor Cos, Tensor Sin) Tables(int headDim, long frames, long height, long width, double theta = 10000.0,
         long startFrame = 0, Device? device = null)
     {
-        using var scope = NewDisposeScope();
         var (dt, dh, dw) = AxisDims(headDim);
-        var ft = AxisAngles(dt, arange(startFrame, startFrame + frames, dtype: ScalarType.Float64), theta); // [F, dt/2]
-        var fh = AxisAngles(dh, arange(0, height, dtype: ScalarType.Float64), theta);
-        var fw = AxisAngles(dw, arange(0, width, dtype: ScalarType.Float64), theta);
+        return Tables([dt, dh, dw], frames, height, width, theta, ScalarType.Float64, startFrame, device);
+    }
+
+    /// <summary>
+    /// The same for explicit per-axis dims (even, summing to the head dim; HunyuanVideo's rope_axes_dim), with the
+    /// positions, frequencies and angles computed in <paramref name="angleDtype"/> (Diffusers' HunyuanVideo: float32).
+    /// </summary>
+    public static (Tensor Cos, Tensor Sin) Tables(IReadOnlyList<int> axisDims, long frames, long height, long width, double theta,
+        ScalarType angleDtype, long startFrame = 0, Device? device = null)
+    {
+        if (axisDims.Count != 3 || axisDims.Any(d => d < 2 || d % 2 != 0))
+            throw new ArgumentException($"RoPE needs 3 even axis dims, got [{string.Join(",", axisDims)}]");
+        using var scope = NewDisposeScope();
+        var ft = AxisAngles(axisDims[0], arange(startFrame, startFrame + frames, dtype: angleDtype), theta); // [F, dt/2]
+        var fh = AxisAngles(axisDims[1], arange(0, height, dtype: angleDtype), theta);
+        var fw = AxisAngles(axisDims[2], arange(0, width, dtype: angleDtype), theta);
         long n = frames * height * width;
         var angles = cat([
             ft.reshape(frames, 1, 1, -1).expand(frames, height, width, -1),
             fh.reshape(1, height, 1, -1).expand(frames, height, width, -1),
             fw.reshape(1, 1, width, -1).expand(frames, height, width, -1),
-        ], 3).reshape(n, headDim / 2);
+        ], 3).reshape(n, axisDims.Sum() / 2);
         var cosT = angles.cos().to_type(ScalarType.Float32);
         var sinT = angles.sin().to_type(ScalarType.Float32);
         if (device is not null) { cosT = cosT.to(device); sinT = sinT.to(device); }
@@ -42,7 +55,7 @@ public static class RotaryPosEmbed3D
 
     private static Tensor AxisAngles(int dim, Tensor positions, double theta)
     {
-        var j = arange(0, dim, 2, dtype: ScalarType.Float64);
+        var j = arange(0, dim, 2, dtype: positions.dtype);
         var inv = 1.0 / pow(theta, j / dim);
         return outer(positions, inv); // [P, dim/2]
     }

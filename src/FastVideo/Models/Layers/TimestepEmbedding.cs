@@ -39,14 +39,19 @@ public sealed class TimestepEmbedding : nn.Module<Tensor, Tensor>
     }
 }
 
-/// <summary>linear_1 -> GELU(tanh) -> linear_2 (Diffusers PixArtAlphaTextProjection with act_fn="gelu_tanh").</summary>
+/// <summary>
+/// linear_1 -> activation -> linear_2: Diffusers' PixArtAlphaTextProjection, with act_fn "gelu_tanh" (Wan's text
+/// embedder, the default) or "silu" (HunyuanVideo's pooled-text embedders).
+/// </summary>
 public sealed class TextProjection : nn.Module<Tensor, Tensor>
 {
     public readonly Linear linear_1;
     public readonly Linear linear_2;
+    private readonly bool _silu;
 
-    public TextProjection(long inFeatures, long hiddenSize, string name = "TextProjection", Device? device = null) : base(name)
+    public TextProjection(long inFeatures, long hiddenSize, string name = "TextProjection", Device? device = null, bool silu = false) : base(name)
     {
+        _silu = silu;
         linear_1 = nn.Linear(inFeatures, hiddenSize, device: device);
         linear_2 = nn.Linear(hiddenSize, hiddenSize, device: device);
         RegisterComponents();
@@ -54,7 +59,8 @@ public sealed class TextProjection : nn.Module<Tensor, Tensor>
 
     public override Tensor forward(Tensor x)
     {
-        using var h = nn.functional.gelu(linear_1.forward(x), GELU.Approximate.tanh);
+        using var l1 = linear_1.forward(x);
+        using var h = _silu ? nn.functional.silu(l1) : nn.functional.gelu(l1, GELU.Approximate.tanh);
         return linear_2.forward(h);
     }
 }

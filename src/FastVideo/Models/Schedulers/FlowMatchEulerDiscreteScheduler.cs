@@ -75,6 +75,17 @@ public sealed class FlowMatchEulerDiscreteScheduler : INoiseScheduler
         SetSigmas(sig);
     }
 
+    /// <summary>
+    /// linspace(1, 0, n + 1) without its last point: the sigmas Diffusers' HunyuanVideo pipeline passes to
+    /// <see cref="SetCustomSigmas"/> (which shifts them; the terminal 0 is appended there).
+    /// </summary>
+    public static double[] LinearSigmas(int steps)
+    {
+        if (steps < 1) throw new ArgumentOutOfRangeException(nameof(steps), "need at least one step");
+        double step = -1.0 / steps;   // numpy.linspace: start + i · step
+        return Enumerable.Range(0, steps).Select(i => i * step + 1.0).ToArray();
+    }
+
     /// <summary>Custom sigmas (descending, in (0,1]); the shift is applied to them as Diffusers does.</summary>
     public void SetCustomSigmas(IReadOnlyList<double> sigmas)
     {
