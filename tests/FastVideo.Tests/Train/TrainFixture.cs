@@ -11,13 +11,14 @@ internal sealed class RandomBatchSource : IBatchSource
 {
     private readonly int _seed;
     private readonly long _poisonAt;
-    public RandomBatchSource(int seed = 7, long poisonAt = -1) { _seed = seed; _poisonAt = poisonAt; }
+    private readonly int _frames;
+    public RandomBatchSource(int seed = 7, long poisonAt = -1, int frames = 2) { _seed = seed; _poisonAt = poisonAt; _frames = frames; }
     public long Position { get; private set; }
 
     public RawBatch Next()
     {
         using var g = new Generator((ulong)(_seed * 100_003 + Position), device("cpu"));
-        var latent = randn([1, 4, 2, 8, 8], generator: g);
+        var latent = randn([1, 4, _frames, 8, 8], generator: g);
         if (Position == _poisonAt) latent[0, 0, 0, 0, 0] = tensor(float.NaN);
         Position++;
         return new RawBatch { VaeLatent = latent, Conditioning = Conditioning.FromText(randn([1, 7, 24], generator: g), ones(1, 7)) };

@@ -129,6 +129,39 @@ public sealed partial class CausalWanTransformer3DModel : WanTransformerBase
     }
 
     /// <summary>
+    /// Teacher forcing (FastVideo's forward with <c>clean_x</c>): the clean clip <paramref name="cleanStates"/> and the
+    /// noisy one run as one sequence [clean | noisy]; clean frame f and noisy frame f share RoPE position f, the clean
+    /// frames are modulated by <paramref name="cleanTimestep"/> (0 when null), and each noisy block attends to itself
+    /// and to the clean frames of the earlier blocks, while the clean frames attend block-causally among themselves.
+    /// Returns the prediction for the noisy frames. So block b sees exactly what streaming shows it after the clean
+    /// blocks before it were written as context at that timestep. Global attention only (as upstream).
+    /// </summary>
+    public Tensor ForwardTeacherForcing(Tensor hiddenStates, Tensor timestep, Tensor encoderHiddenStates, Tensor cleanStates,
+        Tensor? cleanTimestep = null)
+    {
+        using var scope = NewDisposeScope();
+        CountForward();
+        if (Attention.LocalAttnSize != -1)
+            throw new UserError($"teacher forcing needs global attention (local_attn_size: -1), got local_attn_size {Attention.LocalAttnSize}: " +
+                                "its clean context is every earlier block (windowed teacher forcing is not implemented, as upstream)");
+        var g = Grid(hiddenStates);
+        if (!cleanStates.shape.SequenceEqual(hiddenStates.shape))
+            throw new ArgumentException($"clean latents {Shape(cleanStates)} must have the noisy latents' shape {Shape(hiddenStates)}");
+        var dtype = ActivationDtype;
+        var noisyT = FrameTimesteps(timestep, g.Batch, g.GridFrames).reshape(g.Batch, g.GridFrames);
+        var cleanT = cleanTimestep is null ? zeros_like(noisyT) : FrameTimesteps(cleanTimestep, g.Batch, g.GridFrames).reshape(g.Batch, g.GridFrames);
+        // One condition embedding for both halves: per sample, F clean frames then F noisy ones.
+        var bothT = cat([cleanT.to_type(noisyT.dtype), noisyT], 1).reshape(-1);
+        var (temb, tproj, context) = condition_embedder.Forward(bothT, PadText(encoderHiddenStates), dtype);
+        temb = temb.unflatten(0, [g.Batch, 2 * g.GridFrames]).narrow(1, g.GridFrames, g.GridFrames);    // [B,F,D] (noisy half)
+        tproj = tproj.unflatten(0, [g.Batch, 2 * g.GridFrames]).unflatten(2, [6, Config.InnerDim]);      // [B,2F,6,D]
+        var (cos, sin) = RotaryPosEmbed3D.Tables(Config.AttentionHeadDim, g.GridFrames, g.GridHeight, g.GridWidth, device: hiddenStates.device);
+        var x = cat([EmbedPatches(cleanStates, dtype), EmbedPatches(hiddenStates, dtype)], 1);              // [B,2S,D]
+        x = RunBlocks(x, context, tproj, (cat([cos, cos], 0), cat([sin, sin], 0)), (_, _) => new BlockAttention(TeacherForcingAttention(g.FrameTokens)));
+        return OutputHead(x.narrow(1, g.Tokens, g.Tokens), temb, g, dtype).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
     /// One chunk of a clip, its frames starting at latent frame <paramref name="startFrame"/>: every block writes the
     /// chunk's keys and values into <paramref name="cache"/> (replacing what was there from that frame on, so a chunk
     /// may be run again, at another timestep or as clean context) and attends to the earlier frames of its window.
@@ -224,6 +257,33 @@ public sealed partial class CausalWanTransformer3DModel : WanTransformerBase
             {
                 long end = Math.Min(start + blockTokens, total);
                 outputs.Add(ActivationCheckpoint.Attention(q.narrow(2, start, end - start), window.Select(k, end), window.Select(v, end)));
+            }
+            return cat(outputs, 2);
+        };
+    }
+
+    /// <summary>
+    /// Upstream's teacher-forcing mask on [clean | noisy] tokens (S each), without building it: a clean block attends
+    /// to the clean tokens up to its end; noisy block [s, e) attends to the clean tokens before s and to itself.
+    /// </summary>
+    private AttentionKernel TeacherForcingAttention(long frameTokens)
+    {
+        long blockTokens = Attention.NumFramesPerBlock * frameTokens;
+        return (q, k, v) =>
+        {
+            long half = q.shape[2] / 2;
+            var outputs = new List<Tensor>();
+            for (long start = 0; start < half; start += blockTokens)
+            {
+                long end = Math.Min(start + blockTokens, half);
+                outputs.Add(ActivationCheckpoint.Attention(q.narrow(2, start, end - start), k.narrow(2, 0, end), v.narrow(2, 0, end)));
+            }
+            for (long start = 0; start < half; start += blockTokens)
+            {
+                long end = Math.Min(start + blockTokens, half);
+                var (keys, values) = (k.narrow(2, half + start, end - start), v.narrow(2, half + start, end - start));
+                if (start > 0) (keys, values) = (cat([k.narrow(2, 0, start), keys], 2), cat([v.narrow(2, 0, start), values], 2));
+                outputs.Add(ActivationCheckpoint.Attention(q.narrow(2, half + start, end - start), keys, values));
             }
             return cat(outputs, 2);
         };

@@ -22,6 +22,23 @@ public static class FlowMatch
         return grid.index_select(0, idx.to(u.device)).MoveToOuterDisposeScope();
     }
 
+    /// <summary>Index of the grid timestep nearest to each value of <paramref name="timesteps"/> (argmin |grid - t|), flattened.</summary>
+    public static Tensor NearestIndex(float[] gridTimesteps, Tensor timesteps)
+    {
+        using var scope = NewDisposeScope();
+        var grid = tensor(gridTimesteps, device: timesteps.device);
+        var diff = (grid.unsqueeze(0) - timesteps.to_type(ScalarType.Float32).reshape(-1, 1)).abs();
+        return diff.argmin(1).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The sigma of the nearest grid timestep for each value, flattened, as float64.</summary>
+    public static Tensor NearestSigmas(INoiseScheduler scheduler, Tensor timesteps)
+    {
+        using var scope = NewDisposeScope();
+        var sig = tensor(scheduler.TrainSigmas, device: timesteps.device).to_type(ScalarType.Float64);
+        return sig.index_select(0, NearestIndex(scheduler.TrainTimesteps, timesteps)).MoveToOuterDisposeScope();
+    }
+
     /// <summary>
     /// Sigmas for timesteps that lie exactly on the scheduler's training grid (upstream get_sigmas), reshaped to
     /// [B, 1, ..., 1] with <paramref name="nDim"/> dims. A timestep that is not on the grid is an error.

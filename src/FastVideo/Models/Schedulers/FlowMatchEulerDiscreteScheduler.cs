@@ -123,22 +123,10 @@ public sealed class FlowMatchEulerDiscreteScheduler : INoiseScheduler
     }
 
     /// <summary>Index of the training-grid timestep nearest to each value of <paramref name="timesteps"/>.</summary>
-    public Tensor NearestTrainIndex(Tensor timesteps)
-    {
-        using var scope = NewDisposeScope();
-        var grid = tensor(TrainTimesteps, device: timesteps.device);
-        var diff = (grid.unsqueeze(0) - timesteps.to_type(ScalarType.Float32).reshape(-1, 1)).abs();
-        return diff.argmin(1).MoveToOuterDisposeScope();
-    }
+    public Tensor NearestTrainIndex(Tensor timesteps) => FlowMatch.NearestIndex(TrainTimesteps, timesteps);
 
     /// <summary>Training-grid sigmas for arbitrary timesteps (nearest lookup), flattened, as float64.</summary>
-    public Tensor SigmasForTimesteps(Tensor timesteps)
-    {
-        using var scope = NewDisposeScope();
-        var idx = NearestTrainIndex(timesteps);
-        var sig = tensor(TrainSigmas, device: timesteps.device).to_type(ScalarType.Float64);
-        return sig.index_select(0, idx).MoveToOuterDisposeScope();
-    }
+    public Tensor SigmasForTimesteps(Tensor timesteps) => FlowMatch.NearestSigmas(this, timesteps);
 
     /// <summary>
     /// Forward process on [M, ...] tensors: (1 - sigma) x0 + sigma eps, sigma looked up per row from the nearest

@@ -16,6 +16,8 @@ public sealed class MethodRegistry : IMethodCatalog
     {
         var r = new MethodRegistry();
         r.Register(FineTuning.FineTuneMethod.Descriptor);
+        r.Register(FineTuning.DiffusionForcingSFTMethod.Descriptor);
+        r.Register(FineTuning.TeacherForcingSFTMethod.Descriptor);
         r.Register(DistributionMatching.DMD2Method.Descriptor);
         return r;
     }

@@ -18,6 +18,10 @@ public abstract class CausalModelBase : ModelBase, ICausalModel
     public abstract long CacheFrames(string cacheTag = "pos");
 
     /// <inheritdoc/>
+    public abstract Tensor PredictNoiseTeacherForcing(Tensor noisyLatents, Tensor timestep, TrainingBatch batch, Tensor cleanLatents,
+        bool conditional, Tensor? cleanTimestep = null, CfgUncondPolicy? cfgUncond = null, AttnKind attnKind = AttnKind.Dense);
+
+    /// <inheritdoc/>
     public abstract void ClearCaches(string cacheTag = "pos");
 
     /// <inheritdoc/>

@@ -36,6 +36,15 @@ public interface ICausalModel
         string cacheTag = "pos", bool storeKv = false, int curStartFrame = 0, CfgUncondPolicy? cfgUncond = null,
         AttnKind attnKind = AttnKind.Dense);
 
+    /// <summary>
+    /// Teacher forcing (FastVideo's <c>predict_noise(..., clean_x=...)</c>): v-prediction for a whole clip of noisy
+    /// frames [B,T,C,H,W] in which each block sees itself and the <em>clean</em> frames <paramref name="cleanLatents"/>
+    /// of the earlier blocks (encoded at timestep <paramref name="cleanTimestep"/>, 0 when null) instead of its noisy
+    /// predecessors. Timesteps as in <see cref="ModelBase.PredictNoise"/>.
+    /// </summary>
+    Tensor PredictNoiseTeacherForcing(Tensor noisyLatents, Tensor timestep, TrainingBatch batch, Tensor cleanLatents,
+        bool conditional, Tensor? cleanTimestep = null, CfgUncondPolicy? cfgUncond = null, AttnKind attnKind = AttnKind.Dense);
+
     /// <summary><see cref="PredictNoiseStreaming"/> converted to x0 with this model's scheduler grid.</summary>
     Tensor? PredictX0Streaming(Tensor noisyLatents, Tensor timestep, TrainingBatch batch, bool conditional,
         string cacheTag = "pos", bool storeKv = false, int curStartFrame = 0, CfgUncondPolicy? cfgUncond = null,

@@ -53,13 +53,20 @@ public sealed class FineTuneMethod : TrainingMethod
         var eps = tb.Noise.permute(0, 2, 1, 3, 4);
         var v = Student.PredictNoise(xt, tb.Timesteps, tb, conditional: true, attnKind: AttnKind);
 
-        // The loss is taken in float32 whatever the master dtype, as upstream does.
-        var loss = Training.Model.PreconditionOutputs
-            ? nn.functional.mse_loss((xt - v * tb.Sigmas).to(ScalarType.Float32), x0.to(ScalarType.Float32))
-            : nn.functional.mse_loss(v.to(ScalarType.Float32), (eps - x0).to(ScalarType.Float32));
+        var (pred, target) = LossPair(v, xt, x0, eps, tb.Sigmas, Training.Model.PreconditionOutputs);
+        var loss = nn.functional.mse_loss(pred, target);
 
         var losses = new Dictionary<string, Tensor> { ["total_loss"] = loss, ["finetune_loss"] = loss };
         var outputs = new Dictionary<string, object?> { [BackwardContextKey] = tb.Timesteps };
         return new StepResult(losses, outputs, new Dictionary<string, Tensor>());
     }
+
+    /// <summary>
+    /// What flow-matching SFT compares, in float32 whatever the master dtype (as upstream): (x_t - v·sigma, x0) with
+    /// <paramref name="precondition"/>, else (v, eps - x0). Sigma broadcasts: [B,1,1,1,1] or per frame [B,T,1,1,1].
+    /// </summary>
+    public static (Tensor Prediction, Tensor Target) LossPair(Tensor v, Tensor xt, Tensor x0, Tensor eps, Tensor sigma, bool precondition) =>
+        precondition
+            ? ((xt - v * sigma).to(ScalarType.Float32), x0.to(ScalarType.Float32))
+            : (v.to(ScalarType.Float32), (eps - x0).to(ScalarType.Float32));
 }

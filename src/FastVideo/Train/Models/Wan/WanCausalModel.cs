@@ -141,6 +141,16 @@ public sealed class WanCausalModel : WanModel, ICausalModel
         return v.permute(0, 2, 1, 3, 4).MoveToOuterDisposeScope();   // BCTHW -> BTCHW
     }
 
+    public Tensor PredictNoiseTeacherForcing(Tensor noisyLatents, Tensor timestep, TrainingBatch batch, Tensor cleanLatents,
+        bool conditional, Tensor? cleanTimestep = null, CfgUncondPolicy? cfgUncond = null, AttnKind attnKind = AttnKind.Dense)
+    {
+        using var scope = NewDisposeScope();
+        var text = (conditional ? batch.Conditional : UncondText(batch, cfgUncond ?? CfgUncondPolicy.Default))[Conditioning.Text].Values;
+        var v = CausalTransformer.ForwardTeacherForcing(noisyLatents.permute(0, 2, 1, 3, 4), timestep.to(Device), text,   // BTCHW -> BCTHW
+            cleanLatents.permute(0, 2, 1, 3, 4), cleanTimestep?.to(Device));
+        return v.permute(0, 2, 1, 3, 4).MoveToOuterDisposeScope();   // BCTHW -> BTCHW
+    }
+
     /// <summary>The caches of <paramref name="tag"/> for latents like <paramref name="x"/> [B,C,T,H,W], rebuilt when they were built for others.</summary>
     private CausalWanCache CacheFor(string tag, Tensor x)
     {
