@@ -42,11 +42,18 @@ public sealed class RawBatch : IDisposable
     /// <summary>Per sample: whether CFG dropout replaced its text with the unconditional embedding.</summary>
     public IReadOnlyList<bool> TextDropped { get; init; } = [];
 
+    /// <summary>
+    /// Further per-sample tensors of sources other than the parquet loader, by name (KD's trajectory cache:
+    /// <c>trajectory_latents</c> [B,S,T,C,H,W], <c>trajectory_timesteps</c> [B,S]); disposed with the batch.
+    /// </summary>
+    public IReadOnlyDictionary<string, Tensor> Extras { get; init; } = new Dictionary<string, Tensor>();
+
     public int BatchSize => (int)Conditioning.BatchSize;
 
     public void Dispose()
     {
         VaeLatent?.Dispose();
+        foreach (var t in Extras.Values) t.Dispose();
         Conditioning.Dispose();
     }
 }

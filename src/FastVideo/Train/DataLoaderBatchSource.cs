@@ -11,11 +11,16 @@ namespace FastVideo.Train;
 /// The trainer's batch source over FastVideo parquet data: a <see cref="DataLoader"/> configured from
 /// <c>training.data</c> and the student family's text length, with its position checkpointed as JSON.
 /// </summary>
-public sealed class DataLoaderBatchSource : IBatchSource
+public sealed class DataLoaderBatchSource : IBatchSource, IRowSource
 {
     private readonly DataLoader _loader;
+    private readonly BatchCollator _rows;   // the loader's collation without CFG dropout
 
-    public DataLoaderBatchSource(DataLoader loader) => _loader = loader;
+    public DataLoaderBatchSource(DataLoader loader)
+    {
+        _loader = loader;
+        _rows = new BatchCollator(loader.Collator.TextLen, cfgRate: 0.0, loader.Collator.Seed);
+    }
 
     public DataLoader Loader => _loader;
 
@@ -45,6 +50,12 @@ public sealed class DataLoaderBatchSource : IBatchSource
     }
 
     public RawBatch Next() => _loader.Next();
+
+    public long RowCount => _loader.Dataset.Count;
+
+    public string Description => string.Join(", ", _loader.Dataset.Sources.Select(s => s.Path));
+
+    public RawBatch ReadRows(IReadOnlyList<long> indices) => _loader.Dataset.ReadBatch(indices, _rows);
 
     public JsonNode? GetState()
     {

@@ -39,8 +39,9 @@ public sealed class Trainer : IDisposable
     {
         _overwrite = overwrite;
         _method = method;
-        _data = data;
         _console = console ?? Console.Out;
+        _data = method.TrainingData(data);
+        method.Log = _console.WriteLine;
         Callbacks = callbacks ?? CallbackRegistry.Default.Build(method.Config);
         _ownsCallbacks = callbacks is null;
         _trackers = trackers?.ToList();

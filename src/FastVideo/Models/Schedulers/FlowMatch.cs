@@ -70,6 +70,19 @@ public static class FlowMatch
     }
 
     /// <summary>
+    /// The deterministic (ODE) move of x_t at <paramref name="sigmaCurrent"/> with clean prediction <paramref name="x0"/>
+    /// to <paramref name="sigmaNext"/>, as Self-Forcing's ode rollout and KD's teacher write it: the implied noise
+    /// eps = (x_t - (1 - sigma) x0) / max(sigma, 1e-8), then (1 - sigma') x0 + sigma' eps. With x0 = x_t - sigma v this is
+    /// the Euler step x_t + (sigma' - sigma) v. Sigmas broadcast against the latents.
+    /// </summary>
+    public static Tensor DeterministicStep(Tensor xt, Tensor x0, Tensor sigmaCurrent, Tensor sigmaNext)
+    {
+        using var scope = NewDisposeScope();
+        var eps = (xt - (1 - sigmaCurrent) * x0) / sigmaCurrent.clamp_min(1e-8);
+        return ((1 - sigmaNext) * x0 + sigmaNext * eps).to_type(xt.dtype).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
     /// x0 = x_t - sigma(t) v, in float64, cast back to v's dtype (upstream pred_noise_to_pred_video). Inputs are
     /// [M, ...]; <paramref name="timestep"/> has 1 value (broadcast) or M values ([M] or [B,T] flattened); sigma is
     /// the nearest training-grid sigma of <paramref name="scheduler"/>.

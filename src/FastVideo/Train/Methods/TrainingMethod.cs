@@ -30,7 +30,7 @@ public abstract class TrainingMethod : IDisposable
     protected TrainingMethod(RunConfig config, MethodOptions options, IReadOnlyDictionary<string, ModelBase> roles)
     {
         Config = config;
-        Roles = roles;
+        _roles = new Dictionary<string, ModelBase>(roles, StringComparer.Ordinal);
         Student = roles.TryGetValue("student", out var s) ? s : throw new UserError("roles.student: every method needs a 'student' role");
         _lrStepRules = options.LrStepRules;
     }
@@ -39,7 +39,25 @@ public abstract class TrainingMethod : IDisposable
 
     public RunConfig Config { get; }
     public TrainingConfig Training => Config.Training;
-    public IReadOnlyDictionary<string, ModelBase> Roles { get; }
+    private readonly Dictionary<string, ModelBase> _roles;
+    public IReadOnlyDictionary<string, ModelBase> Roles => _roles;
+
+    /// <summary>Where the method reports long set-up work (the trainer points it at its console).</summary>
+    public Action<string> Log { get; set; } = _ => { };
+
+    /// <summary>
+    /// The batches the trainer should train on, given the recipe's loader: the loader itself, or (KD) a source the
+    /// method fills in <see cref="OnTrainStart"/>. The method owns a source it makes and disposes it.
+    /// </summary>
+    public virtual IBatchSource TrainingData(IBatchSource loader) => loader;
+
+    /// <summary>Disposes a frozen role the method no longer needs (KD's teacher once its cache is built) and drops it from <see cref="Roles"/>.</summary>
+    protected void ReleaseRole(string role)
+    {
+        if (!_roles.Remove(role, out var model)) return;
+        if (model.Trainable) throw new InvalidOperationException($"role '{role}' trains; only a frozen role can be released");
+        model.Dispose();
+    }
     public ModelBase Student { get; }
 
     /// <summary>Seeded in <see cref="OnTrainStart"/> with <c>training.data.seed</c> on <c>training.device</c>.</summary>

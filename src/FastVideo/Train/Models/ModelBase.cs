@@ -233,6 +233,16 @@ public abstract class ModelBase : IDisposable
         return x0.unflatten(0, [b, t]).MoveToOuterDisposeScope();
     }
 
+    /// <summary>BTCHW forward process with <paramref name="scheduler"/>'s grid; timesteps [1], [B], [B·T] or [B,T].</summary>
+    public static Tensor AddNoise(Tensor cleanLatents, Tensor noise, Tensor timestep, INoiseScheduler scheduler)
+    {
+        using var scope = NewDisposeScope();
+        long b = cleanLatents.shape[0], t = cleanLatents.shape[1];
+        var flatT = PerFrameTimesteps(timestep, b, t);
+        var noisy = scheduler.AddNoise(cleanLatents.flatten(0, 1), noise.flatten(0, 1), flatT);
+        return noisy.unflatten(0, [b, t]).MoveToOuterDisposeScope();
+    }
+
     /// <summary>Flattens a timestep to 1 or B·T values; a [B] timestep is repeated for each of the T frames.</summary>
     public static Tensor PerFrameTimesteps(Tensor timestep, long batch, long frames)
     {

@@ -215,14 +215,7 @@ public partial class WanModel : ModelBase
         return nn.functional.pad(t, pad);
     }
 
-    public override Tensor AddNoise(Tensor cleanLatents, Tensor noise, Tensor timestep)
-    {
-        using var scope = NewDisposeScope();
-        long b = cleanLatents.shape[0], t = cleanLatents.shape[1];
-        var flatT = PerFrameTimesteps(timestep, b, t);
-        var noisy = _scheduler.AddNoise(cleanLatents.flatten(0, 1), noise.flatten(0, 1), flatT);
-        return noisy.unflatten(0, [b, t]).MoveToOuterDisposeScope();
-    }
+    public override Tensor AddNoise(Tensor cleanLatents, Tensor noise, Tensor timestep) => AddNoise(cleanLatents, noise, timestep, _scheduler);
 
     public override Tensor PredictNoise(Tensor noisyLatents, Tensor timestep, TrainingBatch batch, bool conditional,
         CfgUncondPolicy? cfgUncond = null, AttnKind attnKind = AttnKind.Dense)
