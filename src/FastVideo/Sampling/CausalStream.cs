@@ -22,6 +22,13 @@ public sealed record CausalStreamOptions
 
     /// <summary>The model's cache tag of the conditional branch; the unconditional one uses "&lt;tag&gt;.uncond".</summary>
     public string CacheTag { get; init; } = "pos";
+
+    /// <summary>The grid whose sigmas convert v to x0 and noise the blocks (<see cref="CausalStream.AddNoise"/>); null =
+    /// the model's own scheduler. Self-Forcing uses its own (spec 3.2).</summary>
+    public FastVideo.Models.Schedulers.INoiseScheduler? Scheduler { get; init; }
+
+    /// <summary>The attention metadata the predictions ask for (Self-Forcing's student asks for "vsa").</summary>
+    public AttnKind AttnKind { get; init; } = AttnKind.Dense;
 }
 
 /// <summary>
@@ -58,6 +65,23 @@ public sealed class CausalStream : IDisposable
 
     public ModelBase Model => _model;
 
+    /// <summary>The grid of the x0 conversions and the forward process (<see cref="CausalStreamOptions.Scheduler"/>, else the model's).</summary>
+    public FastVideo.Models.Schedulers.INoiseScheduler Scheduler => Options.Scheduler ?? _model.NoiseScheduler;
+
+    /// <summary>The forward process on <see cref="Scheduler"/>'s grid: (1 - sigma(t)) x0 + sigma(t) eps, BTCHW.</summary>
+    public Tensor AddNoise(Tensor x0, Tensor noise, Tensor timestep) => ModelBase.AddNoise(x0, noise, timestep, Scheduler);
+
+    /// <summary>The noise x_t at <paramref name="timestep"/> implies given its x0 prediction (on <see cref="Scheduler"/>'s
+    /// grid): re-noising x0 with it to the next timestep is the deterministic (ODE) step.</summary>
+    public Tensor ImpliedNoise(Tensor xt, Tensor x0, Tensor timestep)
+    {
+        using var scope = NewDisposeScope();
+        long b = xt.shape[0], n = xt.shape[1];
+        var sigma = Scheduler.SigmasForTimesteps(ModelBase.PerFrameTimesteps(timestep, b, n)).to_type(xt.dtype);
+        sigma = sigma.numel() == 1 ? sigma.reshape(1, 1, 1, 1, 1) : sigma.reshape(b, n, 1, 1, 1);
+        return FastVideo.Models.Schedulers.FlowMatch.ImpliedNoise(xt, x0, sigma).MoveToOuterDisposeScope();
+    }
+
     /// <summary>The model's training-forward block size (<see cref="ICausalModel.NumFramesPerBlock"/>).</summary>
     public int NumFramesPerBlock => _causal.NumFramesPerBlock;
 
@@ -85,8 +109,9 @@ public sealed class CausalStream : IDisposable
         Tensor x0;
         if (Options.UseKvCache)
         {
-            x0 = Guidance.Guide(Options.GuidanceScale, c =>
-                _causal.PredictX0Streaming(xc, t, _conditioning, c, Tag(c), storeKv: false, curStartFrame: checked((int)Frames), cfgUncond: cfg)!);
+            x0 = Guidance.Guide(Options.GuidanceScale, c => ModelBase.NoiseToX0(
+                _causal.PredictNoiseStreaming(xc, t, _conditioning, c, Tag(c), storeKv: false, curStartFrame: checked((int)Frames), cfgUncond: cfg,
+                    attnKind: Options.AttnKind)!, xc, t, Scheduler));
         }
         else
         {
@@ -96,8 +121,8 @@ public sealed class CausalStream : IDisposable
             var times = cat([.. _context.Select(e => e.Timesteps), PerFrame(t, b, n)], 1);
             x0 = Guidance.Guide(Options.GuidanceScale, c =>
             {
-                var v = _model.PredictNoise(all, times, _conditioning, c, cfg).narrow(1, Frames, n);
-                return ModelBase.NoiseToX0(v, xc, t, _model.NoiseScheduler);
+                var v = _model.PredictNoise(all, times, _conditioning, c, cfg, Options.AttnKind).narrow(1, Frames, n);
+                return ModelBase.NoiseToX0(v, xc, t, Scheduler);
             });
         }
         return x0.MoveToOuterDisposeScope();
@@ -118,7 +143,8 @@ public sealed class CausalStream : IDisposable
         if (Options.UseKvCache)
         {
             foreach (var c in Branches)
-                _causal.PredictNoiseStreaming(xc, t, _conditioning, c, Tag(c), storeKv: true, curStartFrame: checked((int)Frames), cfgUncond: Options.CfgUncond);
+                _causal.PredictNoiseStreaming(xc, t, _conditioning, c, Tag(c), storeKv: true, curStartFrame: checked((int)Frames), cfgUncond: Options.CfgUncond,
+                    attnKind: Options.AttnKind);
         }
         else
         {

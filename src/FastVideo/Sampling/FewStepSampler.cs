@@ -46,8 +46,10 @@ public static class FewStepSampler
     /// <see cref="StandardNoise"/> of the caller's generator.</param>
     /// <param name="gradOnLastStep">Run every step but the last without autograd and the last with it, as a
     /// training rollout needs (DMD2's student); false leaves the caller's grad mode alone.</param>
+    /// <param name="stepNoise">Instead of a fresh draw, the noise a step re-noises with, from its input, its x0 and its
+    /// timestep (the deterministic ODE step: <see cref="CausalStream.ImpliedNoise"/>); null = <paramref name="drawNoise"/>.</param>
     public static Tensor Sample(X0Model model, NoiseAdder addNoise, Tensor initialNoise, IReadOnlyList<double> timesteps,
-        NoiseDraw drawNoise, bool gradOnLastStep = false, SamplingProgress? progress = null)
+        NoiseDraw drawNoise, bool gradOnLastStep = false, SamplingProgress? progress = null, StepNoise? stepNoise = null)
     {
         Validate(timesteps);
         long b = initialNoise.shape[0];
@@ -64,7 +66,7 @@ public static class FewStepSampler
                 var pred = model(x, t);
                 if (!last)
                 {
-                    var eps = drawNoise(pred);
+                    var eps = stepNoise is null ? drawNoise(pred) : stepNoise(x, pred, t);
                     var next = full([b], timesteps[i + 1], dtype: ScalarType.Float32, device: x.device);
                     var noisy = addNoise(pred, eps, next);
                     x.Dispose();
@@ -92,3 +94,6 @@ public static class FewStepSampler
 
 /// <summary>A fresh standard-normal tensor shaped like <paramref name="like"/> (on its device, in its dtype).</summary>
 public delegate Tensor NoiseDraw(Tensor like);
+
+/// <summary>The noise a few-step sampler re-noises x0 with after predicting it from <paramref name="x"/> at <paramref name="timestep"/>.</summary>
+public delegate Tensor StepNoise(Tensor x, Tensor x0, Tensor timestep);

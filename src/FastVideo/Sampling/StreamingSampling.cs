@@ -27,6 +27,14 @@ public sealed record StreamingSchedule(IReadOnlyList<double> Timesteps)
     /// caller's grad mode alone.</summary>
     public bool GradOnExit { get; init; }
 
+    /// <summary>With <see cref="GradOnExit"/>: blocks that start before this frame run without autograd (Self-Forcing's
+    /// start_gradient_frame).</summary>
+    public long GradFromFrame { get; init; }
+
+    /// <summary>Move between steps deterministically (re-noise x0 with the noise the step's input implies: the ODE
+    /// sampler) instead of with a fresh draw (SDE).</summary>
+    public bool Deterministic { get; init; }
+
     /// <summary>The timestep the finished block is committed at: 0 = its clean x0; above 0 it is first re-noised to
     /// that timestep with a fresh draw (upstream's context_noise).</summary>
     public double ContextTimestep { get; init; }
@@ -97,11 +105,14 @@ public static class StreamingSampling
         int exit = schedule.ExitStep?.Invoke(block) ?? schedule.Timesteps.Count - 1;
         if (exit < 0 || exit >= schedule.Timesteps.Count)
             throw new ArgumentException($"block {block.Index}: exit step {exit} is outside [0, {schedule.Timesteps.Count})");
-        var x0 = FewStepSampler.Sample(stream.PredictX0, stream.Model.AddNoise, noise, schedule.Timesteps.Take(exit + 1).ToArray(),
-            drawNoise, schedule.GradOnExit);
+        bool grad = schedule.GradOnExit && block.Start >= schedule.GradFromFrame;
+        Tensor x0;
+        using (schedule.GradOnExit && !grad ? no_grad() : null)
+            x0 = FewStepSampler.Sample(stream.PredictX0, stream.AddNoise, noise, schedule.Timesteps.Take(exit + 1).ToArray(),
+                drawNoise, grad, stepNoise: schedule.Deterministic ? stream.ImpliedNoise : null);
         var context = x0.detach();
         var t = full([noise.shape[0]], schedule.ContextTimestep, dtype: ScalarType.Float32);
-        if (schedule.ContextTimestep > 0) context = stream.Model.AddNoise(context, drawNoise(context), t.to(context.device));
+        if (schedule.ContextTimestep > 0) context = stream.AddNoise(context, drawNoise(context), t.to(context.device));
         stream.Commit(context, t);
         return x0.MoveToOuterDisposeScope();
     }

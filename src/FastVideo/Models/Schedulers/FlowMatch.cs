@@ -78,8 +78,15 @@ public static class FlowMatch
     public static Tensor DeterministicStep(Tensor xt, Tensor x0, Tensor sigmaCurrent, Tensor sigmaNext)
     {
         using var scope = NewDisposeScope();
-        var eps = (xt - (1 - sigmaCurrent) * x0) / sigmaCurrent.clamp_min(1e-8);
+        var eps = ImpliedNoise(xt, x0, sigmaCurrent);
         return ((1 - sigmaNext) * x0 + sigmaNext * eps).to_type(xt.dtype).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The noise of x_t = (1 - sigma) x0 + sigma eps given x0: (x_t - (1 - sigma) x0) / max(sigma, 1e-8).</summary>
+    public static Tensor ImpliedNoise(Tensor xt, Tensor x0, Tensor sigma)
+    {
+        using var scope = NewDisposeScope();
+        return ((xt - (1 - sigma) * x0) / sigma.clamp_min(1e-8)).MoveToOuterDisposeScope();
     }
 
     /// <summary>

@@ -3,6 +3,7 @@ using System.ComponentModel;
 using System.Globalization;
 using FastVideo.Configs;
 using FastVideo.Data;
+using FastVideo.Models.Schedulers;
 using FastVideo.Train.Models;
 using FastVideo.Train.Optim;
 using TorchSharp;
@@ -21,8 +22,8 @@ public enum RolloutMode
     DataLatent,
 }
 
-/// <summary>The <c>method:</c> options of DMD2, bound and checked when the recipe is loaded.</summary>
-public sealed record DMD2Options : MethodOptions, ICheckedOptions
+/// <summary>The <c>method:</c> options of DMD2, bound and checked when the recipe is loaded (Self-Forcing's extend them).</summary>
+public record DMD2Options : MethodOptions, ICheckedOptions
 {
     [Description("how the student's samples are made: from noise through its own chain (simulate) or from noised data latents (data_latent)")]
     public required RolloutMode RolloutMode { get; init; }
@@ -59,7 +60,7 @@ public sealed record DMD2Options : MethodOptions, ICheckedOptions
     [Description("what the unconditional branch sees per channel: {text: negative_prompt|keep|zero|drop, on_missing: error|ignore, <channel>: keep|zero|drop}; null = negative_prompt")]
     public IReadOnlyDictionary<string, object?>? CfgUncond { get; init; }
 
-    public IEnumerable<OptionProblem> Check()
+    public virtual IEnumerable<OptionProblem> Check()
     {
         if (DmdDenoisingSteps.Count == 0)
             yield return new("dmd_denoising_steps", "must list at least one timestep, e.g. [1000, 750, 500, 250]");
@@ -85,8 +86,10 @@ public sealed record DMD2Options : MethodOptions, ICheckedOptions
 /// DMD2 distribution-matching distillation (spec 6.3). The student is a few-step generator; a frozen teacher gives
 /// the real score and a trainable critic (fake score) tracks the student's distribution. The student's gradient is
 /// (fake x0 - real x0) normalised by mean |x_gen - real x0|; the critic learns flow matching on student samples.
+/// <para>Self-Forcing derives from it: its own student rollout, and one scheduler (<see cref="ScoreScheduler"/>) for
+/// every forward process and x0 conversion of the losses instead of each model's own.</para>
 /// </summary>
-public sealed class DMD2Method : TrainingMethod
+public class DMD2Method : TrainingMethod
 {
     public static MethodDescriptor Descriptor { get; } = MethodDescriptor.Of<DMD2Options>("dmd2",
         "DMD2 distribution-matching distillation: a few-step student, a frozen teacher (real score) and a trainable critic (fake score)",
@@ -96,22 +99,31 @@ public sealed class DMD2Method : TrainingMethod
             "fastvideo.train.methods.distribution_matching.DMD2Method", "fastvideo.train.methods.DMD2Method"],
     };
 
-    public static void CheckRoles(RunConfig config)
+    public static void CheckRoles(RunConfig config) => CheckRoles(config, "dmd2");
+
+    public static void CheckRoles(RunConfig config, string method)
     {
-        MethodRegistry.RequireRole(config, "dmd2", "student", trainable: true);
-        MethodRegistry.RequireRole(config, "dmd2", "teacher", trainable: false);
-        MethodRegistry.RequireRole(config, "dmd2", "critic", trainable: true);
+        MethodRegistry.RequireRole(config, method, "student", trainable: true);
+        MethodRegistry.RequireRole(config, method, "teacher", trainable: false);
+        MethodRegistry.RequireRole(config, method, "critic", trainable: true);
         if (!(config.Training.Optimizer.LearningRate > 0))
-            throw new UserError($"training.optimizer.learning_rate: dmd2 needs a student learning rate > 0, got {config.Training.Optimizer.LearningRate}");
+            throw new UserError($"training.optimizer.learning_rate: {method} needs a student learning rate > 0, got {config.Training.Optimizer.LearningRate}");
     }
 
     private readonly RoleOptimizer _studentOpt, _criticOpt;
 
     /// <param name="options">Bound and checked by the recipe loader (or <see cref="RecipeLoader.BindOptions{T}"/>).</param>
-    public DMD2Method(RunConfig config, DMD2Options options, IReadOnlyDictionary<string, ModelBase> roles) : base(config, options, roles)
+    public DMD2Method(RunConfig config, DMD2Options options, IReadOnlyDictionary<string, ModelBase> roles) : this(config, options, roles, "dmd2", null) { }
+
+    /// <param name="name">The method's name, for errors.</param>
+    /// <param name="scoreScheduler">One scheduler for all forward processes and x0 conversions of the rollout and the
+    /// losses (Self-Forcing's); null = each model's own, as DMD2 does.</param>
+    protected DMD2Method(RunConfig config, DMD2Options options, IReadOnlyDictionary<string, ModelBase> roles, string name,
+        INoiseScheduler? scoreScheduler) : base(config, options, roles)
     {
-        CheckRoles(config);
+        CheckRoles(config, name);
         Options = options;
+        ScoreScheduler = scoreScheduler;
         CfgUncond = options.CfgUncond is null ? null : CfgUncondPolicy.Parse(options.CfgUncond);
         Teacher = roles["teacher"];
         Critic = roles["critic"];
@@ -128,6 +140,8 @@ public sealed class DMD2Method : TrainingMethod
     }
 
     public DMD2Options Options { get; }
+    /// <summary>The scheduler of every forward process and x0 conversion, or null for each model's own.</summary>
+    protected INoiseScheduler? ScoreScheduler { get; }
     /// <summary><see cref="DMD2Options.CfgUncond"/> as a policy; null = the models' default.</summary>
     public CfgUncondPolicy? CfgUncond { get; }
     public ModelBase Teacher { get; }
@@ -159,16 +173,16 @@ public sealed class DMD2Method : TrainingMethod
         _ => "student+critic",
     };
 
-    /// <summary>warp_denoising_step maps step k to the student's grid timestep of index 1000 - k (grid + final 0).</summary>
+    /// <summary>warp_denoising_step maps step k to the (score scheduler's, else student's) grid timestep of index 1000 - k (grid + final 0).</summary>
     private float[] BuildSteps()
     {
         if (!Options.WarpDenoisingStep) return Options.DmdDenoisingSteps.Select(s => (float)s).ToArray();
-        var grid = Student.NoiseScheduler.TrainTimesteps;
+        var grid = (ScoreScheduler ?? Student.NoiseScheduler).TrainTimesteps;
         var ext = grid.Append(0f).ToArray();
         return Options.DmdDenoisingSteps.Select(k => ext[Student.NumTrainTimesteps - k]).ToArray();
     }
 
-    private int RandInt(int high)
+    protected int RandInt(int high)
     {
         using var r = randint(0, high, [1], dtype: ScalarType.Int64, device: Student.Device, generator: Generator);
         return (int)r.item<long>();
@@ -213,7 +227,7 @@ public sealed class DMD2Method : TrainingMethod
     /// latents noised to a random step. Unlike upstream, the simulated chain stops at k instead of always running to
     /// the end: the extra steps are discarded upstream, so this only saves compute.
     /// </summary>
-    public Tensor StudentRollout(TrainingBatch tb, bool withGrad, out float chosenTimestep)
+    public virtual Tensor StudentRollout(TrainingBatch tb, bool withGrad, out float chosenTimestep)
     {
         int k = DenoisingSteps.Length;
         var shape = tb.Latents.shape;
@@ -261,10 +275,10 @@ public sealed class DMD2Method : TrainingMethod
         {
             var t = ScoreTimestep();
             var eps = randn(xGen.shape, dtype: xGen.dtype, device: Student.Device, generator: Generator);
-            var xt = Student.AddNoise(xGen.detach(), eps, t);
-            var fake = Critic.PredictX0(xt, t, tb, conditional: true, CfgUncond, AttnKind.Dense);
+            var xt = AddScoreNoise(xGen.detach(), eps, t);
+            var fake = ScoreX0(Critic, xt, t, tb, conditional: true);
             // One unconditional teacher pass only when guidance needs it.
-            var real = Guidance.Guide(Options.RealScoreGuidanceScale, c => Teacher.PredictX0(xt, t, tb, conditional: c, CfgUncond, AttnKind.Dense));
+            var real = Guidance.Guide(Options.RealScoreGuidanceScale, c => ScoreX0(Teacher, xt, t, tb, conditional: c));
             var norm = (xGen.detach() - real).abs().mean();
             grad = ((fake - real) / norm).nan_to_num().MoveToOuterDisposeScope();
             metrics["dmd_timestep"] = t.reshape(-1)[0].cpu().MoveToOuterDisposeScope();
@@ -272,6 +286,19 @@ public sealed class DMD2Method : TrainingMethod
         using var target = (xGen.detach() - grad).to_type(ScalarType.Float32);
         grad.Dispose();
         return 0.5 * nn.functional.mse_loss(xGen.to_type(ScalarType.Float32), target);
+    }
+
+    /// <summary>The forward process of the losses: the student's, or <see cref="ScoreScheduler"/>'s.</summary>
+    protected Tensor AddScoreNoise(Tensor x0, Tensor eps, Tensor t) =>
+        ScoreScheduler is null ? Student.AddNoise(x0, eps, t) : ModelBase.AddNoise(x0, eps, t, ScoreScheduler);
+
+    /// <summary>A role's x0 (dense attention): its own conversion, or through <see cref="ScoreScheduler"/>.</summary>
+    private Tensor ScoreX0(ModelBase model, Tensor xt, Tensor t, TrainingBatch tb, bool conditional)
+    {
+        if (ScoreScheduler is null) return model.PredictX0(xt, t, tb, conditional, CfgUncond, AttnKind.Dense);
+        using var scope = NewDisposeScope();
+        var v = model.PredictNoise(xt, t, tb, conditional, CfgUncond, AttnKind.Dense);
+        return ModelBase.NoiseToX0(v, xt, t, ScoreScheduler).MoveToOuterDisposeScope();
     }
 
     /// <summary>Critic flow matching on a fresh, detached student sample: MSE(v, eps - x_gen).</summary>
@@ -282,7 +309,7 @@ public sealed class DMD2Method : TrainingMethod
         using var scope = NewDisposeScope();
         var t = ScoreTimestep();
         var eps = randn(xGen.shape, dtype: xGen.dtype, device: Student.Device, generator: Generator);
-        var xt = Student.AddNoise(xGen, eps, t);
+        var xt = AddScoreNoise(xGen, eps, t);
         var v = Critic.PredictNoise(xt, t, tb, conditional: true, CfgUncond, AttnKind.Dense);
         var loss = (v.to_type(ScalarType.Float32) - (eps - xGen).to_type(ScalarType.Float32)).pow(2).mean();
         xGen.Dispose();

@@ -53,7 +53,11 @@ public class DiffusionForcingSFTMethod : TrainingMethod
 {
     public static MethodDescriptor Descriptor { get; } = MethodDescriptor.Of<DiffusionForcingSFTOptions>("dfsft",
         "diffusion-forcing SFT of a causal student: flow matching with one random noise level per chunk of frames (chunk_size 1 = frame-wise)",
-        cfg => CheckRoles(cfg, "dfsft"), (cfg, options, roles) => new DiffusionForcingSFTMethod(cfg, options, roles));
+        cfg => CheckRoles(cfg, "dfsft"), (cfg, options, roles) => new DiffusionForcingSFTMethod(cfg, options, roles)) with
+    {
+        ClassPaths = ["fastvideo.train.methods.fine_tuning.dfsft.DiffusionForcingSFTMethod",
+            "fastvideo.train.methods.fine_tuning.DiffusionForcingSFTMethod", "fastvideo.train.methods.DiffusionForcingSFTMethod"],
+    };
 
     private readonly RoleOptimizer _student;
     private readonly long _low, _high;   // grid indices sampled in [low, high)

@@ -13,7 +13,11 @@ public sealed class TeacherForcingSFTMethod : DiffusionForcingSFTMethod
 {
     public static new MethodDescriptor Descriptor { get; } = MethodDescriptor.Of<DiffusionForcingSFTOptions>("tfsft",
         "teacher-forcing SFT of a causal student: dfsft with each block conditioned on the clean frames of the earlier blocks",
-        cfg => CheckRoles(cfg, "tfsft"), (cfg, options, roles) => new TeacherForcingSFTMethod(cfg, options, roles));
+        cfg => CheckRoles(cfg, "tfsft"), (cfg, options, roles) => new TeacherForcingSFTMethod(cfg, options, roles)) with
+    {
+        ClassPaths = ["fastvideo.train.methods.fine_tuning.tfsft.TeacherForcingSFTMethod",
+            "fastvideo.train.methods.fine_tuning.TeacherForcingSFTMethod", "fastvideo.train.methods.TeacherForcingSFTMethod"],
+    };
 
     public TeacherForcingSFTMethod(RunConfig config, DiffusionForcingSFTOptions options, IReadOnlyDictionary<string, ModelBase> roles)
         : base(config, options, roles, "tfsft") { }

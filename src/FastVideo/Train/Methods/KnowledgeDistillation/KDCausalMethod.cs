@@ -29,7 +29,11 @@ public sealed class KDCausalMethod : KDMethod
 {
     public static new MethodDescriptor Descriptor { get; } = MethodDescriptor.Of<KDCausalOptions>("kd_causal",
         "knowledge distillation (ODE init) of a causal student: kd with one random student step per block of frames",
-        cfg => CheckRoles(cfg, "kd_causal"), (cfg, options, roles) => new KDCausalMethod(cfg, options, roles));
+        cfg => CheckRoles(cfg, "kd_causal"), (cfg, options, roles) => new KDCausalMethod(cfg, options, roles)) with
+    {
+        ClassPaths = ["fastvideo.train.methods.knowledge_distillation.kd.KDCausalMethod",
+            "fastvideo.train.methods.knowledge_distillation.KDCausalMethod"],
+    };
 
     public KDCausalMethod(RunConfig config, KDCausalOptions options, IReadOnlyDictionary<string, ModelBase> roles)
         : base(config, options, roles, "kd_causal")

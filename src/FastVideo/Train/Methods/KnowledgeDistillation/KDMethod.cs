@@ -56,7 +56,11 @@ public class KDMethod : TrainingMethod
 {
     public static MethodDescriptor Descriptor { get; } = MethodDescriptor.Of<KDOptions>("kd",
         "knowledge distillation (ODE init): the student's one-step x0 regressed onto a frozen teacher's cached multi-step ODE result",
-        cfg => CheckRoles(cfg, "kd"), (cfg, options, roles) => new KDMethod(cfg, options, roles, "kd"));
+        cfg => CheckRoles(cfg, "kd"), (cfg, options, roles) => new KDMethod(cfg, options, roles, "kd")) with
+    {
+        ClassPaths = ["fastvideo.train.methods.knowledge_distillation.kd.KDMethod",
+            "fastvideo.train.methods.knowledge_distillation.KDMethod", "fastvideo.train.methods.KDMethod"],
+    };
 
     private readonly RoleOptimizer _student;
     private readonly TrajectoryCacheBatchSource _source;
