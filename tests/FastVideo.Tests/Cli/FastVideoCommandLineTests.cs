@@ -208,13 +208,17 @@ public class FastVideoCommandLineTests
         foreach (var recipe in Directory.GetFiles(Path.Combine(TestPaths.RepoRoot, "examples", "recipes", "fastvideo"), "*.yaml").Order())
         {
             var name = Path.GetFileNameWithoutExtension(recipe);
-            var roles = RecipeLoader.Load(recipe, [], ModelFamilyRegistry.Default).Roles.Keys;
+            var loaded = RecipeLoader.Load(recipe, [], ModelFamilyRegistry.Default);
+            // KD builds its teacher-trajectory cache first: a fresh folder per run, and a short teacher ODE (8 steps, whose
+            // grid holds the examples' t_list).
+            string[] kd = loaded.Method is FastVideo.Train.Methods.KnowledgeDistillation.KDOptions
+                ? ["--method.teacher_path_cache", Path.Combine(root, name + "-cache"), "--method.teacher_inference_steps", "8"] : [];
             string[] args =
             [
                 "train", "--config", recipe, "--training.data.data_path", data, "--training.checkpoint.output_dir", Path.Combine(root, name),
                 "--training.loop.max_train_steps", "2", "--training.data.train_batch_size", "2", "--pipeline.text_len", "6",
                 "--training.data.num_latent_t", "2", "--training.data.num_height", "8", "--training.data.num_width", "8",
-                "--callbacks.validation.every_steps", "0", .. roles.SelectMany(r => new[] { $"--models.{r}.init_from", model }),
+                "--callbacks.validation.every_steps", "0", .. loaded.Roles.Keys.SelectMany(r => new[] { $"--models.{r}.init_from", model }), .. kd,
             ];
             var (code, stdout, stderr) = Run(args);
             Assert.True(code == 0, $"{name}: {stderr}\n{stdout}");

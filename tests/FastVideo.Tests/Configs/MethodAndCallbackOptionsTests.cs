@@ -198,13 +198,13 @@ public class MethodAndCallbackOptionsTests
     public void UserMethodsAndCallbacksBindTheirOwnRecords()
     {
         var methods = MethodRegistry.CreateBuiltIn();
-        methods.Register(MethodDescriptor.Of<SelfForcingOptionsForTest>("self_forcing", "a user method",
+        methods.Register(MethodDescriptor.Of<SelfForcingOptionsForTest>("user_self_forcing", "a user method",
             _ => { }, (_, _, _) => throw new NotSupportedException()));
         var callbacks = CallbackRegistry.CreateBuiltIn();
         callbacks.Register(CallbackDescriptor.Of<ProfilerOptionsForTest>("profiler", "a user callback", _ => throw new NotSupportedException()));
 
         var yaml = """
-            recipe: {family: wan, method: self_forcing}
+            recipe: {family: wan, method: user_self_forcing}
             roles:
               student: {init_from: Org/Model}
             method: {context_noise: 0.1, num_frames_per_block: 2}
@@ -223,7 +223,7 @@ public class MethodAndCallbackOptionsTests
         var missing = Assert.Throws<RecipeError>(() => Load(yaml.Replace("context_noise: 0.1, ", "").Replace("{trace_dir: traces}", "{}")));
         Assert.Equal(["method.context_noise", "callbacks.profiler.trace_dir"], missing.Errors.Select(x => x.KeyPath));
 
-        Assert.Contains("self_forcing: a user method\n  options (method.*):\n", methods.Describe());
+        Assert.Contains("user_self_forcing: a user method\n  options (method.*):\n", methods.Describe());
         Assert.Contains("num_frames_per_block", methods.Describe());
         Assert.Contains("trace_dir", callbacks.Describe());
         // A method's options must be a MethodOptions record.
