@@ -75,6 +75,26 @@ public class FastVideoFormTests
     }
 
     [Fact]
+    public void MethodKeysFastVideoIgnoresAreDroppedOnlyForTheMethodThatIgnoresThem()
+    {
+        // FastVideo's SelfForcingMethod does not read method.attn_kind (its VSA recipe sets it). A registry of its own
+        // holds a stand-in self_forcing (DMD2's options under that name and class path), so this does not depend on the
+        // built-in one.
+        var methods = new MethodRegistry();
+        methods.Register(DMD2Method.Descriptor with
+        {
+            Name = "self_forcing", ClassPaths = ["fastvideo.train.methods.distribution_matching.self_forcing.SelfForcingMethod"],
+        });
+        var yaml = Dmd2.Replace("distribution_matching.dmd2.DMD2Method", "distribution_matching.self_forcing.SelfForcingMethod")
+            .Replace("  rollout_mode: data_latent", "  rollout_mode: data_latent\n  attn_kind: vsa");
+        var c = RecipeLoader.LoadText(yaml, "run.yaml", [], ModelFamilyRegistry.Default, methods);
+        Assert.Contains(c.Notes, n => n is { Kind: RecipeNoteKind.Ignored, KeyPath: "method.attn_kind" } && n.Detail.Contains("SelfForcingMethod does not read it"));
+        // For DMD2 it is not one of FastVideo's ignored keys: an unknown key, as any other.
+        var e = Assert.Throws<RecipeError>(() => Load(Dmd2.Replace("  rollout_mode: data_latent", "  rollout_mode: data_latent\n  attn_kind: vsa")));
+        Assert.Equal("method.attn_kind", e.KeyPath);
+    }
+
+    [Fact]
     public void OtherUnknownKeysStayErrorsWithASuggestion()
     {
         var e = Assert.Throws<RecipeError>(() => Load(Dmd2.Replace("lr_power: 0.0", "lr_powr: 0.0")));
