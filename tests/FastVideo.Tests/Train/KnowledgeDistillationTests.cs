@@ -242,14 +242,15 @@ public class KnowledgeDistillationTests
         if (method == "kd_causal") Assert.Equal(idx.to_type(ScalarType.Float32).mean().item<float>(), r.Metrics["kd_mean_step_idx"].item<float>());
     }
 
-    [Fact]
-    public void KdCausalResumesBitForBitWithAccumulation()
+    [Theory]
+    [InlineData("kd", "kd_step_idx")]
+    [InlineData("kd_causal", "kd_mean_step_idx")]
+    public void ResumesBitForBitWithAccumulation(string method, string metric)
     {
         var cache = Path.Combine(TestPaths.TempDir("kd-resume"), "cache");
-        RunConfig Make(string dir) => Config(dir, "kd_causal", Options(cache), maxSteps: 4, accum: 2, saveSteps: 2);
-        DataLoaderBatchSource? rows = null;
-        var straight = CausalMethodFixture.AssertResumesBitForBit(Make, ["total_loss", "kd_loss", "kd_mean_step_idx", "grad_norm/student"],
-            () => rows = Rows(Make(TestPaths.TempDir("rows"))));
+        RunConfig Make(string dir) => Config(dir, method, Options(cache), maxSteps: 4, accum: 2, saveSteps: 2);
+        var straight = CausalMethodFixture.AssertResumesBitForBit(Make, ["total_loss", "kd_loss", metric, "grad_norm/student"],
+            () => Rows(Make(TestPaths.TempDir("rows"))));
         Assert.NotEqual(straight[2]["kd_loss"], straight[3]["kd_loss"]);
         Assert.True(new TrajectoryCache(cache).IsComplete);
     }

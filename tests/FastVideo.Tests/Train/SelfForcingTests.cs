@@ -220,6 +220,30 @@ public class SelfForcingTests
     }
 
     [Fact]
+    public void ActivationCheckpointingGivesTheSameStep()
+    {
+        // The rollout's exit steps stream with autograd through a cache that later blocks overwrite and the rollout
+        // clears: checkpointed, their recomputation in backward must still see what the forward saw.
+        List<Tensor> Step(string? checkpointing)
+        {
+            var cfg = Config(TestPaths.TempDir("sf-ckpt"), Options());
+            var student = (FastVideo.Train.Models.Wan.WanCausalRoleConfig)cfg.Roles["student"] with { EnableGradientCheckpointingType = checkpointing };
+            cfg = cfg with { Roles = new Dictionary<string, RoleConfig>(cfg.Roles) { ["student"] = student } };
+            using var m = (SelfForcingMethod)TrainingBuilder.Build(cfg);
+            Assert.Equal(checkpointing, m.Student.AppliedCheckpointing);
+            m.OnTrainStart();
+            using (no_grad())
+            using (var drift = new Generator(11, CPU))
+                foreach (var p in m.Critic.TrainableParameters()) p.add_(randn(p.shape, generator: drift) * 0.05);
+            using var batch = new RandomBatchSource(frames: 4).Next();
+            m.Backward(m.SingleTrainStep(batch, 1), 1);
+            return CausalMethodFixture.Grads(m.Student.Transformer);
+        }
+        using var scope = NewDisposeScope();
+        CausalMethodFixture.AssertGradsClose(Step(null), Step("full"), rtol: 1e-4);
+    }
+
+    [Fact]
     public void BadOptionsAndRolesAreRefused()
     {
         var dir = TestPaths.TempDir("sf-bad");

@@ -69,7 +69,7 @@ public sealed record SelfForcingOptions : DMD2Options
 public sealed class SelfForcingMethod : DMD2Method
 {
     public static new MethodDescriptor Descriptor { get; } = MethodDescriptor.Of<SelfForcingOptions>("self_forcing",
-        "Self-Forcing: DMD2 on a causal student that generates its samples block by block through its KV cache, as at inference",
+        "Self-Forcing: DMD2 on a causal student that generates its samples block by block through its KV cache, as at inference (roles: causal student, frozen teacher, trainable critic)",
         cfg => CheckRoles(cfg, "self_forcing"), (cfg, options, roles) => new SelfForcingMethod(cfg, options, roles)) with
     {
         ClassPaths = ["fastvideo.train.methods.distribution_matching.self_forcing.SelfForcingMethod",

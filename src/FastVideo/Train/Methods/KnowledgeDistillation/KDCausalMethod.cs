@@ -28,7 +28,7 @@ public sealed record KDCausalOptions : KDOptions
 public sealed class KDCausalMethod : KDMethod
 {
     public static new MethodDescriptor Descriptor { get; } = MethodDescriptor.Of<KDCausalOptions>("kd_causal",
-        "knowledge distillation (ODE init) of a causal student: kd with one random student step per block of frames",
+        "knowledge distillation (ODE init) of a causal student: kd with one random student step per block of frames (roles as kd)",
         cfg => CheckRoles(cfg, "kd_causal"), (cfg, options, roles) => new KDCausalMethod(cfg, options, roles)) with
     {
         ClassPaths = ["fastvideo.train.methods.knowledge_distillation.kd.KDCausalMethod",

@@ -55,7 +55,7 @@ public record KDOptions : MethodOptions, ICheckedOptions
 public class KDMethod : TrainingMethod
 {
     public static MethodDescriptor Descriptor { get; } = MethodDescriptor.Of<KDOptions>("kd",
-        "knowledge distillation (ODE init): the student's one-step x0 regressed onto a frozen teacher's cached multi-step ODE result",
+        "knowledge distillation (ODE init): the student's one-step x0 regressed onto a frozen teacher's cached multi-step ODE result (roles: trainable student; frozen teacher while the cache is incomplete)",
         cfg => CheckRoles(cfg, "kd"), (cfg, options, roles) => new KDMethod(cfg, options, roles, "kd")) with
     {
         ClassPaths = ["fastvideo.train.methods.knowledge_distillation.kd.KDMethod",
