@@ -182,7 +182,7 @@ public class DMD2Method : TrainingMethod
         return Options.DmdDenoisingSteps.Select(k => ext[Student.NumTrainTimesteps - k]).ToArray();
     }
 
-    protected int RandInt(int high)
+    private int RandInt(int high)
     {
         using var r = randint(0, high, [1], dtype: ScalarType.Int64, device: Student.Device, generator: Generator);
         return (int)r.item<long>();
@@ -289,7 +289,7 @@ public class DMD2Method : TrainingMethod
     }
 
     /// <summary>The forward process of the losses: the student's, or <see cref="ScoreScheduler"/>'s.</summary>
-    protected Tensor AddScoreNoise(Tensor x0, Tensor eps, Tensor t) =>
+    private Tensor AddScoreNoise(Tensor x0, Tensor eps, Tensor t) =>
         ScoreScheduler is null ? Student.AddNoise(x0, eps, t) : ModelBase.AddNoise(x0, eps, t, ScoreScheduler);
 
     /// <summary>A role's x0 (dense attention): its own conversion, or through <see cref="ScoreScheduler"/>.</summary>
