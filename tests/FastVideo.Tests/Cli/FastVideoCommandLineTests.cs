@@ -157,21 +157,16 @@ public class FastVideoCommandLineTests
         Assert.StartsWith("recipe:\n  family: wan\n  method: dmd2\nroles:\n", stdout);
     }
 
+    public static IEnumerable<object[]> ConvertCases() => FastVideoFormRecipes.All().Select(r => new[] { r[0] }).Append(["ours"]);
+
     [Theory]
-    [InlineData("dmd2")]
-    [InlineData("lora")]
-    [InlineData("list")]
-    [InlineData("ours")]
+    [MemberData(nameof(ConvertCases))]
     public void ConvertWritesTheOtherFormAndARoundTripGivesTheSameTypedRecipe(string which)
     {
         using var dir = new TempDir();
-        var text = which switch
-        {
-            "dmd2" => FastVideoFormRecipes.Dmd2,
-            "lora" => FastVideoFormRecipes.LoraFinetune,
-            "list" => FastVideoFormRecipes.ListFinetune,
-            _ => RecipeTestSupport.Example.Replace("teacher: {family: wan_causal,", "teacher: {family: wan,"),
-        };
+        var text = which == "ours"
+            ? RecipeTestSupport.Example.Replace("teacher: {family: wan_causal,", "teacher: {family: wan,")
+            : (string)FastVideoFormRecipes.All().Single(r => (string)r[0] == which)[1];
         var recipe = dir.Write("r.yaml", text);
         var original = RecipeLoader.Load(recipe, [], ModelFamilyRegistry.Default);
 

@@ -214,7 +214,120 @@ internal static class FastVideoFormRecipes
           flow_shift: 3
         """;
 
-    public static IEnumerable<object[]> All() => [["dmd2", Dmd2], ["lora", LoraFinetune], ["list", ListFinetune]];
+    /// <summary>Self-Forcing: a causal student with a transformer override, a 14B-style teacher, the rollout's keys and
+    /// attn_kind (which FastVideo's SelfForcingMethod ignores: a warning).</summary>
+    public const string SelfForcing = """
+        models:
+          student:
+            _target_: fastvideo.train.models.wan.WanCausalModel
+            init_from: wlsaidhi/SFWan2.1-T2V-1.3B-Diffusers
+            trainable: true
+            transformer_override_safetensor: /mnt/weka/ode_init/model.safetensors
+          teacher:
+            _target_: fastvideo.train.models.wan.WanModel
+            init_from: Wan-AI/Wan2.1-T2V-14B-Diffusers
+            trainable: false
+            disable_custom_init_weights: true
+          critic:
+            _target_: fastvideo.train.models.wan.WanModel
+            init_from: Wan-AI/Wan2.1-T2V-1.3B-Diffusers
+            trainable: true
+            disable_custom_init_weights: true
+
+        method:
+          _target_: fastvideo.train.methods.distribution_matching.self_forcing.SelfForcingMethod
+          rollout_mode: simulate
+          generator_update_interval: 5
+          real_score_guidance_scale: 4.0
+          dmd_denoising_steps: [1000, 750, 500, 250]
+          warp_denoising_step: true
+          chunk_size: 3
+          student_sample_type: sde
+          context_noise: 0.0
+          same_step_across_blocks: true
+          enable_gradient_in_rollout: true
+          start_gradient_frame: 0
+          fake_score_learning_rate: 4.0e-7
+          fake_score_betas: [0.0, 0.999]
+          fake_score_lr_scheduler: constant
+          attn_kind: vsa
+
+        training:
+          distributed: {num_gpus: 8, sp_size: 1, tp_size: 1, hsdp_replicate_dim: 1, hsdp_shard_dim: 8}
+          data: {data_path: data/vidprom_16k_umt5_text_embed, train_batch_size: 1, seed: 1000, num_latent_t: 21,
+                 num_height: 480, num_width: 832, num_frames: 81}
+          optimizer: {learning_rate: 2.0e-6, betas: [0.0, 0.999], weight_decay: 0.01}
+          loop: {max_train_steps: 4000}
+          model: {enable_gradient_checkpointing_type: full}
+
+        callbacks:
+          ema: {decay: 0.99, start_iter: 200}
+          grad_clip: {max_grad_norm: 1.0}
+          validation:
+            pipeline_target: fastvideo.pipelines.basic.wan.wan_causal_dmd_pipeline.WanCausalDMDPipeline
+            dataset_file: examples/validation_4.json
+            every_steps: 50
+            sampling_steps: [4]
+            sampling_timesteps: [1000, 750, 500, 250]
+            num_frames: 81
+
+        pipeline:
+          flow_shift: 5
+          dit_config:
+            local_attn_size: -1
+            sink_size: 0
+        """;
+
+    /// <summary>Causal KD: the method's keys (t_list with its trailing 0, teacher settings, num_frames_per_block).</summary>
+    public const string KdCausal = """
+        models:
+          student: {_target_: fastvideo.train.models.wan.WanCausalModel, init_from: wlsaidhi/SFWan2.1-T2V-1.3B-Diffusers, trainable: true}
+          teacher:                          # remove once cache is complete
+            _target_: fastvideo.train.models.wan.WanModel
+            init_from: Wan-AI/Wan2.1-T2V-14B-Diffusers
+            trainable: false
+            disable_custom_init_weights: true
+        method:
+          _target_: fastvideo.train.methods.knowledge_distillation.kd.KDCausalMethod
+          teacher_path_cache: data/kd_cache/wan14b_4step
+          t_list: [999, 937, 833, 624, 0]   # student inference schedule (num_steps+1)
+          student_sample_steps: 4
+          teacher_inference_steps: 48
+          teacher_guidance_scale: 3.5
+          num_frames_per_block: 3
+        training:
+          data: {data_path: data/Wan-Syn_77x448x832_600k, train_batch_size: 2, seed: 1000, num_latent_t: 20}
+          optimizer: {learning_rate: 7e-5, betas: [0.9, 0.999], weight_decay: 0.0}
+        callbacks:
+          grad_clip: {max_grad_norm: 1.0}
+        pipeline:
+          flow_shift: 5
+        """;
+
+    /// <summary>Diffusion-forcing SFT, frame-wise (the role's num_frames_per_block and the method's chunk_size).</summary>
+    public const string Dfsft = """
+        models:
+          student:
+            _target_: fastvideo.train.models.wan.WanCausalModel
+            init_from: Wan-AI/Wan2.1-T2V-1.3B-Diffusers
+            trainable: true
+            num_frames_per_block: 1
+        method:
+          _target_: fastvideo.train.methods.fine_tuning.dfsft.DiffusionForcingSFTMethod
+          chunk_size: 1
+        training:
+          dit_precision: bf16
+          data: {seed: 42, num_latent_t: 6, num_height: 64, num_width: 64, num_frames: 21}
+          optimizer: {learning_rate: 2.0e-6}
+        pipeline: {}
+        """;
+
+    public static IEnumerable<object[]> All() =>
+    [
+        ["dmd2", Dmd2], ["lora", LoraFinetune], ["list", ListFinetune], ["self_forcing", SelfForcing], ["kd_causal", KdCausal],
+        ["dfsft", Dfsft], ["tfsft", Dfsft.Replace("fine_tuning.dfsft.DiffusionForcingSFTMethod", "fine_tuning.tfsft.TeacherForcingSFTMethod")],
+        ["kd", KdCausal.Replace("kd.KDCausalMethod", "kd.KDMethod").Replace("WanCausalModel", "WanModel").Replace("  num_frames_per_block: 3\n", "")],
+    ];
 
     public static RunConfig Load(string yaml, params string[] overrides) =>
         RecipeLoader.LoadText(yaml, "run.yaml", overrides, ModelFamilyRegistry.Default);

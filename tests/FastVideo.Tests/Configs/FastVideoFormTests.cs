@@ -14,12 +14,22 @@ public class FastVideoFormTests
 {
     [Theory]
     [MemberData(nameof(FastVideoFormRecipes.All), MemberType = typeof(FastVideoFormRecipes))]
-    public void EveryValueOfTheRecipeIsInTheTypedRecipe(string name, string yaml)
+    public void EveryValueOfTheRecipeIsInTheTypedRecipe(string method, string yaml)
     {
         var config = Load(yaml);
         Assert.Equal(RecipeForm.FastVideo, config.Form);
+        Assert.Equal(method is "lora" or "list" ? "finetune" : method, config.Recipe.Method);
         CheckTypedValuesAgainstYaml(yaml, config);
-        Assert.NotEmpty(name);
+    }
+
+    [Fact]
+    public void SelfForcingsAttnKindIsIgnoredWithAWarning()
+    {
+        var c = Load(SelfForcing);
+        var warning = Assert.Single(c.Notes, n => n.Kind == RecipeNoteKind.Ignored);
+        Assert.Equal($"warning: run.yaml:{RecipeTestSupport.LineOf(SelfForcing, "attn_kind")}: method.attn_kind: ignored, as FastVideo does " +
+                     "(FastVideo's SelfForcingMethod does not read it)", warning.ToString());
+        Assert.IsType<WanCausalRoleConfig>(c.Roles["student"]);
     }
 
     [Fact]
