@@ -98,6 +98,7 @@ namespace FastVideo.Cli
                 FamiliesCommand.Create(families),
                 MethodsCommand.Create(MethodRegistry.Default, CallbackRegistry.Default),
                 DatasetCommand.Create(),
+                ModelCommand.Create(families),
                 DemoCommand.Create(),
             };
             root.HelpName = "fastvideo";

@@ -31,6 +31,9 @@ public static class DatasetCommand
             $"whether captions name the direction (exact) or only its axis [default: {SyntheticPalette.Word(d.Captions)}]");
         var textLen = CliOptions.Int("--text-len", "text_len of the caption embeddings (every caption must fit)", "L").WithDefault(d.TextLen);
         var embedDim = CliOptions.Int("--embed-dim", "width of the caption embeddings", "D").WithDefault(d.EmbedDim);
+        var textLayout = CliOptions.Choice<SyntheticTextLayout>("--text-layout",
+            $"how text_embedding holds a caption: wan (tokens) or hunyuan (a pooled vector zero-padded to D, then the tokens; the VAE config then scales by scaling_factor) [default: {SyntheticPalette.Word(d.TextLayout)}]");
+        var pooledDim = CliOptions.OptionalInt("--pooled-dim", $"with --text-layout hunyuan: width of the pooled caption vector (at most --embed-dim; default {d.PooledDim})", "P");
         var seed = CliOptions.Long("--seed", "random seed", "S").WithDefault(d.Seed);
         var rowsPerFile = CliOptions.Int("--rows-per-file", "rows per parquet file").WithDefault(d.RowsPerFile);
         var fps = CliOptions.Double("--fps", "frames per second recorded with each clip", "F").WithDefault(d.Fps);
@@ -39,15 +42,18 @@ public static class DatasetCommand
             + "in FastVideo's parquet layout, with vae/config.json, negative_prompt_embeds.safetensors and classes.json.")
         {
             output, colors, directions, clips, frames, height, width, channels, shape, shapeSize, maxSpeed, start, captions,
-            textLen, embedDim, seed, rowsPerFile, fps,
+            textLen, embedDim, textLayout, pooledDim, seed, rowsPerFile, fps,
         };
-        command.SetAction(r => Synth(r.GetRequiredValue(output), new SyntheticOptions
+        command.SetAction(r => Synth(r.GetRequiredValue(output), (r.GetValue(pooledDim), r.GetValue(textLayout)) is (not null, not SyntheticTextLayout.Hunyuan)
+            ? throw new UserError("--pooled-dim needs --text-layout hunyuan (the wan layout has no pooled vector)")
+            : new SyntheticOptions
         {
             Colors = r.GetValue(colors), Directions = r.GetValue(directions), ClipsPerClass = r.GetValue(clips),
             Frames = r.GetValue(frames), Height = r.GetValue(height), Width = r.GetValue(width), Channels = r.GetValue(channels),
             Shape = r.GetValue(shape) ?? d.Shape, ShapeSize = r.GetValue(shapeSize), MaxSpeed = r.GetValue(maxSpeed),
             Start = r.GetValue(start) ?? d.Start, Captions = r.GetValue(captions) ?? d.Captions,
             TextLen = r.GetValue(textLen), EmbedDim = r.GetValue(embedDim), Seed = r.GetValue(seed),
+            TextLayout = r.GetValue(textLayout) ?? d.TextLayout, PooledDim = r.GetValue(pooledDim) ?? d.PooledDim,
             RowsPerFile = r.GetValue(rowsPerFile), Fps = r.GetValue(fps),
         }, r.InvocationConfiguration.Output));
         return command;
@@ -68,7 +74,10 @@ public static class DatasetCommand
         stdout.WriteLine($"writing {classes} classes x {o.ClipsPerClass} clips of [{o.Channels}, {o.Frames}, {o.Height}, {o.Width}] to {Path.GetFullPath(outDir)}");
         var summary = SyntheticVideoDataset.Write(o, outDir, line => stdout.WriteLine("  " + line));
         stdout.WriteLine($"done: {summary.Rows} clips in {summary.Files.Count} parquet files; text_len {o.TextLen}, embed_dim {o.EmbedDim}");
-        stdout.WriteLine($"latents_mean [{string.Join(", ", summary.LatentsMean.Select(F))}], latents_std [{string.Join(", ", summary.LatentsStd.Select(F))}]");
+        if (o.TextLayout == SyntheticTextLayout.Hunyuan)
+            stdout.WriteLine($"text layout hunyuan: [pooled vector ({o.PooledDim}) zero-padded to {o.EmbedDim} ; tokens]; the VAE config scales latents by scaling_factor");
+        else
+            stdout.WriteLine($"latents_mean [{string.Join(", ", summary.LatentsMean.Select(F))}], latents_std [{string.Join(", ", summary.LatentsStd.Select(F))}]");
         return 0;
     }
 

@@ -61,6 +61,8 @@ public static class ModelSampling
             var v = model.PredictNoise(x.to(model.Device).to_type(dtype), t, conditioning, conditional, cfgUncond);
             return v.MoveToOuterDisposeScope();
         };
+        // The family's pipeline spacing (HunyuanVideo: linspace(1, 0, n + 1)[:-1]) unless the caller chose sigmas.
+        if (options.Sigmas is null && model.SamplingSigmas(options.Steps) is { } sigmas) options = options with { Sigmas = sigmas };
         return FlowMatchSampler.Sample(velocity, initialNoise, options, progress);
     }
 }

@@ -6,7 +6,8 @@ namespace FastVideo.Weights;
 /// <summary>
 /// Precomputed negative-prompt (or empty-caption) text-encoder outputs, until text encoders exist:
 /// <c>negative_prompt_embeds.safetensors</c> with <c>negative_prompt_embeds</c> [1, L, D] (or [L, D], or [N, L, D]: one per sample) and
-/// optionally <c>negative_prompt_attention_mask</c> [N, L] (all ones when absent). A model folder may ship one (the role's
+/// optionally <c>negative_prompt_attention_mask</c> [N, L] (all ones when absent) and, for a family with pooled text
+/// (HunyuanVideo's CLIP), <c>negative_pooled_prompt_embeds</c> [N, P]. A model folder may ship one (the role's
 /// negative conditioning) and so may a data folder (the empty caption used for CFG dropout). One reader, one set of
 /// checks, one wording for every place that loads it.
 /// </summary>
@@ -15,6 +16,7 @@ public static class NegativePromptEmbeds
     public const string FileName = "negative_prompt_embeds.safetensors";
     public const string EmbedsKey = "negative_prompt_embeds";
     public const string MaskKey = "negative_prompt_attention_mask";
+    public const string PooledKey = "negative_pooled_prompt_embeds";
 
     /// <summary>
     /// Embeddings [N, L, D] and mask [N, L] (N = 1 for one negative prompt), float32 on the CPU. <paramref name="what"/> names where the path came
@@ -47,11 +49,34 @@ public static class NegativePromptEmbeds
         finally { foreach (var t in tensors.Values) t.Dispose(); }
     }
 
-    /// <summary>The same as a one-row <see cref="Conditioning"/> (its <see cref="Conditioning.Text"/> channel).</summary>
+    /// <summary>
+    /// The same as a <see cref="Conditioning"/>: its <see cref="Conditioning.Text"/> channel and, when the file has
+    /// <c>negative_pooled_prompt_embeds</c> [N, P] (or [P]), the <see cref="Conditioning.PooledText"/> channel.
+    /// </summary>
     public static Conditioning LoadConditioning(string path, string what)
     {
         var (embeds, mask) = Load(path, what);
-        return Conditioning.FromText(embeds, mask);
+        var pooled = LoadPooled(path, what, embeds.shape[0]);
+        var text = KeyValuePair.Create(Conditioning.Text, new ConditioningChannel(embeds, mask));
+        return pooled is null
+            ? new Conditioning([text])
+            : new Conditioning([text, KeyValuePair.Create(Conditioning.PooledText, new ConditioningChannel(pooled))]);
+    }
+
+    /// <summary><c>negative_pooled_prompt_embeds</c> as [N, P] float32, null when the file has none.</summary>
+    private static Tensor? LoadPooled(string path, string what, long rows)
+    {
+        if (!SafeTensors.ReadHeader(path).ContainsKey(PooledKey)) return null;
+        var tensors = SafeTensors.Load(path);
+        try
+        {
+            var p = tensors[PooledKey];
+            var pooled = p.dim() == 1 ? p.unsqueeze(0) : p.alias();
+            if (pooled.dim() != 2 || pooled.shape[0] != rows || !p.is_floating_point())
+                throw new UserError($"{what}: '{path}': '{PooledKey}' is [{string.Join(", ", p.shape)}] {p.dtype}; expected floats [{rows}, P] to match '{EmbedsKey}'");
+            return pooled.to(ScalarType.Float32).contiguous().DetachFromDisposeScope();
+        }
+        finally { foreach (var t in tensors.Values) t.Dispose(); }
     }
 
     /// <summary>The file beside a folder (or beside a file), when it exists.</summary>

@@ -70,7 +70,7 @@ public class CliHelpTests
             seen++;
         }
         Check(FastVideo.Cli.Cli.Create(ModelFamilyRegistry.Default, null), "");
-        Assert.Equal(14, seen); // the root, its 9 commands, config show and convert, dataset synth and dataset inspect
+        Assert.Equal(16, seen); // the root, its 10 commands, config show and convert, dataset synth and dataset inspect, model random
     }
 
     [Fact]

@@ -32,8 +32,7 @@ public class FastVideoCommandLineTests
 
     /// <summary>
     /// A local Hugging Face cache holding <paramref name="modelId"/> as a Diffusers pipeline whose transformer is a
-    /// header-only safetensors file: the real parameter names, shapes and dtype (bf16) in the header and a sparse,
-    /// never-written data section, so the file is valid and takes no disk space.
+    /// header-only safetensors file (<see cref="HeaderOnlyWeights"/>).
     /// </summary>
     private static void WriteHeaderOnlyCache(string hub, string modelId, WanTransformerConfig config)
     {
@@ -47,25 +46,8 @@ public class FastVideoCommandLineTests
         File.WriteAllText(Path.Combine(snapshot, "transformer", "config.json"), config.ToJson().ToJsonString());
 
         // The parameter names and shapes of the architecture, from the model built on the meta device (no memory).
-        var header = new JsonObject();
-        long offset = 0;
-        using (var model = new WanTransformer3DModel(config, TorchSharp.torch.META))
-            foreach (var (name, tensor) in model.state_dict())
-            {
-                long bytes = 2 * tensor.numel();
-                header[name] = new JsonObject
-                {
-                    ["dtype"] = "BF16",
-                    ["shape"] = new JsonArray(tensor.shape.Select(s => (JsonNode)s).ToArray()),
-                    ["data_offsets"] = new JsonArray(offset, offset + bytes),
-                };
-                offset += bytes;
-            }
-        var json = Encoding.UTF8.GetBytes(header.ToJsonString());
-        using var fs = File.Create(Path.Combine(snapshot, "transformer", "diffusion_pytorch_model.safetensors"));
-        fs.Write(BitConverter.GetBytes((ulong)json.Length));
-        fs.Write(json);
-        fs.SetLength(8 + json.Length + offset);
+        using var model = new WanTransformer3DModel(config, TorchSharp.torch.META);
+        HeaderOnlyWeights.Write(model, Path.Combine(snapshot, "transformer", "diffusion_pytorch_model.safetensors"));
     }
 
     [Fact]
@@ -197,23 +179,25 @@ public class FastVideoCommandLineTests
     [Fact]
     public void ExampleRecipesInFastVideosFormTrainOnTheMachine()
     {
-        // Each example, pointed at a tiny synthetic dataset and model (the quickstart's layout), trains two steps.
+        // Each example, pointed at a tiny synthetic dataset and model of its family (the quickstart's layout), trains two steps.
         var root = TestPaths.TempDir("fv-examples");
         var (data, model) = Train.TrainFixture.SyntheticDataAndModel(root);
+        var (hunyuanData, hunyuanModel) = Train.TrainFixture.SyntheticHunyuanDataAndModel(root);
         foreach (var recipe in Directory.GetFiles(Path.Combine(TestPaths.RepoRoot, "examples", "recipes", "fastvideo"), "*.yaml").Order())
         {
             var name = Path.GetFileNameWithoutExtension(recipe);
             var loaded = RecipeLoader.Load(recipe, [], ModelFamilyRegistry.Default);
+            bool hunyuan = loaded.Roles.Values.Any(r => r.Family == "hunyuan");
             // KD builds its teacher-trajectory cache first: a fresh folder per run, and a short teacher ODE (8 steps, whose
             // grid holds the examples' t_list).
             string[] kd = loaded.Method is FastVideo.Train.Methods.KnowledgeDistillation.KDOptions
                 ? ["--method.teacher_path_cache", Path.Combine(root, name + "-cache"), "--method.teacher_inference_steps", "8"] : [];
             string[] args =
             [
-                "train", "--config", recipe, "--training.data.data_path", data, "--training.checkpoint.output_dir", Path.Combine(root, name),
-                "--training.loop.max_train_steps", "2", "--training.data.train_batch_size", "2", "--pipeline.text_len", "6",
+                "train", "--config", recipe, "--training.data.data_path", hunyuan ? hunyuanData : data, "--training.checkpoint.output_dir", Path.Combine(root, name),
+                "--training.loop.max_train_steps", "2", "--training.data.train_batch_size", "2", "--pipeline.text_len", hunyuan ? "7" : "6",
                 "--training.data.num_latent_t", "2", "--training.data.num_height", "8", "--training.data.num_width", "8",
-                "--callbacks.validation.every_steps", "0", .. loaded.Roles.Keys.SelectMany(r => new[] { $"--models.{r}.init_from", model }), .. kd,
+                "--callbacks.validation.every_steps", "0", .. loaded.Roles.Keys.SelectMany(r => new[] { $"--models.{r}.init_from", hunyuan ? hunyuanModel : model }), .. kd,
             ];
             var (code, stdout, stderr) = Run(args);
             Assert.True(code == 0, $"{name}: {stderr}\n{stdout}");

@@ -50,6 +50,28 @@ internal static class TrainFixture
         return (data, model);
     }
 
+    /// <summary>
+    /// The same for the hunyuan family: the dataset in the hunyuan text layout (pooled vector of 8 zero-padded to 16,
+    /// then the tokens; VAE config with scaling_factor) and a tiny random HunyuanVideo pipeline folder made from it.
+    /// </summary>
+    public static (string Data, string Model) SyntheticHunyuanDataAndModel(string root)
+    {
+        var data = Path.Combine(root, "hunyuan-data");
+        FastVideo.Data.Synthetic.SyntheticVideoDataset.Write(new FastVideo.Data.Synthetic.SyntheticOptions
+        {
+            Colors = 2, Directions = 2, ClipsPerClass = 2, Frames = 2, Height = 8, Width = 8, ShapeSize = 3, TextLen = 7, EmbedDim = 16, Seed = 1,
+            TextLayout = FastVideo.Data.Synthetic.SyntheticTextLayout.Hunyuan, PooledDim = 8,
+        }, data);
+        var model = Path.Combine(root, "hunyuan-model");
+        FastVideo.Train.Models.RandomModelFolder.Write(FastVideo.Train.Models.Hunyuan.HunyuanModel.Family, new JsonObject
+        {
+            ["in_channels"] = 3, ["out_channels"] = 3, ["num_attention_heads"] = 2, ["attention_head_dim"] = 8, ["num_layers"] = 1,
+            ["num_single_layers"] = 1, ["num_refiner_layers"] = 1, ["mlp_ratio"] = 2.0, ["text_embed_dim"] = 16, ["pooled_projection_dim"] = 8,
+            ["rope_axes_dim"] = new JsonArray(2, 2, 4),
+        }, 3, model, data);
+        return (data, model);
+    }
+
     public static RunConfig Config(string outputDir, int maxSteps = 3, int accum = 1, int saveSteps = 0, int keepLast = 0,
         string resume = "", string scheduler = "constant", int warmup = 0, bool precondition = false,
         IEnumerable<KeyValuePair<string, object>>? callbacks = null,

@@ -48,6 +48,38 @@ public sealed class SyntheticTextEncoder
         return result;
     }
 
+    /// <summary>
+    /// A pooled caption vector [<paramref name="dim"/>] (the stand-in for CLIP's pooled output in the hunyuan layout):
+    /// the mean of the caption's word vectors (end token included, no position code), cut to its first
+    /// <paramref name="dim"/> values; <paramref name="dim"/> at most <see cref="EmbedDim"/>.
+    /// </summary>
+    public float[] Pooled(string caption, int dim)
+    {
+        if (dim < 1 || dim > EmbedDim) throw new UserError($"pooled_dim must be 1..{EmbedDim}, got {dim}");
+        var tokens = Tokenize(caption);
+        var sum = new double[EmbedDim];
+        var row = new float[EmbedDim];
+        foreach (var word in tokens)
+        {
+            WordVector(word, row);
+            for (int j = 0; j < EmbedDim; j++) sum[j] += row[j];
+        }
+        return sum.Take(dim).Select(v => (float)(v / tokens.Count)).ToArray();
+    }
+
+    /// <summary>
+    /// A caption's text_embedding in a dataset layout: the tokens [L, D] (wan), or [1 + L, D] with the
+    /// <see cref="Pooled"/> vector of <paramref name="pooledDim"/> values zero-padded in row 0 (hunyuan).
+    /// </summary>
+    public (float[] Values, long[] Shape) EncodeAs(string caption, SyntheticTextLayout layout, int pooledDim)
+    {
+        var tokens = EncodeToArray(caption);
+        int rows = Length(caption);
+        return layout == SyntheticTextLayout.Hunyuan
+            ? (HunyuanTextLayout.Pack(tokens, EmbedDim, Pooled(caption, pooledDim)), [rows + 1, EmbedDim])
+            : (tokens, [rows, EmbedDim]);
+    }
+
     /// <summary>The embedding as a float32 tensor [L_valid, D] (the caller disposes it).</summary>
     public Tensor Encode(string caption) => tensor(EncodeToArray(caption), [Length(caption), EmbedDim]);
 

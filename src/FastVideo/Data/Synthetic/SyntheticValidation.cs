@@ -24,14 +24,22 @@ public static class SyntheticValidation
             .ToList();
         var enc = classes["text_encoder"] ?? throw new UserError($"{path}: no text_encoder entry");
         var encoder = new SyntheticTextEncoder((int)enc["embed_dim"]!, (long)enc["seed"]!);
-        return new DatasetValidation(prompts, new Encoder(encoder), new Scorer(ClipEvaluator.ForDataset(dataDir)),
+        // Prompts are encoded in the dataset's own text layout (datasets written before layouts existed are wan's).
+        var layout = SyntheticPalette.FromWord<SyntheticTextLayout>((string?)enc["layout"] ?? "wan")
+            ?? throw new UserError($"{path}: text_encoder.layout '{enc["layout"]}' is not one of: wan, hunyuan");
+        int pooledDim = (int?)enc["pooled_dim"] ?? 0;
+        return new DatasetValidation(prompts, new Encoder(encoder, layout, pooledDim), new Scorer(ClipEvaluator.ForDataset(dataDir)),
             TextLen: enc["text_len"] is JsonNode tl ? (int)tl : null,
             Fps: (double?)classes["options"]?["fps"] ?? 8);
     }
 
-    private sealed class Encoder(SyntheticTextEncoder encoder) : IPromptEncoder
+    private sealed class Encoder(SyntheticTextEncoder encoder, SyntheticTextLayout layout, int pooledDim) : IPromptEncoder
     {
-        public Tensor Encode(string prompt) => encoder.Encode(prompt);
+        public Tensor Encode(string prompt)
+        {
+            var (values, shape) = encoder.EncodeAs(prompt, layout, pooledDim);
+            return tensor(values, shape);
+        }
     }
 
     private sealed class Scorer(ClipEvaluator evaluator) : IClipScorer

@@ -32,6 +32,11 @@ public sealed record SyntheticOptions
     /// <summary>The text_len the recipe should use; every caption (tokens + end token) must fit.</summary>
     public int TextLen { get; init; } = 16;
     public int EmbedDim { get; init; } = 32;
+    /// <summary>How <c>text_embedding</c> holds a caption: Wan's tokens, or HunyuanVideo's packed rows (a pooled vector
+    /// of <see cref="PooledDim"/> values zero-padded to <see cref="EmbedDim"/>, then the tokens; reference spec 2.1).</summary>
+    public SyntheticTextLayout TextLayout { get; init; } = SyntheticTextLayout.Wan;
+    /// <summary>Width of the pooled caption vector (the hunyuan layout's stand-in for CLIP's pooled output).</summary>
+    public int PooledDim { get; init; } = 16;
     public long Seed { get; init; }
     public int RowsPerFile { get; init; } = 512;
     public double Fps { get; init; } = 8;
@@ -65,8 +70,22 @@ public sealed record SyntheticOptions
         Check(Captions == SyntheticCaptions.Exact || Directions <= 4,
             $"--captions axis names horizontal and vertical motion only, so it takes --directions 1..4, got {Directions}");
         int longest = SyntheticVideoDataset.Classes(this).Max(c => SyntheticTextEncoder.Tokenize(c.Prompt).Count);
-        Check(TextLen >= longest, $"--text-len must hold the longest caption ({longest} tokens with the end token), got {TextLen}");
+        if (TextLayout == SyntheticTextLayout.Hunyuan)
+        {
+            Check(PooledDim >= 1 && PooledDim <= EmbedDim, $"--pooled-dim must be 1..--embed-dim ({EmbedDim}), got {PooledDim}");
+            Check(TextLen >= longest + 1, $"--text-len must hold the pooled row and the longest caption (1 + {longest} tokens with the end token), got {TextLen}");
+        }
+        else Check(TextLen >= longest, $"--text-len must hold the longest caption ({longest} tokens with the end token), got {TextLen}");
     }
+}
+
+/// <summary>How a caption's embedding is laid out in <c>text_embedding</c>.</summary>
+public enum SyntheticTextLayout
+{
+    /// <summary>The tokens [L, D] (Wan's umT5 layout).</summary>
+    Wan,
+    /// <summary>[pooled vector zero-padded to D ; tokens] (FastVideo's HunyuanVideo layout: CLIP pooled + LLaMA tokens).</summary>
+    Hunyuan,
 }
 
 /// <summary>Where the moving shape starts.</summary>
@@ -215,8 +234,7 @@ public static class SyntheticVideoDataset
 
         var classes = Classes(options);
         var encoder = new SyntheticTextEncoder(options.EmbedDim, options.Seed);
-        var textByClass = classes.Select(c => TensorBytes.FromFloats(encoder.EncodeToArray(c.Prompt),
-            [encoder.Length(c.Prompt), options.EmbedDim])).ToList();
+        var textByClass = classes.Select(c => Text(options, encoder, c.Prompt)).ToList();
 
         // Clip-major order (clip 0 of every class, then clip 1, ...) so each file holds every class.
         var all = Enumerable.Range(0, options.ClipsPerClass).SelectMany(k => classes.Select(c => (Class: c, Clip: k))).ToList();
@@ -261,15 +279,23 @@ public static class SyntheticVideoDataset
             mean[c] = (float)m;
             std[c] = v > 1e-12 ? (float)Math.Sqrt(v) : 1f; // a constant channel is left unscaled
         }
-        WriteVaeConfig(Path.Combine(outDir, VaeConfigFile), options, mean, std);
+        WriteVaeConfig(Path.Combine(outDir, VaeConfigFile), options, mean, std, Overall(sum, sumSq, perChannel));
 
-        var negative = encoder.EncodeToArray("");
+        // The empty caption in the data's own layout: the loader puts it in place of a caption dropped for CFG.
+        var negative = Text(options, encoder, "");
         SafetensorsMini.WriteF32(Path.Combine(outDir, ParquetVideoDataset.NegativePromptEmbedsFile),
-            new Dictionary<string, (long[], float[])> { ["negative_prompt_embeds"] = ([1, negative.Length / options.EmbedDim, options.EmbedDim], negative) },
+            new Dictionary<string, (long[], float[])> { ["negative_prompt_embeds"] = ([1, .. negative.Shape], negative.ToFloatArray()) },
             new Dictionary<string, string> { ["prompt"] = "", ["format"] = "pt" });
         WriteClasses(Path.Combine(outDir, ClassesFile), options, classes, all.Count);
         progress?.Invoke($"wrote {VaeConfigFile}, {ParquetVideoDataset.NegativePromptEmbedsFile}, {ClassesFile}");
         return new SyntheticSummary(outDir, all.Count, files, classes, mean, std);
+    }
+
+    /// <summary>A caption's text_embedding in the options' layout.</summary>
+    private static TensorBytes Text(SyntheticOptions o, SyntheticTextEncoder encoder, string caption)
+    {
+        var (values, shape) = encoder.EncodeAs(caption, o.TextLayout, o.PooledDim);
+        return TensorBytes.FromFloats(values, shape);
     }
 
     private static void Accumulate(SyntheticClip clip, double[] sum, double[] sumSq, ref long perChannel)
@@ -295,22 +321,35 @@ public static class SyntheticVideoDataset
         File.Move(tmp, path, overwrite: true);
     }
 
-    // Wan-style VAE config: normalised = (latent - latents_mean) / latents_std per channel. The identity "VAE" has
-    // no compression, so pixel size = latent size.
-    private static void WriteVaeConfig(string path, SyntheticOptions o, float[] mean, float[] std) => WriteJson(path, new Dictionary<string, object>
+    /// <summary>1 / the root mean square of every value: the hunyuan layout's scaling_factor.</summary>
+    private static float Overall(double[] sum, double[] sumSq, long perChannel)
     {
-        ["_class_name"] = Models.Vae.VaeConfig.IdentityClassName,
-        ["_comment"] = "FastVideoSharp synthetic moving-shapes dataset: the latent is the clip itself ([C,T,H,W] in [-1, 1]); " +
-                       "latents_mean/latents_std are the dataset's per-channel statistics, so (latent - mean) / std has unit scale",
-        ["z_dim"] = o.Channels,
-        ["latent_channels"] = o.Channels,
-        ["latents_mean"] = mean,
-        ["latents_std"] = std,
-        ["spatial_compression_ratio"] = 1,
-        ["temporal_compression_ratio"] = 1,
-        ["scale_factor_spatial"] = 1,
-        ["scale_factor_temporal"] = 1,
-    });
+        double rms = Math.Sqrt(sumSq.Sum() / (perChannel * (double)sumSq.Length));
+        return rms > 1e-12 ? (float)(1 / rms) : 1f;
+    }
+
+    // The identity "VAE" has no compression, so pixel size = latent size. Wan layout: Wan-style normalisation,
+    // (latent - latents_mean) / latents_std per channel. Hunyuan layout: HunyuanVideo's, latent · scaling_factor.
+    private static void WriteVaeConfig(string path, SyntheticOptions o, float[] mean, float[] std, float scaling)
+    {
+        var config = new Dictionary<string, object>
+        {
+            ["_class_name"] = Models.Vae.VaeConfig.IdentityClassName,
+            ["_comment"] = "FastVideoSharp synthetic moving-shapes dataset: the latent is the clip itself ([C,T,H,W] in [-1, 1]); " + (o.TextLayout == SyntheticTextLayout.Hunyuan
+                ? "scaling_factor is 1 / the dataset's root mean square, so latent · scaling_factor has unit scale"
+                : "latents_mean/latents_std are the dataset's per-channel statistics, so (latent - mean) / std has unit scale"),
+            ["z_dim"] = o.Channels,
+            ["latent_channels"] = o.Channels,
+        };
+        if (o.TextLayout == SyntheticTextLayout.Hunyuan) config["scaling_factor"] = scaling;
+        else
+        {
+            config["latents_mean"] = mean;
+            config["latents_std"] = std;
+        }
+        foreach (var k in new[] { "spatial_compression_ratio", "temporal_compression_ratio", "scale_factor_spatial", "scale_factor_temporal" }) config[k] = 1;
+        WriteJson(path, config);
+    }
 
     private static void WriteClasses(string path, SyntheticOptions o, IReadOnlyList<SyntheticClass> classes, int rows) => WriteJson(path, new Dictionary<string, object>
     {
@@ -323,13 +362,14 @@ public static class SyntheticVideoDataset
         ["captions"] = SyntheticPalette.Word(o.Captions),
         ["classes"] = classes.Select(c => new { index = c.Index, color = c.Color.Name, directions = c.Directions.Select(d => d.Name).ToList(), prompt = c.Prompt }).ToList(),
         ["rows"] = rows,
-        ["text_encoder"] = new { kind = "synthetic-word-vectors", embed_dim = o.EmbedDim, seed = o.Seed, text_len = o.TextLen, end_token = SyntheticTextEncoder.EndToken },
+        ["text_encoder"] = new { kind = "synthetic-word-vectors", embed_dim = o.EmbedDim, seed = o.Seed, text_len = o.TextLen, end_token = SyntheticTextEncoder.EndToken,
+            layout = SyntheticPalette.Word(o.TextLayout), pooled_dim = o.TextLayout == SyntheticTextLayout.Hunyuan ? o.PooledDim : (int?)null },
         ["negative_prompt"] = "",
         ["options"] = new
         {
             colors = o.Colors, directions = o.Directions, clips_per_class = o.ClipsPerClass, frames = o.Frames,
             height = o.Height, width = o.Width, channels = o.Channels, shape = SyntheticPalette.Word(o.Shape), shape_size = o.ShapeSize, max_speed = o.MaxSpeed, start = SyntheticPalette.Word(o.Start), captions = SyntheticPalette.Word(o.Captions), text_len = o.TextLen,
-            embed_dim = o.EmbedDim, seed = o.Seed, rows_per_file = o.RowsPerFile, fps = o.Fps,
+            embed_dim = o.EmbedDim, seed = o.Seed, rows_per_file = o.RowsPerFile, fps = o.Fps, text_layout = SyntheticPalette.Word(o.TextLayout), pooled_dim = o.PooledDim,
         },
     });
 }

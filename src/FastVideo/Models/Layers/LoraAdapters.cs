@@ -50,17 +50,18 @@ public static partial class LoraAdapters
         return chosen;
     }
 
-    [GeneratedRegex(@"(?<=^|\.)blocks\.\d+\.")]
+    [GeneratedRegex(@"(?<=^|\.|_)blocks\.\d+\.")]
     private static partial Regex BlockIndex();
 
     /// <summary>
     /// Freezes every parameter of <paramref name="module"/> and adds a trainable float32 adapter (rank, alpha of
     /// <paramref name="options"/>; A drawn from <paramref name="generator"/>, B = 0) to each chosen layer, in module
-    /// order. Returns the adapted layers' names. <paramref name="what"/> names the options in errors (<c>roles.student.lora</c>).
+    /// order. Returns the adapted layers' names. <paramref name="what"/> names the options in errors (<c>roles.student.lora</c>);
+    /// <paramref name="capable"/> (a family's choice, by module name) narrows the LoRA-capable layers.
     /// </summary>
-    public static IReadOnlyList<string> Enable(nn.Module module, LoraOptions options, Generator generator, string what)
+    public static IReadOnlyList<string> Enable(nn.Module module, LoraOptions options, Generator generator, string what, Func<string, bool>? capable = null)
     {
-        var layers = CapableLayers(module);
+        var layers = CapableLayers(module).Where(l => capable?.Invoke(l.Name) ?? true).ToList();
         var chosen = SelectTargets(layers.Select(l => l.Name).ToList(), options, what).ToHashSet(StringComparer.Ordinal);
         foreach (var p in module.parameters()) p.requires_grad = false;
         int rank = options.Rank ?? throw new UserError($"{what}.rank: required when lora.enable is true");

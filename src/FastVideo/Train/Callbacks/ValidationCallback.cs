@@ -312,16 +312,16 @@ public sealed class ValidationCallback : TrainCallback
     }
 
     // The model's conditioning for the prompts, built by its own PrepareBatch (dtype, device, negative prompt);
-    // without a negative prompt of its own, the data folder's empty-caption embedding is its negative side.
+    // without a negative prompt of its own, the data folder's empty-caption embedding is its negative side, laid out
+    // by the model as it lays out the data's text (a family with packed text splits it there).
     private static TrainingBatch Conditioning(ModelBase model, ValidationSetup setup)
     {
         var batch = model.PrepareInference(Data.Conditioning.FromText(setup.TextEmbeds.alias(), setup.TextMask.alias()), setup.LatentShape);
         if (batch.Unconditional is not null || setup.NegativeEmbeds is null) return batch;
-        var dtype = batch.Latents.dtype;
         long p = setup.Count;
-        var uncond = Data.Conditioning.FromText(
-            setup.NegativeEmbeds.to(model.Device).to_type(dtype).expand(p, -1, -1).contiguous(),
-            setup.NegativeMask!.to(model.Device).to_type(dtype).expand(p, -1).contiguous());
+        using var negative = model.PrepareInference(Data.Conditioning.FromText(
+            setup.NegativeEmbeds.expand(p, -1, -1).contiguous(), setup.NegativeMask!.expand(p, -1).contiguous()), setup.LatentShape);
+        var uncond = negative.Conditional.Map(t => t.alias());
         return new TrainingBatch
         {
             Latents = batch.Latents, RawLatentShape = batch.RawLatentShape, NoisyModelInput = batch.NoisyModelInput,

@@ -46,6 +46,8 @@ public static class TrainingBuilder
         var distinct = spaces.Select(s => s.Space).Distinct().ToList();
         if (distinct.Count > 1)
             throw new UserError("roles: the roles' families do not share a latent space: " +
-                string.Join(", ", spaces.Select(s => $"{s.Role} ({s.Family}: {s.Space})")));
+                string.Join(", ", spaces.Select(s => $"{s.Role} ({s.Family}: {s.Space})")) +
+                "; the roles of a method exchange latents, and each family's transformer reads its own VAE's latents " +
+                "(different channels, normalisation and meaning), so use one family's latent space for every role");
     }
 }

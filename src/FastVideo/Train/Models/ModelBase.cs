@@ -68,7 +68,7 @@ public abstract class ModelBase : IDisposable
         if (Lora is not { } options) return;
         if (!Trainable) throw new UserError($"roles.{Role}.lora.enable: LoRA training requires trainable: true for the role");
         using var generator = new Generator(LoraSeed(Context.Training.Data.Seed, Role), torch.device("cpu"));
-        LoraLayers = FastVideo.Models.Layers.LoraAdapters.Enable(transformer, options, generator, $"roles.{Role}.lora");
+        LoraLayers = FastVideo.Models.Layers.LoraAdapters.Enable(transformer, options, generator, $"roles.{Role}.lora", Context.Family.IsLoraCapable);
         transformer.train();
     }
 
@@ -193,6 +193,12 @@ public abstract class ModelBase : IDisposable
         using var throwaway = new Generator(0, Device);   // PrepareBatch's noise and timestep draws are not used
         return PrepareBatch(raw, throwaway, LatentsSource.Data);
     }
+
+    /// <summary>
+    /// The sigmas (descending, before the flow shift) the family's Diffusers pipeline samples <paramref name="steps"/>
+    /// Euler steps with; null = the scheduler's own spacing (set_timesteps, as Wan's pipeline).
+    /// </summary>
+    public virtual IReadOnlyList<double>? SamplingSigmas(int steps) => null;
 
     /// <summary>Student only, called by the method's constructor: VAE constants, timestep mechanics.</summary>
     public virtual void InitPreprocessors() { }

@@ -57,7 +57,8 @@ public sealed record ModelFamily(
 
     /// <summary>
     /// Which layers (module names, the weight key without <c>.weight</c>) of the family's transformer can take a
-    /// LoRA adapter, for the dry-run plan that reads only safetensors headers. Null when the family has no LoRA.
+    /// LoRA adapter: the layers <c>lora.target_modules</c> chooses from, in training and in the dry-run plan (which
+    /// reads only safetensors headers). Null when the family has no LoRA.
     /// </summary>
     public Func<string, bool>? IsLoraCapable { get; init; }
 }

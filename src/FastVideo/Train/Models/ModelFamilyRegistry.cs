@@ -18,6 +18,7 @@ public sealed class ModelFamilyRegistry : IFamilyCatalog
         var r = new ModelFamilyRegistry();
         r.Register(Wan.WanModel.Family);
         r.Register(Wan.WanCausalModel.Family);
+        r.Register(Hunyuan.HunyuanModel.Family);
         return r;
     }
 

@@ -204,32 +204,14 @@ public static class QuickstartRunner
     private static void WriteInitModel(ModelFamilyRegistry families, string dir, string data, JsonObject model)
     {
         ResetDir(dir);
-        var write = families.Get(Family).WriteRandomTransformer
-            ?? throw new InvalidOperationException($"family '{Family}' cannot write a random transformer");
-        write(model, 0, Path.Combine(dir, "transformer"));
-        CopyPipelineFiles(data, dir);
+        RandomModelFolder.Write(families.Get(Family), model, 0, dir, data);
     }
 
     private static void ExportModel(ModelBase model, string baseDir, string outDir)
     {
         ResetDir(outDir);
         model.SavePretrained(Path.Combine(outDir, "transformer"));
-        CopyPipelineFiles(baseDir, outDir);
-    }
-
-    /// <summary>The pipeline files beside the transformer: VAE config, empty-caption embedding and model_index.json
-    /// (naming the transformer's class as its config.json does).</summary>
-    private static void CopyPipelineFiles(string from, string to)
-    {
-        Directory.CreateDirectory(Path.Combine(to, "vae"));
-        File.Copy(Path.Combine(from, "vae", "config.json"), Path.Combine(to, "vae", "config.json"), true);
-        File.Copy(Path.Combine(from, NegativePromptEmbeds.FileName), Path.Combine(to, NegativePromptEmbeds.FileName), true);
-        var transformerClass = (string?)JsonNode.Parse(File.ReadAllText(Path.Combine(to, "transformer", "config.json")))?["_class_name"];
-        File.WriteAllText(Path.Combine(to, "model_index.json"), new JsonObject
-        {
-            ["transformer"] = new JsonArray("diffusers", transformerClass),
-            ["vae"] = new JsonArray("fastvideo", VaeConfig.IdentityClassName),
-        }.ToJsonString());
+        RandomModelFolder.CopyPipelineFiles(baseDir, outDir);
     }
 
     private static void ResetDir(string dir)
