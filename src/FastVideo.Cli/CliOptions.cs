@@ -31,6 +31,13 @@ internal static class CliOptions
             return v is not null;
         });
 
+    public static Option<double?> OptionalDouble(string name, string description, string helpName = "X") =>
+        Parsed(name, description, helpName, "a number", (string s, out double? v) =>
+        {
+            v = double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out var n) ? n : null;
+            return v is not null;
+        });
+
     public static Option<long> Long(string name, string description, string helpName = "N") =>
         Parsed(name, description, helpName, "an integer", (string s, out long v) => long.TryParse(s, NumberStyles.Integer, CultureInfo.InvariantCulture, out v));
 

@@ -39,6 +39,8 @@ public sealed record GenerateOptions
     public string? Family { get; init; }
     /// <summary>A Diffusers LoRA file for the transformer (<c>pytorch_lora_weights.safetensors</c>, or its folder) applied as Diffusers does.</summary>
     public string? Lora { get; init; }
+    /// <summary>The guidance scale given to a guidance-distilled transformer (HunyuanVideo), × 1000; null = the family's (6.0).</summary>
+    public double? EmbeddedGuidanceScale { get; init; }
 
     /// <summary>Streaming generation with a causal model: block by block with the few-step schedule <see cref="DenoisingSteps"/>.</summary>
     public bool Causal { get; init; }
@@ -65,16 +67,20 @@ public static class GenerateCommand
     internal static Command Create()
     {
         var model = CliOptions.Text("--model", "DIR", "a Diffusers pipeline folder, a transformer folder, or a model id in the local HF cache").AsRequired();
-        var prompt = CliOptions.Text("--prompt-embeds", "FILE", "safetensors with prompt_embeds [B,L,D] (prompt_attention_mask [B,L] optional, unused by Wan)").AsRequired();
+        var prompt = CliOptions.Text("--prompt-embeds", "FILE", "safetensors with prompt_embeds [B,L,D], prompt_attention_mask [B,L] (optional: all ones; " +
+            "Wan ignores it) and, for HunyuanVideo, pooled_prompt_embeds [B,P]").AsRequired();
         var negative = CliOptions.Text("--negative-prompt-embeds", "FILE",
-            "safetensors with negative_prompt_embeds [1 or B,L,D] (padded or cut to the prompts' L); default: the model folder's negative_prompt_embeds.safetensors when guidance != 1");
+            "safetensors with negative_prompt_embeds [1 or B,L,D] (padded or cut to the prompts' L), negative_prompt_attention_mask and, for HunyuanVideo, " +
+            "negative_pooled_prompt_embeds [1 or B,P]; default: the model folder's negative_prompt_embeds.safetensors when guidance > 1");
         var latents = CliOptions.Text("--latents", "FILE", "safetensors with latents [B,C,T,H,W]: the initial noise (instead of --seed/--num-frames/--height/--width)");
         var seed = CliOptions.OptionalInt("--seed", "draw the initial noise with this seed (with --num-frames, --height, --width); with --causal it also seeds the re-noising draws (with --latents those alone; default 0)");
         var frames = CliOptions.OptionalInt("--num-frames", "frames of the drawn noise, in pixels' time (1 + a multiple of the VAE's temporal ratio, e.g. 81)", "F");
         var height = CliOptions.OptionalInt("--height", "height of the drawn noise in pixels (latent size from the VAE ratio)", "H");
         var width = CliOptions.OptionalInt("--width", "width of the drawn noise in pixels (latent size from the VAE ratio)", "W");
         var steps = CliOptions.OptionalInt("--steps", "Euler steps (at least 1; required without --causal)");
-        var guidance = CliOptions.Double("--guidance-scale", "classifier-free guidance scale (1 = no guidance)", "G").AsRequired();
+        var guidance = CliOptions.Double("--guidance-scale", "classifier-free guidance scale (1 = no guidance; > 1 needs negative embeddings)", "G").AsRequired();
+        var embeddedGuidance = CliOptions.OptionalDouble("--embedded-guidance-scale",
+            "guidance scale given to a guidance-distilled transformer (HunyuanVideo), x 1000 (default 6.0, Diffusers' pipeline default)", "G");
         var shift = CliOptions.Double("--flow-shift", "the scheduler's flow shift (> 0)", "S").AsRequired();
         var output = CliOptions.Text("--output-latents", "FILE", "where to write the result (safetensors, key latents [B,C,T,H,W])").AsRequired();
         var device = CliOptions.Text("--device", "DEVICE", "the torch device").WithDefault("cpu");
@@ -96,7 +102,7 @@ public static class GenerateCommand
 
         var command = new Command("generate", "Sample latents from precomputed text embeddings (Euler flow matching with classifier-free guidance; --causal: streaming, block by block).")
         {
-            model, prompt, negative, latents, seed, frames, height, width, steps, guidance, shift, output, device, dtype, computeDtype, family, lora,
+            model, prompt, negative, latents, seed, frames, height, width, steps, guidance, embeddedGuidance, shift, output, device, dtype, computeDtype, family, lora,
             causal, framesPerBlock, denoisingSteps, noKvCache, localAttn, sink, textLen, blocksOut,
         };
         command.SetAction(r => Run(new GenerateOptions
@@ -105,7 +111,7 @@ public static class GenerateCommand
             Latents = r.GetValue(latents), Seed = r.GetValue(seed), NumFrames = r.GetValue(frames), Height = r.GetValue(height), Width = r.GetValue(width),
             Steps = r.GetValue(steps), GuidanceScale = r.GetValue(guidance), FlowShift = r.GetValue(shift),
             OutputLatents = r.GetRequiredValue(output), Device = r.GetRequiredValue(device), Dtype = r.GetRequiredValue(dtype),
-            ComputeDtype = r.GetRequiredValue(computeDtype), Family = r.GetValue(family), Lora = r.GetValue(lora),
+            ComputeDtype = r.GetRequiredValue(computeDtype), Family = r.GetValue(family), Lora = r.GetValue(lora), EmbeddedGuidanceScale = r.GetValue(embeddedGuidance),
             Causal = r.GetValue(causal), FramesPerBlock = r.GetValue(framesPerBlock),
             DenoisingSteps = r.GetValue(denoisingSteps) is { } list ? ParseTimesteps(list) : null, NoKvCache = r.GetValue(noKvCache),
             LocalAttnSize = r.GetValue(localAttn), SinkSize = r.GetValue(sink), TextLen = r.GetValue(textLen), BlocksOut = r.GetValue(blocksOut),
@@ -130,13 +136,22 @@ public static class GenerateCommand
         var deviceName = o.Device;
         var precision = o.Dtype;
         Precision.Parse(precision, "--dtype");
+        if (guidance < 1) throw new UserError($"--guidance-scale must be >= 1 (1 = no guidance; Diffusers' pipelines apply CFG only above 1), got {guidance}");
         var family = ResolveFamily(o, stderr);
         var pipeline = o.Causal ? CausalPipeline(o) : null;
+        var familyInfo = ModelFamilyRegistry.Default.Get(family);
+        var roleOptions = new Dictionary<string, object?>();
+        if (o.EmbeddedGuidanceScale is { } embedded)
+        {
+            if (!OptionListing.Describe(familyInfo.RoleConfigType).Any(x => x.Key == "embedded_guidance_scale"))
+                throw new UserError($"--embedded-guidance-scale: the {family} family's transformer takes no embedded guidance (HunyuanVideo's guidance-distilled one does)");
+            roleOptions["embedded_guidance_scale"] = embedded;
+        }
 
         using var scope = NewDisposeScope();
         // The model plugin of the family, as a frozen role: the same forward, negative prompt and sampler as training.
         using var model = ModelFamilyRegistry.Default.CreateForInference(new InferenceModel(family, o.Model, deviceName, precision,
-            FlowShift: shift, NegativePromptEmbeds: o.NegativePromptEmbeds, ComputePrecision: o.ComputeDtype, Pipeline: pipeline));
+            FlowShift: shift, NegativePromptEmbeds: o.NegativePromptEmbeds, ComputePrecision: o.ComputeDtype, Pipeline: pipeline, RoleOptions: roleOptions));
         if (o.Causal && model is not ICausalModel)
             throw new UserError($"--causal: the {family} family has no streaming (causal) forward; use --family wan_causal (or leave --family out)");
         var config = model.TransformerConfig;
@@ -149,9 +164,8 @@ public static class GenerateCommand
         }
 
         var promptPath = o.PromptEmbeds;
-        var prompt = ReadTensor(promptPath, "prompt_embeds", 3);
-        if (config["text_dim"] is JsonValue td && prompt.shape[2] != (int)td)
-            throw new UserError($"{promptPath}: prompt_embeds has width {prompt.shape[2]}, the model's text_dim is {(int)td}");
+        using var conditioning = ReadPromptFile(promptPath, familyInfo, config);
+        var prompt = conditioning[Conditioning.Text].Values;
         if (o.Causal && pipeline!.TextLen is { } textLen && prompt.shape[1] > textLen)
             throw new UserError($"{promptPath}: prompt_embeds has {prompt.shape[1]} tokens, more than --text-len {textLen}");
         long b = prompt.shape[0];
@@ -185,7 +199,7 @@ public static class GenerateCommand
         }
 
         using var gen = generator;
-        using var batch = model.PrepareInference(Conditioning.FromText(prompt, ones(b, prompt.shape[1])), latents.shape[1..]);
+        using var batch = model.PrepareInference(conditioning, latents.shape[1..]);
         if (guidance != 1.0 && batch.Unconditional is null)
             throw new UserError($"--guidance-scale {guidance} needs --negative-prompt-embeds (no {NegativePromptEmbeds.FileName} in the model folder)");
 
@@ -314,6 +328,49 @@ public static class GenerateCommand
 
     private static int NoiseOption(int? value, string name) =>
         value ?? throw new UserError($"generate: missing {name} (give --latents FILE, or --seed, --num-frames, --height and --width to draw the noise)");
+
+    /// <summary>
+    /// The prompt file as the family's conditioning channels: <c>prompt_embeds</c> [B,L,D] with
+    /// <c>prompt_attention_mask</c> [B,L] (all ones when absent) as the text channel and, for a family that reads a pooled
+    /// vector, <c>pooled_prompt_embeds</c> [B,P] (Diffusers' pipeline arguments).
+    /// </summary>
+    private static Conditioning ReadPromptFile(string path, ModelFamily family, JsonObject config)
+    {
+        if (!File.Exists(path)) throw new UserError($"{path}: file not found (expected safetensors with 'prompt_embeds')");
+        var all = SafeTensors.Load(path);
+        try
+        {
+            Tensor Get(string key, int dims, bool required)
+            {
+                if (!all.TryGetValue(key, out var t))
+                    return required ? throw new UserError($"{path}: no tensor named '{key}' (found: {string.Join(", ", all.Keys)})") : null!;
+                if (t.dim() != dims) throw new UserError($"{path}: '{key}' must have {dims} dimensions, got [{string.Join(",", t.shape)}]");
+                return t.to_type(ScalarType.Float32).alias();   // its own handle: the file's tensors are freed below
+            }
+            var embeds = Get("prompt_embeds", 3, true);
+            long b = embeds.shape[0], l = embeds.shape[1];
+            var width = config["text_dim"] ?? config["text_embed_dim"];
+            if (width is JsonValue w && embeds.shape[2] != (int)w)
+                throw new UserError($"{path}: prompt_embeds has width {embeds.shape[2]}, the model's text width is {(int)w}");
+            var mask = Get("prompt_attention_mask", 2, false);
+            if (mask is not null && (mask.shape[0] != b || mask.shape[1] != l))
+                throw new UserError($"{path}: prompt_attention_mask is [{string.Join(",", mask.shape)}]; expected [{b},{l}] to match prompt_embeds");
+            var channels = new List<KeyValuePair<string, ConditioningChannel>>
+            {
+                new(Conditioning.Text, new ConditioningChannel(embeds.DetachFromDisposeScope(), (mask ?? ones(b, l)).DetachFromDisposeScope())),
+            };
+            if (family.Conditioning.Contains(Conditioning.PooledText))
+            {
+                var pooled = all.ContainsKey("pooled_prompt_embeds") ? Get("pooled_prompt_embeds", 2, true)
+                    : throw new UserError($"{path}: no tensor named 'pooled_prompt_embeds' [B,P]: the {family.Name} transformer also reads a pooled text vector " +
+                                          $"(found: {string.Join(", ", all.Keys)})");
+                if (pooled.shape[0] != b) throw new UserError($"{path}: pooled_prompt_embeds has {pooled.shape[0]} rows, prompt_embeds {b}");
+                channels.Add(new(Conditioning.PooledText, new ConditioningChannel(pooled.DetachFromDisposeScope())));
+            }
+            return new Conditioning(channels);
+        }
+        finally { foreach (var t in all.Values) t.Dispose(); }
+    }
 
     internal static Tensor ReadTensor(string path, string key, int dims)
     {

@@ -31,6 +31,12 @@ public sealed record ModelFamily(
     public Func<ActivationQuery, long?>? EstimateActivations { get; init; }
 
     /// <summary>
+    /// The conditioning channels the family's transformer reads (<see cref="FastVideo.Data.Conditioning"/> names):
+    /// text (tokens + mask) by default, plus pooled_text for HunyuanVideo. <c>generate</c> asks the prompt file for them.
+    /// </summary>
+    public IReadOnlyList<string> Conditioning { get; init; } = [FastVideo.Data.Conditioning.Text];
+
+    /// <summary>
     /// FastVideo class paths (<c>models.&lt;role&gt;._target_</c>) that name this family, the one written back first
     /// (e.g. <c>fastvideo.train.models.wan.WanModel</c>). A family made from another with <c>with</c> must declare its
     /// own: the registry refuses a path declared twice.
@@ -65,11 +71,13 @@ public sealed record ModelFamily(
 
 /// <summary>
 /// A model to sample with outside training: family, model folder and how to run it; <paramref name="Pipeline"/> as a
-/// recipe's <c>pipeline:</c> (text_len, dit_config's causal settings; null = the family's defaults).
+/// recipe's <c>pipeline:</c> (text_len, dit_config's causal settings; null = the family's defaults);
+/// <paramref name="RoleOptions"/> the family's own role options as a recipe's <c>roles.&lt;role&gt;</c> keys (e.g.
+/// <c>embedded_guidance_scale</c>), bound and checked like a recipe's.
 /// </summary>
 public sealed record InferenceModel(string Family, string ModelPath, string Device = "cpu", string Precision = "fp32",
     double? FlowShift = null, string? NegativePromptEmbeds = null, string Role = "generator", string ComputePrecision = "auto",
-    PipelineConfig? Pipeline = null);
+    PipelineConfig? Pipeline = null, IReadOnlyDictionary<string, object?>? RoleOptions = null);
 
 /// <summary>Implemented by user assemblies that add families; loaded with <see cref="ModelFamilyRegistry.LoadPlugins"/>.</summary>
 public interface IModelFamilyProvider

@@ -60,7 +60,10 @@ public sealed class ModelFamilyRegistry : IFamilyCatalog
     public ModelBase CreateForInference(InferenceModel request)
     {
         var family = Get(request.Family);
-        var blank = (RoleConfig)Activator.CreateInstance(family.RoleConfigType)!;
+        var blank = request.RoleOptions is { Count: > 0 } given
+            ? (RoleConfig)RecipeLoader.BindOptions(family.RoleConfigType,
+                new Dictionary<string, object?>(given) { ["init_from"] = request.ModelPath }, $"roles.{request.Role}")
+            : (RoleConfig)Activator.CreateInstance(family.RoleConfigType)!;
         var options = blank with
         {
             Family = request.Family, InitFrom = request.ModelPath, Trainable = false, FlowShift = request.FlowShift,

@@ -47,6 +47,7 @@ public sealed partial class HunyuanModel : FlowMatchModel<HunyuanVideoTransforme
         Create: ctx => new HunyuanModel(ctx))
     {
         EstimateActivations = HunyuanActivations.Estimate,
+        Conditioning = [Data.Conditioning.Text, Data.Conditioning.PooledText],
         ClassPaths = ["fastvideo.train.models.hunyuan.HunyuanModel", "fastvideo.train.models.hunyuan.hunyuan.HunyuanModel"],
         TransformerClass = "HunyuanVideoTransformer3DModel",
         WriteRandomTransformer = (config, seed, dir) =>
