@@ -12,7 +12,9 @@ using FastVideo.Train.Methods;
 using FastVideo.Train.Models;
 
 FastVideo.Native.TorchSharpLoader.EnsureLoaded();
-return Cli.Run(args, Console.Out, Console.Error);
+var exitCode = Cli.Run(args, Console.Out, Console.Error);
+FastVideo.Distributed.World.ExitIfJoined(exitCode);   // a process of an MPI run ends here (see there why)
+return exitCode;
 
 namespace FastVideo.Cli
 {
@@ -118,26 +120,36 @@ namespace FastVideo.Cli
         /// One message per failure and an exit code per kind (<see cref="ExitCodes"/>); the stack trace only with
         /// <c>FASTVIDEO_DEBUG=1</c>. File-system exceptions that escaped a wrapper still name their path in .NET's message.
         /// </summary>
+        /// <remarks>In a multi-process run the line names the rank (but on rank 0); a process stopping because another
+        /// failed prints nothing (that one printed); and a failure the other processes do not know of ends the whole run
+        /// (MPI_Abort), since they would wait for this one forever.</remarks>
         public static int Report(Exception e, TextWriter stderr)
         {
             if (e is System.Reflection.TargetInvocationException { InnerException: { } inner }) e = inner;
-            int code;
+            int code = ExitCodes.For(e);
+            var world = FastVideo.Distributed.World.Current;
+            var launch = FastVideo.Distributed.Launch.FromEnvironment();
+            var rank = launch.IsMultiProcess && launch.Rank != 0 ? $"rank {launch.Rank}: " : "";
             switch (e)
             {
+                case FastVideo.Distributed.PeerFailedError:
+                    break;
                 case UserError u:
-                    stderr.WriteLine($"error: {u.Message}");
-                    code = u.ExitCode;
+                    stderr.WriteLine($"error: {rank}{u.Message}");
                     break;
                 case IOException or UnauthorizedAccessException:
-                    stderr.WriteLine($"error: file system: {e.Message}");
-                    code = ExitCodes.Storage;
+                    stderr.WriteLine($"error: {rank}file system: {e.Message}");
                     break;
                 default:
-                    stderr.WriteLine($"error: internal: {e.GetType().Name}: {e.Message} (set FASTVIDEO_DEBUG=1 for the stack trace)");
-                    code = ExitCodes.Internal;
+                    stderr.WriteLine($"error: {rank}internal: {e.GetType().Name}: {e.Message} (set FASTVIDEO_DEBUG=1 for the stack trace)");
                     break;
             }
             if (Environment.GetEnvironmentVariable("FASTVIDEO_DEBUG") == "1") stderr.WriteLine(e);
+            if (world.IsDistributed && !FastVideo.Distributed.Agreement.IsAgreed(e))
+            {
+                stderr.Flush();
+                FastVideo.Distributed.World.Abort(code);
+            }
             return code;
         }
 

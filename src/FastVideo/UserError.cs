@@ -45,4 +45,15 @@ public static class ExitCodes
     public const int Storage = 4;
     /// <summary>Training stopped on a non-finite loss; the last good checkpoint is named.</summary>
     public const int TrainingStopped = 5;
+    /// <summary>A multi-process run stopped because another of its processes failed, was killed, or disagreed (weights).</summary>
+    public const int Distributed = 6;
+
+    /// <summary>The code a failure ends the command with: a <see cref="UserError"/>'s own, 4 for an escaped
+    /// file-system exception, else 1 (a bug).</summary>
+    public static int For(Exception e) => e switch
+    {
+        UserError u => u.ExitCode,
+        IOException or UnauthorizedAccessException => Storage,
+        _ => Internal,
+    };
 }

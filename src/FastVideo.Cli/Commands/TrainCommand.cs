@@ -1,5 +1,6 @@
 using System.CommandLine;
 using FastVideo.Configs;
+using FastVideo.Distributed;
 using FastVideo.Train;
 using FastVideo.Train.Methods;
 using FastVideo.Train.Models;
@@ -42,6 +43,8 @@ public static class TrainCommand
                 return Run(path, overrides, r.GetValue(dryRun), r.GetValue(overwrite), families, dataSource, stdout);
             if (overrides.Count > 0 || r.GetValue(dryRun))
                 throw new UserError("train: missing RECIPE (overrides and --dry-run need one; 'fastvideo train' alone runs the quickstart)");
+            if (Launch.FromEnvironment().IsMultiProcess)
+                throw new UserError("train: the quickstart runs in one process; under mpiexec give a RECIPE (e.g. examples/recipes/quickstart_teacher.yaml)");
             return QuickstartCommand.Run(new QuickstartOptions(), r.GetValue(overwrite), stdout);
         });
         return command;
@@ -60,9 +63,13 @@ public static class TrainCommand
     /// loader); null only works with <paramref name="dryRun"/>. The recipe's warnings and differences from FastVideo
     /// are printed first; a feature it asks for that is not implemented stops both.
     /// </summary>
+    /// <remarks>Started by MPICH's <c>mpiexec -n N</c> (N &gt; 1), every process joins the run (<see cref="World"/>)
+    /// and trains data parallel; rank 0 alone prints (a dry run too). A failure every process learnt of ends MPI normally;
+    /// any other reaches <see cref="Cli.Report"/>, which ends the whole run.</remarks>
     public static int Run(string recipe, IReadOnlyList<string> overrides, bool dryRun, bool overwrite,
         ModelFamilyRegistry families, Func<RunConfig, IBatchSource>? dataSource, TextWriter stdout)
     {
+        if (Launch.FromEnvironment().Rank != 0) stdout = TextWriter.Null;   // under mpiexec rank 0 alone prints
         var config = RecipeLoader.Load(recipe, overrides, families);
         foreach (var note in config.Notes.Where(n => n.Kind != RecipeNoteKind.NotImplemented)) stdout.WriteLine(note);
         config.RequireImplemented();
@@ -73,11 +80,23 @@ public static class TrainCommand
             stdout.WriteLine($"dtypes: {Precision.Describe(config.Training)}");
             return 0;
         }
-        using var method = TrainingBuilder.Build(config, families);
-        if (dataSource is null) throw new UserError("train: no data loader is available in this build (use --dry-run)");
-        using var source = dataSource(config);
-        using var trainer = new Trainer(method, source, console: stdout, overwrite: overwrite);
-        trainer.Run();
-        return 0;
+        var world = World.Join();
+        try
+        {
+            using (var method = TrainingBuilder.Build(config, families))
+            {
+                if (dataSource is null) throw new UserError("train: no data loader is available in this build (use --dry-run)");
+                using var source = dataSource(config);
+                using var trainer = new Trainer(method, source, console: stdout, overwrite: overwrite, group: world);
+                trainer.Run();
+            }
+            World.Leave();
+            return 0;
+        }
+        catch (Exception e) when (Agreement.IsAgreed(e))
+        {
+            World.Leave();
+            throw;
+        }
     }
 }

@@ -324,6 +324,7 @@ public static class RecipeLoader
             OneOf(quant, QuantizationMethods, "pipeline.dit_config.quant_config");
         if (!(t.Vsa.Sparsity is >= 0 and < 1))
             Fail("training.vsa.sparsity", $"must be in [0, 1), got {Num(t.Vsa.Sparsity)}");
+        CheckOptions(t.Distributed, "training.distributed", root, binder);
         return;
 
         void AtLeast(int value, int min, string path)

@@ -116,16 +116,44 @@ public sealed record TrainingConfig
     public string Device { get; init; } = "cpu";
 }
 
-public sealed record DistributedConfig
+/// <summary>
+/// <c>training.distributed</c>. Upstream's layout keys map onto what runs here: data parallel over the processes of
+/// MPICH's <c>mpiexec -n N</c> (the launcher sets the number, as torchrun does upstream), every process holding a
+/// full replica of the weights. Tensor and sequence parallelism are refused (not implemented).
+/// </summary>
+public sealed record DistributedConfig : ICheckedOptions
 {
+    /// <summary>The processes the recipe was written for; upstream's default for sp_size and hsdp_shard_dim.</summary>
     public int NumGpus { get; init; } = 1;
     public int TpSize { get; init; } = 1;
     /// <summary>null = num_gpus.</summary>
     public int? SpSize { get; init; }
     public int HsdpReplicateDim { get; init; } = 1;
-    /// <summary>null = num_gpus.</summary>
+    /// <summary>null (or -1) = num_gpus / hsdp_replicate_dim.</summary>
     public int? HsdpShardDim { get; init; }
     public bool PinCpuMemory { get; init; }
+    /// <summary>Every this many steps (and at the start) the processes of a multi-process run compare a checksum of
+    /// their weights and generator states; a mismatch stops the run. 0 = at the start only.</summary>
+    [System.ComponentModel.Description("multi-process runs: compare a checksum of every process's weights every this many steps (and at the start); 0 = at the start only")]
+    public int WeightCheckSteps { get; init; } = 100;
+
+    public int ResolvedSpSize => SpSize ?? NumGpus;
+    public int ResolvedHsdpShardDim => HsdpShardDim is null or -1 ? NumGpus / Math.Max(1, HsdpReplicateDim) : HsdpShardDim.Value;
+
+    public IEnumerable<OptionProblem> Check()
+    {
+        const string dp = "FastVideoSharp runs data parallel over the processes of mpiexec (each holds a full replica)";
+        if (NumGpus < 1) yield return new("num_gpus", $"must be >= 1, got {NumGpus}");
+        if (TpSize != 1) yield return new("tp_size", $"tensor parallelism (tp_size {TpSize}) is not implemented: {dp}; set tp_size: 1");
+        if (ResolvedSpSize != 1)
+            yield return new("sp_size", (SpSize is null ? $"is not set, so it defaults to num_gpus ({NumGpus}) as upstream: " : $"{SpSize}: ") +
+                $"sequence parallelism is not implemented: {dp}; set sp_size: 1");
+        if (HsdpReplicateDim < 1) yield return new("hsdp_replicate_dim", $"must be >= 1, got {HsdpReplicateDim}");
+        else if (HsdpReplicateDim * ResolvedHsdpShardDim != NumGpus)
+            yield return new(HsdpShardDim is null ? "hsdp_replicate_dim" : "hsdp_shard_dim",
+                $"hsdp_replicate_dim x hsdp_shard_dim = {HsdpReplicateDim} x {ResolvedHsdpShardDim} must equal num_gpus ({NumGpus}), as upstream's device mesh needs");
+        if (WeightCheckSteps < 0) yield return new("weight_check_steps", $"must be >= 0 (0 = at the start only), got {WeightCheckSteps}");
+    }
 }
 
 /// <summary>One dataset folder and how many times it is repeated per epoch.</summary>

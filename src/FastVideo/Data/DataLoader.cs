@@ -24,12 +24,20 @@ public sealed record DataLoaderOptions
     public double CfgRate { get; init; }
     /// <summary>Optional empty-caption embedding [L, D] or [1, L, D] used for CFG-dropped samples.</summary>
     public Tensor? UnconditionalText { get; init; }
+    /// <summary>Data parallel: this process's rank and the number of processes; each takes every
+    /// <see cref="Ranks"/>-th sample of the epoch's order, from its rank on (one process: 0 and 1).</summary>
+    public int Rank { get; init; }
+    public int Ranks { get; init; } = 1;
 }
 
 /// <summary>
 /// Endless, resumable batches over a <see cref="ParquetVideoDataset"/>.
 /// <para>Order: every epoch is a fresh permutation of all samples drawn from SplitMix64 keyed by (seed, epoch)
 /// (upstream repeats one permutation forever). Batch k of an epoch = permutation[k*B .. (k+1)*B).</para>
+/// <para>Data parallel over N processes (upstream's DP sampler): the same permutation on every rank, dealt like
+/// cards: row i of rank r's batch k is permutation[(k*B + i)*N + r], so the N batches k together are batch k of one
+/// process with batch N*B (same global order), and an epoch has (count / N*B) batches (rounded up without
+/// drop_last, the last ones completed cyclically).</para>
 /// <para>Resume: <see cref="GetState"/> names the next batch <see cref="Next"/> returns; a loader given that state
 /// with <see cref="Restore"/> yields exactly the batches an uninterrupted loader would, including dropout choices
 /// (keyed by sample index) and later epochs.</para>
@@ -63,16 +71,19 @@ public sealed class DataLoader : IDisposable
         if (options.BatchSize < 1) throw new UserError($"train_batch_size must be at least 1, got {options.BatchSize}");
         if (options.PrefetchBatches < 0) throw new UserError($"prefetch_batches must be >= 0, got {options.PrefetchBatches}");
         if (dataset.Count > int.MaxValue) throw new UserError($"dataset has {dataset.Count} samples; at most {int.MaxValue} are supported");
-        BatchesPerEpoch = options.DropLast ? dataset.Count / options.BatchSize
-                                           : (dataset.Count + options.BatchSize - 1) / options.BatchSize;
+        if (options.Ranks < 1 || options.Rank < 0 || options.Rank >= options.Ranks)
+            throw new ArgumentException($"rank {options.Rank} of {options.Ranks} processes");
+        long global = (long)options.BatchSize * options.Ranks;
+        BatchesPerEpoch = options.DropLast ? dataset.Count / global : (dataset.Count + global - 1) / global;
         if (BatchesPerEpoch == 0)
-            throw new UserError($"the dataset has {dataset.Count} samples, fewer than train_batch_size {options.BatchSize} " +
-                                "with drop_last: no batch can be made");
+            throw new UserError($"the dataset has {dataset.Count} samples, fewer than train_batch_size {options.BatchSize}" +
+                                (options.Ranks > 1 ? $" x {options.Ranks} processes" : "") + " with drop_last: no batch can be made");
         _collator = new BatchCollator(options.TextLen, options.CfgRate, options.Seed, options.UnconditionalText);
     }
 
     /// <summary>Opens <c>data.data_path</c> and builds a loader from the recipe's data section.</summary>
-    public static DataLoader FromConfig(DataConfig data, int textLen, Tensor? unconditionalText = null, DatasetOptions? datasetOptions = null)
+    public static DataLoader FromConfig(DataConfig data, int textLen, Tensor? unconditionalText = null, DatasetOptions? datasetOptions = null,
+        int rank = 0, int ranks = 1)
     {
         var dataset = ParquetVideoDataset.Open(data.DataPath, datasetOptions);
         try
@@ -81,7 +92,7 @@ public sealed class DataLoader : IDisposable
             {
                 BatchSize = data.TrainBatchSize, DropLast = data.DropLast, Seed = data.Seed,
                 PrefetchBatches = data.PrefetchBatches, TextLen = textLen, CfgRate = data.TrainingCfgRate,
-                UnconditionalText = unconditionalText,
+                UnconditionalText = unconditionalText, Rank = rank, Ranks = ranks,
             }, ownsDataset: true);
         }
         catch
@@ -94,6 +105,8 @@ public sealed class DataLoader : IDisposable
     public ParquetVideoDataset Dataset => _dataset;
     public BatchCollator Collator => _collator;
     public int BatchSize => _options.BatchSize;
+    /// <summary>Samples per step over all processes: train_batch_size x processes.</summary>
+    public long GlobalBatchSize => (long)_options.BatchSize * _options.Ranks;
     public long BatchesPerEpoch { get; }
     /// <summary>Seconds the last <see cref="Next"/> spent waiting for its batch (building it, without prefetch).</summary>
     public double LastWaitSeconds { get; private set; }
@@ -118,12 +131,13 @@ public sealed class DataLoader : IDisposable
         (_epoch, _position) = state.Position == BatchesPerEpoch ? (state.Epoch + 1, 0) : (state.Epoch, state.Position);
     }
 
-    /// <summary>The sample indices of batch <paramref name="position"/> of epoch <paramref name="epoch"/>.</summary>
+    /// <summary>The sample indices of this rank's batch <paramref name="position"/> of epoch <paramref name="epoch"/>.</summary>
     public long[] BatchIndices(long epoch, long position)
     {
         var order = Order(epoch);
         var idx = new long[_options.BatchSize];
-        for (int i = 0; i < idx.Length; i++) idx[i] = order[(position * _options.BatchSize + i) % order.Length];
+        for (int i = 0; i < idx.Length; i++)
+            idx[i] = order[((position * _options.BatchSize + i) * _options.Ranks + _options.Rank) % order.Length];
         return idx;
     }
 

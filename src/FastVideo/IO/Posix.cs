@@ -3,8 +3,8 @@ using System.Runtime.InteropServices;
 namespace FastVideo.IO;
 
 /// <summary>
-/// The few POSIX calls .NET does not offer: fsync of a folder, and reading a file without .NET's own flock (which
-/// a held lock would refuse). Linux values of the flags, the same on x86-64 and arm64.
+/// The few POSIX calls .NET does not offer: fsync of a folder, reading a file without .NET's own flock (which
+/// a held lock would refuse), and ending the process without exit-time destructors. Linux values of the flags, the same on x86-64 and arm64.
 /// </summary>
 internal static class Posix
 {
@@ -21,4 +21,8 @@ internal static class Posix
 
     [DllImport("libc", EntryPoint = "close", SetLastError = true)]
     public static extern int Close(int fd);
+
+    /// <summary>_exit(2): ends the process now, without exit handlers or destructors.</summary>
+    [DllImport("libc", EntryPoint = "_exit")]
+    public static extern void Exit(int status);
 }

@@ -1,6 +1,7 @@
 using System.Text.Json.Nodes;
 using FastVideo.Configs;
 using FastVideo.Data;
+using FastVideo.Distributed;
 using FastVideo.Train.Models;
 using FastVideo.Weights;
 using static TorchSharp.torch;
@@ -9,7 +10,8 @@ namespace FastVideo.Train;
 
 /// <summary>
 /// The trainer's batch source over FastVideo parquet data: a <see cref="DataLoader"/> configured from
-/// <c>training.data</c> and the student family's text length, with its position checkpointed as JSON.
+/// <c>training.data</c> and the student family's text length, with its position checkpointed as JSON. In a
+/// multi-process run (<see cref="World.Current"/>) each process reads its shard of every epoch's order.
 /// </summary>
 public sealed class DataLoaderBatchSource : IBatchSource, IRowSource
 {
@@ -46,7 +48,8 @@ public sealed class DataLoaderBatchSource : IBatchSource, IRowSource
             uncond = embeds;
         }
         // The loader's collator copies the empty-caption embedding, so the tensor is freed here.
-        using (uncond) return new DataLoaderBatchSource(DataLoader.FromConfig(data, textLen, uncond));
+        var world = World.Current;
+        using (uncond) return new DataLoaderBatchSource(DataLoader.FromConfig(data, textLen, uncond, rank: world.Rank, ranks: world.Size));
     }
 
     public RawBatch Next() => _loader.Next();
@@ -60,12 +63,18 @@ public sealed class DataLoaderBatchSource : IBatchSource, IRowSource
     public JsonNode? GetState()
     {
         var s = _loader.GetState();
-        return new JsonObject { ["epoch"] = s.Epoch, ["position"] = s.Position, ["seed"] = s.Seed };
+        return new JsonObject { ["epoch"] = s.Epoch, ["position"] = s.Position, ["seed"] = s.Seed, ["global_batch"] = _loader.GlobalBatchSize };
     }
 
+    /// <summary>Continues where the checkpoint's loader stood. Positions count global batches, so a run may resume on
+    /// another number of processes only with the same global batch (processes x train_batch_size).</summary>
     public void Restore(JsonNode? state)
     {
         if (state is null) return;
+        long saved = (long?)state["global_batch"] ?? _loader.BatchSize;   // older checkpoints: one process
+        if (saved != _loader.GlobalBatchSize)
+            throw new UserError($"the checkpoint's data position counts batches of {saved} samples (processes x train_batch_size), " +
+                                $"but this run's global batch is {_loader.GlobalBatchSize}: resume with the same number of processes and batch size");
         _loader.Restore(new LoaderState((long)state["epoch"]!, (long)state["position"]!, (long)state["seed"]!));
     }
 

@@ -137,6 +137,14 @@ public sealed partial class CheckpointManager
         return final;
     }
 
+    /// <summary>A checkpoint of <paramref name="step"/> that another process wrote (rank 0 of a multi-process run):
+    /// this one remembers it as its last, for its messages and the final save.</summary>
+    public void NoteWrittenElsewhere(int step)
+    {
+        LastSavedStep = step;
+        LastCheckpoint = PathFor(OutputDir, step);
+    }
+
     private static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
 
     /// <summary>A LoRA role's trainable tensors (its adapters, as held: float32), with rank and alpha as metadata.</summary>

@@ -23,6 +23,13 @@ public sealed record MethodDescriptor(
     /// </summary>
     public IReadOnlyList<string> ClassPaths { get; init; } = [];
 
+    /// <summary>
+    /// The method's per-sample random draws go through <see cref="FastVideo.Distributed.DataParallelDraws"/> (e.g.
+    /// <see cref="TrainingMethod.PerSampleNoise"/>), so a data-parallel run draws what one process would; a run on
+    /// several processes refuses a method without it.
+    /// </summary>
+    public bool DataParallelDraws { get; init; }
+
     /// <summary>A method whose options are <typeparamref name="TOptions"/>; <paramref name="create"/> gets them typed
     /// (from <see cref="RunConfig.Method"/>).</summary>
     public static MethodDescriptor Of<TOptions>(string name, string description, Action<RunConfig> checkRoles,

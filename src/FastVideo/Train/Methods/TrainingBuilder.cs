@@ -20,6 +20,7 @@ public static class TrainingBuilder
         var method = (methods ?? MethodRegistry.Default).Get(config.Recipe.Method);
         method.CheckRoles(config);
         CheckSharedLatentSpace(config, families);
+        CheckDataParallel(config, families, method, FastVideo.Distributed.World.Current);
 
         using var scope = NewDisposeScope();
         var models = new Dictionary<string, ModelBase>(StringComparer.Ordinal);
@@ -32,6 +33,24 @@ public static class TrainingBuilder
         {
             foreach (var m in models.Values) m.Dispose();
             throw;
+        }
+    }
+
+    /// <summary>
+    /// A run on several processes needs a method and families whose per-sample draws are dealt by rank
+    /// (<see cref="FastVideo.Distributed.DataParallelDraws"/>); otherwise every process would draw the same noise.
+    /// </summary>
+    public static void CheckDataParallel(RunConfig config, ModelFamilyRegistry families, MethodDescriptor method, FastVideo.Distributed.ProcessGroup group)
+    {
+        if (!group.IsDistributed) return;
+        const string fix = "run it in one process (without mpiexec), or give it data-parallel draws (DataParallelDraws)";
+        if (!method.DataParallelDraws)
+            throw new UserError($"recipe.method: method '{method.Name}' does not deal its random draws to the processes of a data-parallel run yet; {fix}");
+        foreach (var (role, rc) in config.Roles)
+        {
+            var family = rc.Family ?? config.Recipe.Family!;
+            if (!families.Get(family).DataParallelDraws)
+                throw new UserError($"roles.{role}: family '{family}' does not deal its random draws to the processes of a data-parallel run yet; {fix}");
         }
     }
 

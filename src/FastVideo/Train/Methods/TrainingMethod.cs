@@ -127,6 +127,14 @@ public abstract class TrainingMethod : IDisposable
         }
     }
 
+    /// <summary>
+    /// Standard-normal noise of <paramref name="shape"/> ([B, ...]: one row per sample) from the method's generator,
+    /// drawn as for the global batch of a data-parallel run, of which this rank keeps its rows
+    /// (<see cref="FastVideo.Distributed.DataParallelDraws"/>); in one process simply <c>randn(shape)</c>.
+    /// </summary>
+    protected Tensor PerSampleNoise(long[] shape, ScalarType dtype, Device device) =>
+        FastVideo.Distributed.DataParallelDraws.Local(randn(FastVideo.Distributed.DataParallelDraws.Global(shape), dtype: dtype, device: device, generator: Generator));
+
     /// <summary>Every generator the method owns, by name (restored last on resume).</summary>
     public virtual IReadOnlyDictionary<string, Generator> Generators => new Dictionary<string, Generator> { ["method"] = Generator };
 

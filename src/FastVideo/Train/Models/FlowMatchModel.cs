@@ -1,6 +1,7 @@
 using System.Text.Json.Nodes;
 using FastVideo.Configs;
 using FastVideo.Data;
+using FastVideo.Distributed;
 using FastVideo.Models.Dits;
 using FastVideo.Models.Layers;
 using FastVideo.Models.Schedulers;
@@ -161,9 +162,11 @@ public abstract class FlowMatchModel<TTransformer> : ModelBase where TTransforme
         latents = Vae.Normalize(latents);
 
         // Draw order matters for reproducibility: noise first, then the timestep density (as upstream).
-        var noise = randn(latents.shape, dtype: ScalarType.Float32, device: Device, generator: generator).to_type(dtype);
+        // Both draws are per sample: made for the global batch of a data-parallel run, of which this rank keeps its rows.
+        var noise = DataParallelDraws.Local(randn(DataParallelDraws.Global(latents.shape), dtype: ScalarType.Float32, device: Device, generator: generator)).to_type(dtype);
         var tm = Context.Training.Model;
-        var u = TimestepSampling.Density(TimestepSampling.ParseScheme(tm.WeightingScheme), b, generator, tm.LogitMean, tm.LogitStd, tm.ModeScale);
+        var u = DataParallelDraws.Local(TimestepSampling.Density(TimestepSampling.ParseScheme(tm.WeightingScheme), DataParallelDraws.Global(b),
+            generator, tm.LogitMean, tm.LogitStd, tm.ModeScale));
         var timesteps = FlowMatch.GridTimesteps(_scheduler, u).to(Device);
         var sigmas = FlowMatch.GetSigmas(_scheduler, timesteps, 5, dtype);
         var noisy = (1.0 - sigmas) * latents + sigmas * noise;

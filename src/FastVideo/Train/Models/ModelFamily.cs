@@ -55,6 +55,14 @@ public sealed record ModelFamily(
     /// </summary>
     public string? StreamingFamily { get; init; }
 
+
+    /// <summary>
+    /// The family's per-sample random draws (training noise, timesteps) go through
+    /// <see cref="FastVideo.Distributed.DataParallelDraws"/>, so a data-parallel run draws what one process would; a
+    /// run on several processes refuses a family without it.
+    /// </summary>
+    public bool DataParallelDraws { get; init; }
+
     /// <summary>
     /// Writes a transformer folder (config.json + Diffusers-named weights) of the given config with weights drawn
     /// from a seed: for tests, the demo and the quickstart's untrained teacher. Null when the family has none.

@@ -193,15 +193,15 @@ public static class QuickstartRunner
         return summary;
     }
 
-    private static RunConfig LoadStage(string recipe, string root, IFamilyCatalog families, IReadOnlyList<string> extra)
-    {
-        // The recipes name runs/quickstart/...; point every path at this run's folder.
-        var text = EmbeddedRecipe(recipe).Replace("runs/quickstart", root.Replace('\\', '/'));
-        return RecipeLoader.LoadText(text, $"examples/recipes/{recipe}", extra, families);
-    }
+    private static RunConfig LoadStage(string recipe, string root, IFamilyCatalog families, IReadOnlyList<string> extra) =>
+        RecipeLoader.LoadText(StageRecipe(recipe, root), $"examples/recipes/{recipe}", extra, families);
+
+    /// <summary>A stage's recipe text with its paths (runs/quickstart/...) pointing at <paramref name="root"/>.</summary>
+    internal static string StageRecipe(string recipe, string root) =>
+        EmbeddedRecipe(recipe).Replace("runs/quickstart", root.Replace('\\', '/'));
 
     /// <summary>A pipeline folder: random transformer, the dataset's VAE constants and empty-caption embedding.</summary>
-    private static void WriteInitModel(ModelFamilyRegistry families, string dir, string data, JsonObject model)
+    internal static void WriteInitModel(ModelFamilyRegistry families, string dir, string data, JsonObject model)
     {
         ResetDir(dir);
         RandomModelFolder.Write(families.Get(Family), model, 0, dir, data);

@@ -95,6 +95,7 @@ public class DMD2Method : TrainingMethod
         "DMD2 distribution-matching distillation: a few-step student, a frozen teacher (real score) and a trainable critic (fake score)",
         CheckRoles, (cfg, options, roles) => new DMD2Method(cfg, options, roles)) with
     {
+        DataParallelDraws = true,
         ClassPaths = ["fastvideo.train.methods.distribution_matching.dmd2.DMD2Method",
             "fastvideo.train.methods.distribution_matching.DMD2Method", "fastvideo.train.methods.DMD2Method"],
     };
@@ -236,7 +237,7 @@ public class DMD2Method : TrainingMethod
             int idx = RandInt(k);
             chosenTimestep = DenoisingSteps[idx];
             using var t = Step(idx);
-            using var eps = randn(shape, dtype: tb.Latents.dtype, device: Student.Device, generator: Generator);
+            using var eps = PerSampleNoise(shape, tb.Latents.dtype, Student.Device);
             using var xt = Student.AddNoise(tb.Latents, eps, t);
             using var noGrad = withGrad ? null : no_grad();
             return Student.PredictX0(xt, t, tb, conditional: true, CfgUncond, AttnKind.Vsa);
@@ -246,7 +247,7 @@ public class DMD2Method : TrainingMethod
         chosenTimestep = DenoisingSteps[target];
         // The student's few-step chain through the shared sampler, stopped at step `target`: every draw from the
         // method's generator, in the latents' dtype on the student's device; autograd only on the last prediction.
-        NoiseDraw draw = like => randn(like.shape, dtype: like.dtype, device: Student.Device, generator: Generator);
+        NoiseDraw draw = like => PerSampleNoise(like.shape, like.dtype, Student.Device);
         using var x = draw(tb.Latents);
         var timesteps = DenoisingSteps.Take(target + 1).Select(t => (double)t).ToList();
         using var chainNoGrad = withGrad ? null : no_grad();
@@ -274,7 +275,7 @@ public class DMD2Method : TrainingMethod
         using (var scope = NewDisposeScope())
         {
             var t = ScoreTimestep();
-            var eps = randn(xGen.shape, dtype: xGen.dtype, device: Student.Device, generator: Generator);
+            var eps = PerSampleNoise(xGen.shape, xGen.dtype, Student.Device);
             var xt = AddScoreNoise(xGen.detach(), eps, t);
             var fake = ScoreX0(Critic, xt, t, tb, conditional: true);
             // One unconditional teacher pass only when guidance needs it.
@@ -308,7 +309,7 @@ public class DMD2Method : TrainingMethod
         using (no_grad()) xGen = StudentRollout(tb, withGrad: false, out _);
         using var scope = NewDisposeScope();
         var t = ScoreTimestep();
-        var eps = randn(xGen.shape, dtype: xGen.dtype, device: Student.Device, generator: Generator);
+        var eps = PerSampleNoise(xGen.shape, xGen.dtype, Student.Device);
         var xt = AddScoreNoise(xGen, eps, t);
         var v = Critic.PredictNoise(xt, t, tb, conditional: true, CfgUncond, AttnKind.Dense);
         var loss = (v.to_type(ScalarType.Float32) - (eps - xGen).to_type(ScalarType.Float32)).pow(2).mean();

@@ -20,6 +20,7 @@ public sealed class FineTuneMethod : TrainingMethod
         "flow-matching supervised finetuning of the student (v = noise - x0; x0-space with training.model.precondition_outputs)",
         CheckRoles, (cfg, options, roles) => new FineTuneMethod(cfg, options, roles)) with
     {
+        DataParallelDraws = true,
         ClassPaths = ["fastvideo.train.methods.fine_tuning.finetune.FineTuneMethod",
             "fastvideo.train.methods.fine_tuning.FineTuneMethod", "fastvideo.train.methods.FineTuneMethod"],
     };

@@ -46,6 +46,7 @@ public sealed partial class HunyuanModel : FlowMatchModel<HunyuanVideoTransforme
         Defaults: new FamilyDefaults(FlowShift: 7.0, TextLen: 256, Vae: VaeConfig.HunyuanDefault),
         Create: ctx => new HunyuanModel(ctx))
     {
+        DataParallelDraws = true,
         EstimateActivations = HunyuanActivations.Estimate,
         Conditioning = [Data.Conditioning.Text, Data.Conditioning.PooledText],
         ClassPaths = ["fastvideo.train.models.hunyuan.HunyuanModel", "fastvideo.train.models.hunyuan.hunyuan.HunyuanModel"],

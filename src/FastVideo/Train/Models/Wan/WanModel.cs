@@ -23,6 +23,7 @@ public partial class WanModel : FlowMatchModel<WanTransformerBase>
         Defaults: new FamilyDefaults(FlowShift: 3.0, TextLen: 512, Vae: VaeConfig.WanDefault),
         Create: ctx => new WanModel(ctx))
     {
+        DataParallelDraws = true,
         EstimateActivations = WanActivations.Estimate,
         ClassPaths = ["fastvideo.train.models.wan.WanModel", "fastvideo.train.models.wan.wan.WanModel"],
         TransformerClass = "WanTransformer3DModel",
