@@ -39,6 +39,8 @@ internal static class RecipeDifferences
         if (config.Pipeline.DitConfig.QuantConfig is { } quant)
             Add("pipeline.dit_config.quant_config", $"quantization '{quant}' of the transformer is not implemented in FastVideoSharp; " +
                                                     "training refuses this recipe");
+        foreach (var problem in t.Distributed.Unsupported())
+            Add($"training.distributed.{problem.Key}", $"{problem.Detail}; training refuses this recipe");
         if (t.Data.PreprocessedDataType != "t2v")
             Add("training.data.preprocessed_data_type", $"'{t.Data.PreprocessedDataType}' rows are not implemented in FastVideoSharp " +
                                                         "(the loader reads t2v: latents and text embeddings); training refuses this recipe");
@@ -56,15 +58,16 @@ internal static class RecipeDifferences
         void Add(string path, string detail) => binder.Note(RecipeNoteKind.NotImplemented, RecipeLoader.Locate(root, path), path, detail);
     }
 
-    /// <summary>FastVideo runs a recipe on several GPUs and logs to wandb; here one process trains and logs to files.</summary>
+    /// <summary>FastVideo runs a recipe on num_gpus GPUs and logs to wandb; here the processes are mpiexec's and log to files.</summary>
     private static void FastVideoRuns(RunConfig config, RawMap root, RecipeBinder binder)
     {
         var t = config.Training;
         if (t.Distributed.NumGpus > 1)
             Add("training.distributed.num_gpus",
                 $"FastVideo spreads a step over {t.Distributed.NumGpus} ranks (data parallel over num_gpus / sp_size groups of " +
-                "train_batch_size each); FastVideoSharp trains in one process on training.device, so a step sees " +
-                $"train_batch_size x gradient_accumulation_steps = {t.Data.TrainBatchSize * t.Loop.GradientAccumulationSteps} samples");
+                "train_batch_size each); FastVideoSharp runs data parallel over the processes of `mpiexec -n N` (N, not num_gpus, " +
+                "sets them; README: Several processes), and one process alone sees " +
+                $"train_batch_size x gradient_accumulation_steps = {t.Data.TrainBatchSize * t.Loop.GradientAccumulationSteps} samples a step");
         if (t.Tracker.Trackers.Count == 0 && t.Tracker.ProjectName.Length > 0)
             Add("training.tracker", $"FastVideo logs to wandb (project '{t.Tracker.ProjectName}'); FastVideoSharp writes " +
                                     "metrics.jsonl and TensorBoard events in the output folder");

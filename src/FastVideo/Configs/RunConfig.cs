@@ -140,19 +140,25 @@ public sealed record DistributedConfig : ICheckedOptions
     public int ResolvedSpSize => SpSize ?? NumGpus;
     public int ResolvedHsdpShardDim => HsdpShardDim is null or -1 ? NumGpus / Math.Max(1, HsdpReplicateDim) : HsdpShardDim.Value;
 
+    /// <summary>Values no layout could mean.</summary>
     public IEnumerable<OptionProblem> Check()
     {
-        const string dp = "FastVideoSharp runs data parallel over the processes of mpiexec (each holds a full replica)";
         if (NumGpus < 1) yield return new("num_gpus", $"must be >= 1, got {NumGpus}");
+        if (HsdpReplicateDim < 1) yield return new("hsdp_replicate_dim", $"must be >= 1, got {HsdpReplicateDim}");
+        if (WeightCheckSteps < 0) yield return new("weight_check_steps", $"must be >= 0 (0 = at the start only), got {WeightCheckSteps}");
+    }
+
+    /// <summary>What the layout asks for that does not exist here (the recipe loads; training refuses it).</summary>
+    public IEnumerable<OptionProblem> Unsupported()
+    {
+        const string dp = "FastVideoSharp runs data parallel over the processes of mpiexec (each holds a full replica)";
         if (TpSize != 1) yield return new("tp_size", $"tensor parallelism (tp_size {TpSize}) is not implemented: {dp}; set tp_size: 1");
         if (ResolvedSpSize != 1)
             yield return new("sp_size", (SpSize is null ? $"is not set, so it defaults to num_gpus ({NumGpus}) as upstream: " : $"{SpSize}: ") +
                 $"sequence parallelism is not implemented: {dp}; set sp_size: 1");
-        if (HsdpReplicateDim < 1) yield return new("hsdp_replicate_dim", $"must be >= 1, got {HsdpReplicateDim}");
-        else if (HsdpReplicateDim * ResolvedHsdpShardDim != NumGpus)
+        if (HsdpReplicateDim >= 1 && HsdpReplicateDim * ResolvedHsdpShardDim != NumGpus)
             yield return new(HsdpShardDim is null ? "hsdp_replicate_dim" : "hsdp_shard_dim",
                 $"hsdp_replicate_dim x hsdp_shard_dim = {HsdpReplicateDim} x {ResolvedHsdpShardDim} must equal num_gpus ({NumGpus}), as upstream's device mesh needs");
-        if (WeightCheckSteps < 0) yield return new("weight_check_steps", $"must be >= 0 (0 = at the start only), got {WeightCheckSteps}");
     }
 }
 

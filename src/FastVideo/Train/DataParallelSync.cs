@@ -8,8 +8,9 @@ namespace FastVideo.Train;
 
 /// <summary>
 /// What a training step of a multi-process (data-parallel) run adds to a one-process step, with the collectives in
-/// a fixed order on every rank: after the micro-batches, agree that every rank got through them and average the
-/// gradients (before clipping and the optimizer step); after the optimizer step, average the step's losses and
+/// a fixed order on every rank: after the micro-batches, agree that every rank got through them (<c>time/sync</c>:
+/// mostly waiting for the slowest rank) and average the gradients (<c>time/allreduce</c>), before clipping and the
+/// optimizer step; after the optimizer step, average the step's losses and
 /// metrics and, every <c>weight_check_steps</c>, compare a checksum of every rank's weights and generators. In one
 /// process every call is free and changes nothing.
 /// </summary>
@@ -29,11 +30,11 @@ internal sealed class DataParallelSync : IDisposable
     public bool IsMain => Group.IsMain;
 
     /// <summary>
-    /// Ends the micro-batches of <paramref name="step"/>: if any rank failed (<paramref name="failure"/>), every rank
-    /// throws (<see cref="ProcessGroup.Agree"/>); the ranks must hold gradients for the same parameters; then each
-    /// gradient of the optimizers stepping now is averaged in place.
+    /// Ends the micro-batches of <paramref name="step"/> (waiting for every rank): if any rank failed
+    /// (<paramref name="failure"/>), every rank throws (<see cref="ProcessGroup.Agree"/>); the ranks must hold
+    /// gradients for the same parameters. Returns the gradients of the optimizers stepping now.
     /// </summary>
-    public void AverageGradients(TrainingMethod method, int step, Exception? failure)
+    public List<Tensor> AgreeOnGradients(TrainingMethod method, int step, Exception? failure)
     {
         var grads = method.GetOptimizers(step).SelectMany(o => o.Optimizer.Parameters)
             .Select(p => p.Param.grad).Where(g => g is not null).Select(g => g!).ToList();
@@ -41,8 +42,11 @@ internal sealed class DataParallelSync : IDisposable
         if (layout.Any(l => l[0] != layout[0][0] || l[1] != layout[0][1]))
             throw Everywhere(new InvalidOperationException($"step {step}: the processes hold gradients for different parameters (" +
                 string.Join(", ", layout.Select((l, r) => $"rank {r}: {l[0]} tensors, {l[1]} values")) + "); the method's step differs between ranks"));
-        _averager.Average(grads);
+        return grads;
     }
+
+    /// <summary>Averages <paramref name="grads"/> over the ranks, in place (the same list on every rank).</summary>
+    public void AverageGradients(IReadOnlyList<Tensor> grads) => _averager.Average(grads);
 
     /// <summary>Bytes and MPI calls of the last gradient average.</summary>
     public (long Bytes, int Calls) LastAverage => (_averager.LastBytes, _averager.LastCalls);

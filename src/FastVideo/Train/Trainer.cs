@@ -185,7 +185,9 @@ public sealed class Trainer : IDisposable
             }
 
             timer.Start();
-            _sync.AverageGradients(_method, step, failure);
+            var grads = _sync.AgreeOnGradients(_method, step, failure);
+            if (_group.IsDistributed) timer.Stop("sync");
+            _sync.AverageGradients(grads);
             if (_group.IsDistributed) timer.Stop("allreduce");
             foreach (var cb in Callbacks) cb.OnBeforeOptimizerStep(_method, step, log);
             timer.Stop("callbacks");
@@ -198,7 +200,7 @@ public sealed class Trainer : IDisposable
             log.Materialize();   // the step's only device sync
             timer.Start();
             _sync.AverageMetrics(_method, step, log, sums.Keys.ToList(), Checkpoints.LastCheckpoint);
-            if (_group.IsDistributed) timer.Stop("allreduce");
+            if (_group.IsDistributed) timer.Stop("sync");
             CheckFinite(step, lossKeys, log);
 
             try
@@ -314,11 +316,14 @@ public sealed class Trainer : IDisposable
     {
         private readonly long _begin;
         private long _mark;
-        /// <param name="distributed">Also time the collectives of a multi-process run (<c>time/allreduce</c>).</param>
+        /// <param name="distributed">Also time the collectives of a multi-process run: <c>time/allreduce</c> (the
+        /// gradient average) and <c>time/sync</c> (waiting for the other ranks, the metrics and weight checks).</param>
         public PhaseTimer(bool distributed = false)
         {
             _begin = _mark = Stopwatch.GetTimestamp();
-            if (distributed) Seconds["allreduce"] = 0;
+            if (!distributed) return;
+            Seconds["allreduce"] = 0;
+            Seconds["sync"] = 0;
         }
 
         public SortedDictionary<string, double> Seconds { get; } = new(StringComparer.Ordinal)

@@ -112,8 +112,11 @@ public class FastVideoConfigCounterpartTests
         Assert.Equal("logit_normal", t.Model.WeightingScheme);
         Assert.True(t.Model.PreconditionOutputs);
         Assert.Equal("bf16", t.DitPrecision);
-        // Differs on purpose: VSA loads but training refuses it (not implemented; dense attention would train something else).
-        Assert.Equal("training.vsa.sparsity", Assert.Throws<RecipeError>(c.RequireImplemented).KeyPath);
+        // Differs on purpose: VSA, tensor and sequence parallelism load but training refuses them (not implemented;
+        // dense attention or plain data parallelism would train something else).
+        Assert.Throws<RecipeError>(c.RequireImplemented);
+        Assert.Equal(["training.distributed.tp_size", "training.distributed.sp_size", "training.vsa.sparsity"],
+            c.Notes.Where(n => n.Kind == RecipeNoteKind.NotImplemented).Select(n => n.KeyPath));
     }
 
     [Fact]

@@ -88,11 +88,21 @@ public class DataParallelTests
     [InlineData("training.distributed.num_gpus=8", "training.distributed.sp_size: is not set, so it defaults to num_gpus (8) as upstream: sequence parallelism is not implemented")]
     [InlineData("training.distributed.sp_size=2", "training.distributed.sp_size: 2: sequence parallelism is not implemented")]
     [InlineData("training.distributed.hsdp_shard_dim=2", "training.distributed.hsdp_shard_dim: hsdp_replicate_dim x hsdp_shard_dim = 1 x 2 must equal num_gpus (1)")]
-    [InlineData("training.distributed.weight_check_steps=-1", "training.distributed.weight_check_steps: must be >= 0")]
-    public void DistributedKeysThatAskForWhatDoesNotExistAreRefused(string set, string expected)
+    public void DistributedKeysThatAskForWhatDoesNotExist_LoadButTrainingRefusesThem(string set, string expected)
     {
-        var e = RecipeTestSupport.Fail(RecipeTestSupport.Minimal, set);
+        var config = RecipeTestSupport.Load(RecipeTestSupport.Minimal, set);   // config show still shows the recipe
+        var e = Assert.Throws<RecipeError>(config.RequireImplemented);
         Assert.Contains(expected, e.Message);
+        Assert.Contains("training refuses this recipe", e.Message);
+    }
+
+    [Fact]
+    public void ADistributedValueNoLayoutCouldMeanIsAnError()
+    {
+        Assert.Contains("training.distributed.weight_check_steps: must be >= 0",
+            RecipeTestSupport.Fail(RecipeTestSupport.Minimal, "training.distributed.weight_check_steps=-1").Message);
+        Assert.Contains("training.distributed.num_gpus: must be >= 1",
+            RecipeTestSupport.Fail(RecipeTestSupport.Minimal, "training.distributed.num_gpus=0").Message);
     }
 
     [Fact]
@@ -106,6 +116,7 @@ public class DataParallelTests
         Assert.Equal(4, RecipeTestSupport.Load(RecipeTestSupport.Minimal, "training.distributed.num_gpus=8", "training.distributed.sp_size=1",
             "training.distributed.hsdp_replicate_dim=2").Training.Distributed.ResolvedHsdpShardDim);
         Assert.Equal(100, d.WeightCheckSteps);
+        Assert.Empty(d.Unsupported());
     }
 
     [Fact]

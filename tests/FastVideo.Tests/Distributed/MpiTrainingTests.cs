@@ -130,7 +130,7 @@ public class MpiTrainingTests : IClassFixture<MpiTrainingTests.QuickstartFiles>
         foreach (var key in new[] { "total_loss", "grad_norm/student", "lr/student" })
             for (int i = 0; i < 20; i++)
                 Assert.True(Math.Abs((double)a[i][key]! - (double)b[i][key]!) <= 1e-6, $"step {i + 1} {key}: {a[i][key]} vs {b[i][key]}");
-        Assert.True(b.All(m => m.ContainsKey("time/allreduce")));
+        Assert.True(b.All(m => m.ContainsKey("time/allreduce") && m.ContainsKey("time/sync")));
 
         var wa = Weights(CheckpointManager.PathFor(one, 20));
         var wb = Weights(CheckpointManager.PathFor(two, 20));

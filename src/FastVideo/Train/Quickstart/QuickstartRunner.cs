@@ -197,11 +197,11 @@ public static class QuickstartRunner
         RecipeLoader.LoadText(StageRecipe(recipe, root), $"examples/recipes/{recipe}", extra, families);
 
     /// <summary>A stage's recipe text with its paths (runs/quickstart/...) pointing at <paramref name="root"/>.</summary>
-    internal static string StageRecipe(string recipe, string root) =>
+    public static string StageRecipe(string recipe, string root) =>
         EmbeddedRecipe(recipe).Replace("runs/quickstart", root.Replace('\\', '/'));
 
     /// <summary>A pipeline folder: random transformer, the dataset's VAE constants and empty-caption embedding.</summary>
-    internal static void WriteInitModel(ModelFamilyRegistry families, string dir, string data, JsonObject model)
+    public static void WriteInitModel(ModelFamilyRegistry families, string dir, string data, JsonObject model)
     {
         ResetDir(dir);
         RandomModelFolder.Write(families.Get(Family), model, 0, dir, data);
