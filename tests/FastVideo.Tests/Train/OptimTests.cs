@@ -176,4 +176,27 @@ public class AdamWTests
         }
         Assert.True(p1.eq(p2).all().item<bool>());
     }
+
+    [Fact]
+    public void MomentsExistFromTheStartButOnlySteppedOnesAreSaved()
+    {
+        // Allocated with the optimizer (before the first activations), so the first steps do not fragment the heap;
+        // a checkpoint still holds only the parameters that stepped, as torch's state does.
+        var a = new Parameter(ones(3));
+        var idle = new Parameter(ones(2));
+        var adam = new AdamW([("a", a), ("idle", idle)], lr: 0.01);
+        a.grad = ones(3);
+        adam.Step();
+        using var state = new TrainingState();
+        adam.SaveState(state.Root.Scope("opt"));
+        Assert.True(state.Root.Scope("opt").Scope("state").Scope("a").HasValue("step"));
+        Assert.False(state.Root.Scope("opt").Scope("state").Scope("idle").HasValue("step"));
+        // Restored, the idle parameter starts fresh and steps like in the uninterrupted optimizer.
+        var adam2 = new AdamW([("a", a), ("idle", idle)], lr: 0.01);
+        adam2.LoadState(state.Root.Scope("opt"));
+        Assert.Equal((1L, 0L), (adam2.StepOf("a"), adam2.StepOf("idle")));
+        idle.grad = ones(2);
+        adam2.Step();
+        Assert.Equal(1L, adam2.StepOf("idle"));
+    }
 }

@@ -9,6 +9,10 @@ namespace FastVideo.Train.Optim;
 /// (no amsgrad). Written here rather than using TorchSharp's optimizer so its state (step, exp_avg, exp_avg_sq per
 /// parameter) is plain tensors that a checkpoint saves and restores bit for bit. Owns those moments (disposed with
 /// it); the parameters belong to their module.
+/// <para>The moments are allocated when the optimizer is made (zeros, as torch's first step makes them), not at the
+/// first step: allocated after the first backward they would take the holes the freed activations leave, and the
+/// second step's activations new memory (measured: +270 MiB peak RSS on the mid-size bench model). A parameter that
+/// has not stepped yet (no gradient so far) has no state in a checkpoint, as in torch.</para>
 /// </summary>
 public sealed class AdamW : IDisposable
 {
@@ -28,6 +32,16 @@ public sealed class AdamW : IDisposable
         if (parameters.Count == 0) throw new ArgumentException("AdamW: empty parameter list");
         _params = parameters;
         Lr = lr; Beta1 = beta1; Beta2 = beta2; Eps = eps; WeightDecay = weightDecay;
+        AllocateMissing();
+    }
+
+    /// <summary>Zero moments for every parameter that has none.</summary>
+    private void AllocateMissing()
+    {
+        foreach (var (name, p) in _params)
+            if (!_state.ContainsKey(name))
+                // State lives across steps, so it must not belong to the caller's dispose scope.
+                _state[name] = new Slot { ExpAvg = zeros_like(p).DetachFromDisposeScope(), ExpAvgSq = zeros_like(p).DetachFromDisposeScope() };
     }
 
     public double Lr { get; set; }
@@ -45,12 +59,7 @@ public sealed class AdamW : IDisposable
             using var scope = NewDisposeScope();
             var grad = p.grad;
             if (grad is null) continue;
-            if (!_state.TryGetValue(name, out var s))
-            {
-                // State lives across steps, so it must not belong to the caller's per-step dispose scope.
-                s = new Slot { ExpAvg = zeros_like(p).DetachFromDisposeScope(), ExpAvgSq = zeros_like(p).DetachFromDisposeScope() };
-                _state[name] = s;
-            }
+            var s = _state[name];
             s.Step++;
             double bc1 = 1 - Math.Pow(Beta1, s.Step);
             double bc2Sqrt = Math.Sqrt(1 - Math.Pow(Beta2, s.Step));
@@ -77,6 +86,7 @@ public sealed class AdamW : IDisposable
         s.PutValue("lr", Lr);
         foreach (var (name, slot) in _state)
         {
+            if (slot.Step == 0) continue;   // not stepped yet: no state, as torch's
             var ps = s.Scope("state").Scope(name);
             ps.PutValue("step", slot.Step);
             ps.PutTensor("exp_avg", slot.ExpAvg);
@@ -102,6 +112,7 @@ public sealed class AdamW : IDisposable
             };
             _state[name] = slot;
         }
+        AllocateMissing();
     }
 
     public long StepOf(string name) => _state.TryGetValue(name, out var s) ? s.Step : 0;
