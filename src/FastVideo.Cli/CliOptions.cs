@@ -44,6 +44,10 @@ internal static class CliOptions
     public static Option<double> Double(string name, string description, string helpName = "X") =>
         Parsed(name, description, helpName, "a number", (string s, out double v) => double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out v));
 
+    /// <summary>A memory size: 16GiB, 512MiB, 16G (binary units), or bytes.</summary>
+    public static Option<long?> Size(string name, string description, string helpName = "SIZE") =>
+        Parsed(name, description, helpName, "a size such as 16GiB, 512MiB or 16G", (string s, out long? v) => (v = Train.MemoryFit.ParseSize(s)) is not null);
+
     /// <summary>
     /// One of an enum's values by its lower-case word (the spelling classes.json uses). Null when not given: the
     /// caller's default applies, and <paramref name="description"/> should name it.

@@ -31,16 +31,19 @@ public static class TrainCommand
                                           "FastVideo's --training.loop.max_train_steps 100 (or =100) works too");
         var dryRun = CliOptions.Flag("--dry-run", "print the training plan (roles, parameters, memory, data) and stop; loads no weights");
         var overwrite = CliOptions.Flag("--overwrite", "the output folder already holds a run: move it aside and start fresh");
+        var budget = CliOptions.Size("--memory-budget", "with --dry-run: check the plan against this much memory (e.g. 16GiB) instead of this machine's");
         var command = new Command("train", "Train with a recipe (finetune, dmd2, ...) in either form; with no recipe, run the quickstart. " +
                                            "Dotted flags (--a.b.c VALUE or --a.b.c=VALUE) override recipe keys, after the --set ones.")
-            { recipe, config, set, dryRun, overwrite };
+            { recipe, config, set, dryRun, overwrite, budget };
         command.SetAction(r =>
         {
             var stdout = r.InvocationConfiguration.Output;
             var path = RecipePath(r.GetValue(recipe), r.GetValue(config));
             IReadOnlyList<string> overrides = [.. r.GetRequiredValue(set), .. dottedOverrides];
+            if (r.GetValue(budget) is not null && !r.GetValue(dryRun))
+                throw new UserError("train: --memory-budget applies to the plan of --dry-run; add --dry-run");
             if (path is not null)
-                return Run(path, overrides, r.GetValue(dryRun), r.GetValue(overwrite), families, dataSource, stdout);
+                return Run(path, overrides, r.GetValue(dryRun), r.GetValue(overwrite), families, dataSource, stdout, r.GetValue(budget));
             if (overrides.Count > 0 || r.GetValue(dryRun))
                 throw new UserError("train: missing RECIPE (overrides and --dry-run need one; 'fastvideo train' alone runs the quickstart)");
             if (Launch.FromEnvironment().IsMultiProcess)
@@ -61,13 +64,14 @@ public static class TrainCommand
     /// <paramref name="dryRun"/>. <paramref name="overwrite"/>: the output folder already holds a run; move it aside and
     /// start fresh. <paramref name="dataSource"/> builds the run's batch source from the recipe (the data layer's
     /// loader); null only works with <paramref name="dryRun"/>. The recipe's warnings and differences from FastVideo
-    /// are printed first; a feature it asks for that is not implemented stops both.
+    /// are printed first; a feature it asks for that is not implemented stops both. <paramref name="memoryBudget"/>:
+    /// bytes the dry run's plan is checked against (null: this machine's memory).
     /// </summary>
     /// <remarks>Started by MPICH's <c>mpiexec -n N</c> (N &gt; 1), every process joins the run (<see cref="World"/>)
     /// and trains data parallel; rank 0 alone prints (a dry run too). A failure every process learnt of ends MPI normally;
     /// any other reaches <see cref="Cli.Report"/>, which ends the whole run.</remarks>
     public static int Run(string recipe, IReadOnlyList<string> overrides, bool dryRun, bool overwrite,
-        ModelFamilyRegistry families, Func<RunConfig, IBatchSource>? dataSource, TextWriter stdout)
+        ModelFamilyRegistry families, Func<RunConfig, IBatchSource>? dataSource, TextWriter stdout, long? memoryBudget = null)
     {
         if (Launch.FromEnvironment().Rank != 0) stdout = TextWriter.Null;   // under mpiexec rank 0 alone prints
         var config = RecipeLoader.Load(recipe, overrides, families);
@@ -75,8 +79,9 @@ public static class TrainCommand
         config.RequireImplemented();
         if (dryRun)
         {
-            // Reads only configs and safetensors headers: no weights are loaded.
-            stdout.Write(TrainingPlan.Format(TrainingPlan.BuildFromConfig(config, families), config.Recipe.Method ?? "?"));
+            // Reads only configs, safetensors headers and (without a shape in the recipe) the dataset's first row.
+            var plan = TrainingPlan.BuildFromConfig(config, families);
+            stdout.Write(TrainingPlan.Format(plan, MemoryFit.Check(config, plan, memoryBudget, families)));
             stdout.WriteLine($"dtypes: {Precision.Describe(config.Training)}");
             return 0;
         }

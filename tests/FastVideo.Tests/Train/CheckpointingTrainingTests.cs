@@ -137,7 +137,7 @@ public class CheckpointingTrainingTests(ITestOutputHelper log)
         // The dry run names the policy and counts the smaller activations.
         var plan = new StringWriter();
         Assert.Equal(0, Cli.Cli.Run(["train", recipe, "--dry-run"], plan, TextWriter.Null));
-        Assert.Contains("(full checkpointing)", plan.ToString());
+        Assert.Contains("full checkpointing: 1 of 1 blocks recomputed", plan.ToString());
     }
 
     [Fact]
@@ -184,18 +184,16 @@ public class CheckpointingTrainingTests(ITestOutputHelper log)
     [Fact]
     public void ThePlanCountsTheActivationsEachPolicyKeeps()
     {
+        // The exact numbers per policy are TrainingPlanTests'; here: the policies' order and full's saving.
         var cfg = TrainFixture.Config(TestPaths.TempDir("ckpt-plan"));
         cfg = cfg with { Training = cfg.Training with { Data = cfg.Training.Data with { NumLatentT = 4, NumHeight = 128, NumWidth = 128, TrainBatchSize = 1 } } };
-        long? Plan(string? type) => Assert.Single(TrainingPlan.BuildFromConfig(cfg with
+        long Plan(string? type) => Assert.Single(TrainingPlan.BuildFromConfig(cfg with
         {
             Training = cfg.Training with { Model = cfg.Training.Model with { EnableGradientCheckpointingType = type } },
-        })).ActivationBytes;
-        // wan_tiny: D = 32, F = 64, 2 heads, 2 layers; 4 x 8 x 8 = 256 tokens (VAE factor 8, patch 2x2).
-        long n = 256, d = 32, f = 64, layer = n * (14 * d + 2 * f) + 2 * n * n;
-        Assert.Equal(2 * layer * 4, Plan(null));
-        Assert.Equal((2 * n * d + layer) * 4, Plan("full"));
-        Assert.Equal((2 * n * d + layer) * 4, Plan("block_skip"));   // n = 1: every block, as full
-        Assert.Equal((2 * n * (6 * d + f) + layer) * 4, Plan("ops"));
-        Assert.True(Plan("full") < Plan(null) / 1.5);
+        }).Roles).Activations!.Kept;
+        Assert.Equal(Plan("full"), Plan("block_skip"));   // n = 1: every block, as full
+        Assert.True(Plan("full") < Plan("ops"));
+        Assert.True(Plan("ops") < Plan(null));
+        Assert.True(Plan("full") < Plan(null) / 2);
     }
 }

@@ -310,7 +310,7 @@ public class LoraTests
             if (!k.Contains(".lora_")) Assert.True(Same(v, after[k]), k);
         Assert.True(after["blocks.0.attn1.to_q.lora_B.weight"].abs().sum().item<float>() > 0);
         // The plan counts float32 adapters for gradients and moments, the bf16 base for weights.
-        var plan = TrainingPlan.Build(method).Single();
+        var plan = TrainingPlan.Build(method).Roles.Single();
         long adapters = method.Student.TrainableParameters().Sum(p => p.numel());
         Assert.Equal(adapters, plan.TrainableParameters);
         Assert.Equal(4 * adapters, plan.GradBytes);
@@ -400,9 +400,9 @@ public class LoraTests
     {
         var cfg = Dmd2Config(TestPaths.TempDir("lora-plan"));
         cfg = cfg with { Roles = cfg.Roles.ToDictionary(kv => kv.Key, kv => kv.Key == "critic" ? kv.Value with { Lora = Lora(rank: 3, targets: ["attn1", "proj_out"]) } : kv.Value) };
-        var light = TrainingPlan.BuildFromConfig(cfg);
+        var light = TrainingPlan.BuildFromConfig(cfg).Roles;
         using var method = TrainingBuilder.Build(cfg);
-        var full = TrainingPlan.Build(method);
+        var full = TrainingPlan.Build(method).Roles;
         Assert.Equal(full.OrderBy(p => p.Role).ToList(), light.OrderBy(p => p.Role).ToList());
         // rank 2 on 20 layers: attention 32->32 (16 layers), net.0.proj 32->64, net.2 64->32 (2 each).
         Assert.Equal(2L * (16 * 64 + 4 * 96), light.Single(p => p.Role == "student").TrainableParameters);

@@ -55,7 +55,7 @@ public abstract class FlowMatchModel<TTransformer> : ModelBase where TTransforme
         double shift = options.FlowShift ?? context.Family.Defaults.FlowShift;
         _scheduler = new FlowMatchEulerDiscreteScheduler(shift);
         TimestepShift = shift;
-        Vae = LoadVaeConfig(context, Folder);
+        Vae = ResolveVae(context.Run, Folder, context.Family.Defaults.Vae);
     }
 
     /// <summary>The transformer, typed.</summary>
@@ -73,19 +73,6 @@ public abstract class FlowMatchModel<TTransformer> : ModelBase where TTransforme
     public double TimestepShift { get; private set; }
     public int MinTimestep { get; } = 0;
     public int MaxTimestep => NumTrainTimesteps;
-
-    /// <summary>VAE constants: the recipe's pipeline.vae_config, else the model folder's vae/config.json, else the family default.</summary>
-    private static VaeConfig LoadVaeConfig(ModelBuildContext context, DiffusersModelFolder folder)
-    {
-        var explicitPath = context.Run.Pipeline.VaeConfig;
-        if (!string.IsNullOrEmpty(explicitPath))
-        {
-            var p = Directory.Exists(explicitPath) ? Path.Combine(explicitPath, "config.json") : explicitPath;
-            if (!File.Exists(p)) throw new UserError($"pipeline.vae_config: '{explicitPath}' does not exist");
-            return VaeConfig.Load(p);
-        }
-        return VaeConfig.FromModelFolder(folder, context.Family.Defaults.Vae);
-    }
 
     public override void InitPreprocessors()
     {

@@ -93,6 +93,22 @@ public abstract class ModelBase : IDisposable
     /// </summary>
     public abstract VaeConfig Vae { get; }
 
+    /// <summary>
+    /// A role's VAE constants: the recipe's <c>pipeline.vae_config</c>, else the model folder's vae/config.json, else
+    /// <paramref name="familyDefault"/> (also what the dry-run plan reads).
+    /// </summary>
+    public static VaeConfig ResolveVae(RunConfig run, DiffusersModelFolder folder, VaeConfig familyDefault)
+    {
+        var explicitPath = run.Pipeline.VaeConfig;
+        if (!string.IsNullOrEmpty(explicitPath))
+        {
+            var p = Directory.Exists(explicitPath) ? Path.Combine(explicitPath, "config.json") : explicitPath;
+            if (!File.Exists(p)) throw new UserError($"pipeline.vae_config: '{explicitPath}' does not exist");
+            return VaeConfig.Load(p);
+        }
+        return VaeConfig.FromModelFolder(folder, familyDefault);
+    }
+
     /// <summary>Whether <see cref="DecodeLatents"/> can turn this role's latents into pixels here.</summary>
     public virtual bool CanDecodeLatents => Vae.IsIdentity;
 
@@ -110,12 +126,12 @@ public abstract class ModelBase : IDisposable
     }
 
     /// <summary>
-    /// Activations this role keeps for backward on one micro-batch of <paramref name="training"/>'s data shape, for
-    /// the dry-run plan: the family's estimate for its own transformer config and checkpointing, 0 for a frozen role,
-    /// null when unknown.
+    /// The activation memory of this role for one micro-batch of <paramref name="shape"/>, for the dry-run plan: the
+    /// family's estimate for its transformer config, dtypes and checkpointing; null when the family has none.
     /// </summary>
-    public long? ActivationBytes(TrainingConfig training) =>
-        !Trainable ? 0 : Context.Family.EstimateActivations?.Invoke(new ActivationQuery(TransformerConfig, training, Vae, CheckpointingType));
+    public ActivationEstimate? Activations(DataShape shape) =>
+        Context.Family.EstimateActivations?.Invoke(new ActivationQuery(Context, TransformerConfig, shape,
+            Precision.Parse(Context.Training.DitPrecision), ComputeDtype, CheckpointingType));
 
     /// <summary>
     /// The activation checkpointing asked of this role, as upstream resolves it: the role's

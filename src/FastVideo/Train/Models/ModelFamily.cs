@@ -1,24 +1,68 @@
 using System.Reflection;
 using FastVideo.Configs;
 using FastVideo.Models.Vae;
+using static TorchSharp.torch;
 
 namespace FastVideo.Train.Models;
 
 /// <summary>Pipeline defaults of a family, overridable by the recipe's <c>pipeline:</c> section.</summary>
 public sealed record FamilyDefaults(double FlowShift, int TextLen, VaeConfig Vae);
 
-/// <summary>What a family's activation estimate reads: its transformer's config.json, the data shape, the VAE and the
-/// role's activation checkpointing type (full, ops, block_skip; null = none).</summary>
-public sealed record ActivationQuery(System.Text.Json.Nodes.JsonObject TransformerConfig, TrainingConfig Training, VaeConfig Vae,
-    string? Checkpointing = null)
+/// <summary>
+/// What a family's activation estimate reads: the role (its options and the run's), its transformer's config.json,
+/// the data shape of one micro-batch, the master and compute dtypes and the role's activation checkpointing type
+/// (full, ops, block_skip; null = none).
+/// </summary>
+public sealed record ActivationQuery(ModelBuildContext Role, System.Text.Json.Nodes.JsonObject TransformerConfig, DataShape Shape,
+    ScalarType MasterDtype, ScalarType ComputeDtype, string? Checkpointing)
 {
-    public int BytesPerValue => Precision.BytesPerValue(Training.DitPrecision);
+    /// <summary>The role trains its own weights (trainable and not LoRA): their inputs are kept for the weight gradients.</summary>
+    public bool TrainsBase => Role.Options.Trainable && !Role.Options.Lora.Enable;
+
+    /// <summary>The role's LoRA options when it trains adapters, else null.</summary>
+    public LoraOptions? Lora => Role.Options.Trainable && Role.Options.Lora.Enable ? Role.Options.Lora : null;
+}
+
+/// <summary>
+/// A family's estimate of the activation memory of one role for one micro-batch, in bytes: <see cref="Kept"/> is what
+/// the forward keeps for backward; <see cref="Peak"/> adds what backward holds at its worst (a checkpointed block
+/// recomputed, the gradients flowing through a block); for a frozen role, one block's working set of a forward
+/// without grad. <see cref="Retained"/>: freed memory the allocator keeps on top (<see cref="AllocatorRetention"/>).
+/// <see cref="Note"/> says in a few words how it was counted (the attention kernel, the policy).
+/// </summary>
+public sealed record ActivationEstimate(long Kept, long Peak, long Retained, string Note);
+
+/// <summary>
+/// Freed memory glibc's allocator keeps on top of the live tensors (RSS minus live memory), fitted to the runs of
+/// bench/MemoryPlanBench (bench/results/memory-plan-2026-12-04.md): the mid-size Wan in fp32 and bf16 with and without
+/// full checkpointing and the 1.3B-config LoRA run each kept 0.39-0.47 of the memory below. A step frees its
+/// activations while the gradients and the next tensors are allocated between them, and the freed holes are rarely
+/// the right size again: without checkpointing about 0.4 of the kept activations stays in the heap; with
+/// checkpointing each block run with grad in backward (and each checkpointed block's forward, whose output stays
+/// pinned) leaves about 0.45 of one block's working set behind, growing over the first step and then stable. Only
+/// tensors below <see cref="MmapThreshold"/> count: bigger ones are mapped and unmapped on their own.
+/// </summary>
+public static class AllocatorRetention
+{
+    /// <summary>glibc's mmap threshold at its highest (64-bit): bigger tensors are mapped on their own and returned
+    /// when freed, so only smaller ones count towards what the heap keeps.</summary>
+    public const long MmapThreshold = 32L << 20;
+
+    /// <summary>Fraction of one block's working set (heap-sized tensors) kept per checkpointed block.</summary>
+    public const double PerCheckpointedBlock = 0.45;
+
+    /// <summary>Fraction of the kept activations (heap-sized tensors) kept after a backward without checkpointing.</summary>
+    public const double WithoutCheckpointing = 0.4;
+
+    public static long Checkpointed(long blocks, long blockWorkingSet) => (long)(PerCheckpointedBlock * blocks * blockWorkingSet);
+
+    public static long Plain(long keptActivations) => (long)(WithoutCheckpointing * keptActivations);
 }
 
 /// <summary>
 /// A model family: its name, the record its role options bind into, the latent space it works in (roles of one
 /// method must share it), its pipeline defaults and how to build a model. <see cref="EstimateActivations"/> gives
-/// the dry-run plan the activations a trainable role keeps for one micro-batch (null: unknown).
+/// the dry-run plan the activation memory of a role for one micro-batch (null: the family has no estimate).
 /// </summary>
 public sealed record ModelFamily(
     string Name,
@@ -28,7 +72,7 @@ public sealed record ModelFamily(
     FamilyDefaults Defaults,
     Func<ModelBuildContext, ModelBase> Create)
 {
-    public Func<ActivationQuery, long?>? EstimateActivations { get; init; }
+    public Func<ActivationQuery, ActivationEstimate>? EstimateActivations { get; init; }
 
     /// <summary>
     /// The conditioning channels the family's transformer reads (<see cref="FastVideo.Data.Conditioning"/> names):

@@ -48,8 +48,10 @@ public sealed class WanCausalModel : WanModel, ICausalModel
         Create = ctx => new WanCausalModel(ctx),
         ClassPaths = ["fastvideo.train.models.wan.WanCausalModel", "fastvideo.train.models.wan.wan_causal.WanCausalModel"],
         TransformerClass = CausalWanTransformer3DModel.ClassName,
-        // The rest is wan's: latent space, defaults, activation estimate, LoRA layers and random folders (the causal
-        // transformer has the same parameters).
+        // The block-causal training forward is wan's plus its attention pattern.
+        EstimateActivations = q => WanActivations.Estimate(q, Settings(q.Role)),
+        // The rest is wan's: latent space, defaults, LoRA layers and random folders (the causal transformer has the
+        // same parameters).
     };
 
     /// <summary>What a tag's caches were built for.</summary>
@@ -80,7 +82,7 @@ public sealed class WanCausalModel : WanModel, ICausalModel
     /// The role's causal settings over pipeline.dit_config's over the model folder's config.json (a causal export
     /// carries them) over the defaults (text_len: pipeline, else the family's).
     /// </summary>
-    private static CausalAttentionConfig Settings(ModelBuildContext context)
+    internal static CausalAttentionConfig Settings(ModelBuildContext context)
     {
         var pipeline = context.Run.Pipeline;
         var dit = pipeline.DitConfig;

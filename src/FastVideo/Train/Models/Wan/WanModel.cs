@@ -24,7 +24,7 @@ public partial class WanModel : FlowMatchModel<WanTransformerBase>
         Create: ctx => new WanModel(ctx))
     {
         DataParallelDraws = true,
-        EstimateActivations = WanActivations.Estimate,
+        EstimateActivations = q => WanActivations.Estimate(q),
         ClassPaths = ["fastvideo.train.models.wan.WanModel", "fastvideo.train.models.wan.wan.WanModel"],
         TransformerClass = "WanTransformer3DModel",
         StreamingFamily = "wan_causal",
