@@ -57,7 +57,7 @@ var run = new RunConfig
     },
 };
 var plan = TrainingPlan.BuildFromConfig(run);
-Console.Write(TrainingPlan.Format(plan, "finetune"));
+Console.Write(TrainingPlan.Format(plan));
 
 long baseline = Status("VmRSS");
 var sw = Stopwatch.StartNew();
@@ -75,14 +75,27 @@ for (int i = 1; i <= steps; i++)
     };
     sw.Restart();
     var r = method.SingleTrainStep(batch, i);
+    string forward = Phase();
     method.Backward(r, 1);
+    string backward = Phase();
     method.OptimizersSchedulersStep(i);
     method.OptimizersZeroGrad(i);
     float loss = r.Losses["total_loss"].item<float>();
-    Console.WriteLine($"step {i}: loss {loss:F4}, {sw.Elapsed.TotalSeconds:F1} s, RSS {Status("VmRSS") / 1024.0 / 1024:F2} GiB, peak {Status("VmHWM") / 1024.0 / 1024:F2} GiB");
+    Console.WriteLine($"step {i}: loss {loss:F4}, {sw.Elapsed.TotalSeconds:F1} s, RSS {Status("VmRSS") / 1024.0 / 1024:F2} GiB, peak {Status("VmHWM") / 1024.0 / 1024:F2} GiB; after forward {forward}; after backward {backward}");
 }
 Console.WriteLine($"RESULT peak_rss_gib {Status("VmHWM") / 1024.0 / 1024:F2} baseline_gib {baseline / 1024.0 / 1024:F2}");
 if (owned) Directory.Delete(modelDir, true);
+
+// RSS and peak so far, then RSS after handing freed heap memory back (malloc_trim): what is live.
+static string Phase()
+{
+    string s = $"RSS {Status("VmRSS") / 1024.0 / 1024:F2} GiB (peak {Status("VmHWM") / 1024.0 / 1024:F2}";
+    MallocTrim(0);
+    return s + $", trimmed {Status("VmRSS") / 1024.0 / 1024:F2})";
+}
+
+[System.Runtime.InteropServices.DllImport("libc", EntryPoint = "malloc_trim")]
+static extern int MallocTrim(nuint pad);
 
 static long Status(string key)
 {
