@@ -10,7 +10,7 @@ internal static class RecipeDifferences
     public static void Note(RunConfig config, RawMap root, string rolesKey, RecipeBinder binder)
     {
         NotImplemented(config, root, rolesKey, binder);
-        foreach (var (path, options) in OptionRecords(config))
+        foreach (var (path, options) in OptionRecords(config, rolesKey))
             if (options is IFastVideoDifferences d)
                 foreach (var difference in d.DifferencesFromFastVideo())
                     Add(RecipeNoteKind.DiffersFromFastVideo, $"{path}.{difference.Key}", difference.Detail);
@@ -21,8 +21,9 @@ internal static class RecipeDifferences
             binder.Note(kind, RecipeLoader.Locate(root, path), path, detail);
     }
 
-    private static IEnumerable<(string Path, object Options)> OptionRecords(RunConfig config) =>
-        new[] { ("method", (object)config.Method) }.Concat(config.Callbacks.Select(c => ($"callbacks.{c.Key}", c.Value)));
+    private static IEnumerable<(string Path, object Options)> OptionRecords(RunConfig config, string rolesKey) =>
+        new[] { ("method", (object)config.Method) }.Concat(config.Callbacks.Select(c => ($"callbacks.{c.Key}", c.Value)))
+            .Concat(config.Roles.Select(r => ($"{rolesKey}.{r.Key}", (object)r.Value)));
 
     /// <summary>Accepted options are applied or refused: these would silently train something else (dense, exact,
     /// unquantized attention and linears; video-text rows) than the recipe asks for, so training refuses them.</summary>

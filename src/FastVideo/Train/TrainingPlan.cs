@@ -126,7 +126,8 @@ public static class TrainingPlan
                 var capable = plugin.IsLoraCapable ?? throw new UserError($"roles.{role}.lora.enable: the '{family}' family does not support LoRA");
                 var layers = f.Headers.Where(h => h.Key.EndsWith(".weight", StringComparison.Ordinal) && h.Value.Shape.Length == 2)
                     .ToDictionary(h => h.Key[..^".weight".Length], h => h.Value.Shape);
-                var chosen = FastVideo.Models.Layers.LoraAdapters.SelectTargets(layers.Keys.Where(capable).Order(StringComparer.Ordinal).ToList(), rc.Lora, $"roles.{role}.lora");
+                var chosen = FastVideo.Models.Layers.LoraAdapters.SelectTargets(layers.Keys.Order(StringComparer.Ordinal).ToList(), rc.Lora, $"roles.{role}.lora",
+                    capable, plugin.UpstreamLayerName);
                 trainable = chosen.Sum(l => (long)rc.Lora.Rank!.Value * (layers[l][0] + layers[l][1]));
                 trainableBytes = trainable * 4;
                 total += trainable;

@@ -10,7 +10,7 @@ namespace FastVideo.Tests.Configs;
 
 /// <summary>
 /// Recipes in FastVideo's form written for these tests (not FastVideo's files): together they use every section, key
-/// and value form that FastVideo's own Wan / causal Wan recipes for the implemented methods use
+/// and value form that FastVideo's own Wan / causal Wan / HunyuanVideo recipes for the implemented methods use
 /// (upstream-recipe-format.md; FastVideo main at 2f3d4074): <c>_target_</c> class paths and their package aliases,
 /// bare callback names, data_path as a string, a list and a map, numbers as 1e-5 / 1.0e-6, betas as a list and as
 /// "b1,b2", null / "" / latest, empty lists and maps, role LoRA and attention backends, causal settings, DMD2's
@@ -322,10 +322,133 @@ internal static class FastVideoFormRecipes
         pipeline: {}
         """;
 
+    /// <summary>A HunyuanVideo finetune: the keys of FastVideo's hunyuan recipes (role-level activation checkpointing,
+    /// 720p data sizes, latest resume, HunyuanVideoPipeline validation, flow_shift 7).</summary>
+    public const string HunyuanFinetune = """
+        # HunyuanVideo T2V finetune (data preprocessed with the dual text encoders, LLaMA + CLIP)
+        models:
+          student:
+            _target_: fastvideo.train.models.hunyuan.HunyuanModel
+            init_from: hunyuanvideo-community/HunyuanVideo
+            trainable: true
+            enable_gradient_checkpointing_type: full
+
+        method:
+          _target_: fastvideo.train.methods.fine_tuning.finetune.FineTuneMethod
+
+        training:
+          distributed:
+            num_gpus: 8
+            sp_size: 1
+            tp_size: 1
+            hsdp_replicate_dim: 1
+            hsdp_shard_dim: 8
+          data:
+            data_path: data/hunyuan_training_data
+            dataloader_num_workers: 4
+            train_batch_size: 1
+            training_cfg_rate: 0.0
+            seed: 1000
+            num_latent_t: 32
+            num_height: 720
+            num_width: 1280
+            num_frames: 125
+          optimizer:
+            learning_rate: 1.0e-5
+            betas: [0.9, 0.999]
+            weight_decay: 0.01
+            lr_scheduler: constant
+            lr_warmup_steps: 0
+          loop:
+            max_train_steps: 5000
+            gradient_accumulation_steps: 1
+          checkpoint:
+            output_dir: outputs/hunyuan_finetune
+            training_state_checkpointing_steps: 500
+            checkpoints_total_limit: 3
+            resume_from_checkpoint: latest
+          tracker:
+            project_name: fastvideo_hunyuan
+            run_name: hunyuan_finetune
+          model:
+            enable_gradient_checkpointing_type: full
+          dit_precision: bf16
+
+        callbacks:
+          grad_clip: {_target_: fastvideo.train.callbacks.grad_clip.GradNormClipCallback, max_grad_norm: 1.0}
+          validation:
+            _target_: fastvideo.train.callbacks.validation.ValidationCallback
+            pipeline_target: fastvideo.pipelines.basic.hunyuan.hunyuan_pipeline.HunyuanVideoPipeline
+            dataset_file: data/hunyuan_training_data/validation_prompts.json
+            every_steps: 100
+            sampling_steps: [50]
+            guidance_scale: 1.0
+
+        pipeline:
+          flow_shift: 7
+        """;
+
+    /// <summary>A HunyuanVideo LoRA finetune with its targets in FastVideo's DiT names (fused qkv, the token refiner's
+    /// self_attn_* which adapt nothing), x0-space loss, a null resume and the package alias of the class path.</summary>
+    public const string HunyuanLora = """
+        models:
+          student:
+            _target_: fastvideo.train.models.hunyuan.hunyuan.HunyuanModel
+            init_from: hunyuanvideo-community/HunyuanVideo
+            trainable: true
+            flow_shift: 7.0
+            lora:
+              enable: true
+              rank: 16
+              alpha: 32
+              target_modules:
+                - img_attn_qkv
+                - img_attn_proj
+                - txt_attn_qkv
+                - txt_attn_proj
+                - self_attn_qkv
+                - self_attn_proj
+        method:
+          _target_: fastvideo.train.methods.fine_tuning.finetune.FineTuneMethod
+        training:
+          distributed: {num_gpus: 1, sp_size: 1, tp_size: 1, hsdp_replicate_dim: 1, hsdp_shard_dim: 1}
+          data:
+            data_path: data/hunyuan_overfit_preprocessed
+            dataloader_num_workers: 0
+            train_batch_size: 1
+            seed: 42
+            num_latent_t: 20
+            num_height: 480
+            num_width: 832
+            num_frames: 77
+          optimizer: {learning_rate: 1.0e-4, betas: [0.9, 0.999], weight_decay: 0.0, lr_scheduler: constant, lr_warmup_steps: 0}
+          loop: {max_train_steps: 10, gradient_accumulation_steps: 1}
+          checkpoint:
+            output_dir: outputs/hunyuan_t2v_lora_4090_debug
+            training_state_checkpointing_steps: 5
+            checkpoints_total_limit: 2
+            resume_from_checkpoint: null
+          tracker: {project_name: fastvideo_hunyuan, run_name: hunyuan_t2v_lora_4090_debug}
+          model:
+            precondition_outputs: true
+            enable_gradient_checkpointing_type: full
+        callbacks:
+          grad_clip:
+            max_grad_norm: 1.0
+          validation:
+            pipeline_target: fastvideo.pipelines.basic.hunyuan.hunyuan_pipeline.HunyuanVideoPipeline
+            dataset_file: data/hunyuan_overfit_preprocessed/validation_prompts.json
+            every_steps: 10
+            sampling_steps: [5]
+            guidance_scale: 1.0
+        pipeline: {}
+        """;
+
     public static IEnumerable<object[]> All() =>
     [
         ["dmd2", Dmd2], ["lora", LoraFinetune], ["list", ListFinetune], ["self_forcing", SelfForcing], ["kd_causal", KdCausal],
         ["dfsft", Dfsft], ["tfsft", Dfsft.Replace("fine_tuning.dfsft.DiffusionForcingSFTMethod", "fine_tuning.tfsft.TeacherForcingSFTMethod")],
+        ["hunyuan_finetune", HunyuanFinetune], ["hunyuan_lora", HunyuanLora],
         ["kd", KdCausal.Replace("kd.KDCausalMethod", "kd.KDMethod").Replace("WanCausalModel", "WanModel").Replace("  num_frames_per_block: 3\n", "")],
     ];
 

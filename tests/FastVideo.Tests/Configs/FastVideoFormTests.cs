@@ -18,8 +18,34 @@ public class FastVideoFormTests
     {
         var config = Load(yaml);
         Assert.Equal(RecipeForm.FastVideo, config.Form);
-        Assert.Equal(method is "lora" or "list" ? "finetune" : method, config.Recipe.Method);
+        Assert.Equal(method is "lora" or "list" or "hunyuan_finetune" or "hunyuan_lora" ? "finetune" : method, config.Recipe.Method);
         CheckTypedValuesAgainstYaml(yaml, config);
+    }
+
+    [Fact]
+    public void HunyuanRecipesBindIntoTheHunyuanFamilyWithTheirLoraTargetsNoted()
+    {
+        var c = Load(HunyuanFinetune);
+        var student = Assert.IsType<FastVideo.Train.Models.Hunyuan.HunyuanRoleConfig>(c.Roles["student"]);
+        Assert.Equal("hunyuan", student.Family);
+        Assert.Equal("full", student.EnableGradientCheckpointingType);
+        Assert.Equal(7.0, c.Pipeline.FlowShift);
+        Assert.Equal("fastvideo.pipelines.basic.hunyuan.hunyuan_pipeline.HunyuanVideoPipeline",
+            Assert.IsType<ValidationOptions>(c.Callbacks.Single(cb => cb.Key == "validation").Value).PipelineTarget);
+        Assert.DoesNotContain(c.Notes, n => n.KeyPath.Contains("lora"));
+
+        c = Load(HunyuanLora);
+        student = Assert.IsType<FastVideo.Train.Models.Hunyuan.HunyuanRoleConfig>(c.Roles["student"]);
+        Assert.True(student.Lora.Enable && c.Training.Model.PreconditionOutputs);
+        var notes = c.Notes.Where(n => n.KeyPath == "models.student.lora.target_modules").ToList();
+        Assert.Equal(2, notes.Count);
+        Assert.All(notes, n => Assert.Equal((RecipeNoteKind.DiffersFromFastVideo, RecipeTestSupport.LineOf(HunyuanLora, "- img_attn_qkv")), (n.Kind, n.Line)));   // the value's line
+        Assert.Contains("fuses img_attn_qkv (attn.to_q, to_k, to_v); txt_attn_qkv (attn.add_q_proj, add_k_proj, add_v_proj) and gives the fused layer " +
+                        "one rank-16 adapter", notes[0].Detail);
+        Assert.StartsWith("self_attn_qkv, self_attn_proj name layers of the token refiner (FastVideo's txt_in)", notes[1].Detail);
+        // Diffusers' names and FastVideo's unfused ones need no note.
+        Assert.DoesNotContain(Load(HunyuanLora.Replace("img_attn_qkv", "to_q").Replace("txt_attn_qkv", "add_q_proj").Replace("self_attn_qkv", "to_k")
+            .Replace("self_attn_proj", "to_add_out")).Notes, n => n.KeyPath.Contains("lora"));
     }
 
     [Fact]

@@ -198,4 +198,36 @@ public class HunyuanModelTests
             .Where(k => k.EndsWith(".weight")).Select(k => k[..^".weight".Length]).Where(HunyuanModel.Family.IsLoraCapable!).Order(StringComparer.Ordinal).ToList();
         Assert.Equal(LoraAdapters.CapableLayers(wide.Transformer).Select(l => l.Name).Where(n => !n.StartsWith("context_embedder.")).Order(StringComparer.Ordinal), headerNames);
     }
+
+    [Fact]
+    public void LoraTargetsInFastVideosDitNamesChooseTheSameLayers()
+    {
+        HunyuanModel With(params string[] targets) =>
+            Build(new HunyuanRoleConfig { InitFrom = ModelDir, Lora = new LoraOptions { Enable = true, Rank = 2, TargetModules = targets } });
+        // FastVideo's t2v_lora targets: the fused qkv and projections of both streams; the refiner's self_attn_* adapt nothing.
+        using (var fastVideo = With("img_attn_qkv", "img_attn_proj", "txt_attn_qkv", "txt_attn_proj", "self_attn_qkv", "self_attn_proj"))
+        using (var diffusers = With("attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"))
+        {
+            var expected = diffusers.LoraLayers.Where(l => l.StartsWith("transformer_blocks.")).Order(StringComparer.Ordinal).ToList();
+            Assert.Equal(2 * 8, expected.Count);   // 2 dual blocks x (q, k, v, out) x 2 streams
+            Assert.Equal(expected, fastVideo.LoraLayers.Order(StringComparer.Ordinal));
+        }
+        // A single block's linear1 is its q, k, v and MLP input; linear2 its output; final_layer the output projection.
+        using (var single = With("linear1", "linear2", "final_layer"))
+            Assert.Equal(Enumerable.Range(0, 2).SelectMany(i => new[] { "attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp", "proj_out" }
+                    .Select(l => $"single_transformer_blocks.{i}.{l}")).Append("proj_out").Order(StringComparer.Ordinal),
+                single.LoraLayers.Order(StringComparer.Ordinal));
+        // Refiner names alone choose nothing (an error, as upstream's "no LoRA-compatible layers"); unknown names stay errors.
+        var e = Assert.Throws<UserError>(() => With("self_attn_qkv"));
+        Assert.Contains("no LoRA-capable layer matches [self_attn_qkv]", e.Message);
+        e = Assert.Throws<UserError>(() => With("img_attn_qkv", "img_attn_qvk"));
+        Assert.Contains("'img_attn_qvk' matches no LoRA-capable layer", e.Message);
+        // The dry run's header-only selection agrees.
+        var headers = SafeTensors.ReadHeader(Path.Combine(ModelDir, "transformer", "diffusion_pytorch_model.safetensors")).Keys
+            .Where(k => k.EndsWith(".weight")).Select(k => k[..^".weight".Length]).ToList();
+        using var model = With("img_attn_qkv", "txt_attn_proj", "self_attn_qkv");
+        Assert.Equal(model.LoraLayers.Order(StringComparer.Ordinal), LoraAdapters.SelectTargets(headers, new LoraOptions
+            { Enable = true, Rank = 2, TargetModules = ["img_attn_qkv", "txt_attn_proj", "self_attn_qkv"] }, "roles.student.lora",
+            HunyuanModel.Family.IsLoraCapable, HunyuanModel.Family.UpstreamLayerName).Order(StringComparer.Ordinal));
+    }
 }

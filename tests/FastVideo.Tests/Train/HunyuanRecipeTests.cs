@@ -50,7 +50,8 @@ public class HunyuanRecipeTests(ITestOutputHelper log)
             .Replace("runs/hunyuan_tiny/teacher", model)
             .Replace("runs/hunyuan_tiny", root)
             .Replace("runs/fastvideo_hunyuan_finetune", output)
-            .Replace("runs/fastvideo_hunyuan_dmd2", output);
+            .Replace("runs/fastvideo_hunyuan_dmd2", output)
+            .Replace("runs/fastvideo_hunyuan_lora", output);
         var path = Path.Combine(root, Path.GetFileNameWithoutExtension(name) + "-" + Path.GetFileName(output) + ".yaml");
         File.WriteAllText(path, text);
         return path;
@@ -111,6 +112,61 @@ public class HunyuanRecipeTests(ITestOutputHelper log)
 
     [Fact]
     public void Dmd2RecipeTrainsAndResumesBitForBit() => ResumesBitForBit("hunyuan_dmd2.yaml", "fake_score_loss");
+
+    [Fact]
+    public void LoraRecipeTrainsAdaptersOnTheLayersItsFastVideoNamesChoose()
+    {
+        var (root, _, model) = Setup();
+        var output = Path.Combine(root, "lora");
+        Train(Recipe("hunyuan_lora.yaml", root, model, output), 4, resume: false);
+        var losses = Metrics(output);
+        Assert.Equal(4, losses.Count);
+        // img_attn_qkv/img_attn_proj/txt_attn_qkv/txt_attn_proj = the dual block's 8 attention projections; linear1/linear2 =
+        // the single block's q, k, v, proj_mlp and proj_out. Each adapter trained: B (zero at the start) moved.
+        string[] expected =
+        [
+            .. new[] { "to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out" }.Select(l => $"transformer_blocks.0.attn.{l}"),
+            .. new[] { "attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp", "proj_out" }.Select(l => $"single_transformer_blocks.0.{l}"),
+        ];
+        var adapters = SafeTensors.Load(Path.Combine(output, "checkpoint-4", "student", "lora", "adapter_model.safetensors"));
+        try
+        {
+            Assert.Equal(expected.SelectMany(l => new[] { l + ".lora_A.weight", l + ".lora_B.weight" }).Order(StringComparer.Ordinal),
+                adapters.Keys.Order(StringComparer.Ordinal));
+            Assert.All(expected, l => Assert.True(adapters[l + ".lora_B.weight"].abs().max().item<float>() > 0, $"{l}: lora_B did not train"));
+            Assert.Equal(8, adapters[expected[0] + ".lora_A.weight"].shape[0]);   // rank 8
+        }
+        finally
+        {
+            foreach (var t in adapters.Values) t.Dispose();
+        }
+    }
+
+    [Fact]
+    public void TrainingSeesTheLoadersTextMaskThroughThePlugin()
+    {
+        // The finetune recipe's data (text_len 16: 1 pooled row + the captions' tokens, padded with zero rows and mask 0),
+        // collated as the loader does, reaches the transformer with its mask: padded rows then change no prediction.
+        var (root, data, model) = Setup();
+        var config = FastVideo.Configs.RecipeLoader.Load(Recipe("hunyuan_finetune.yaml", root, model, Path.Combine(root, "out")), [],
+            FastVideo.Train.Models.ModelFamilyRegistry.Default);
+        using var ds = ParquetVideoDataset.Open(data);
+        var collator = new BatchCollator(config.Pipeline.TextLen!.Value);
+        using var raw = collator.Collate([ds.ReadRow(0), ds.ReadRow(1)], [0, 1]);
+        var mask = raw.Conditioning[Conditioning.Text].Mask!;
+        Assert.True(mask.eq(0).any().item<bool>(), "the captions fill text_len: nothing is padded");
+        using var hunyuan = FastVideo.Train.Models.ModelFamilyRegistry.Default.Create("student", config.Roles["student"], config);
+        using var gen = new Generator(3, device("cpu"));
+        using var tb = hunyuan.PrepareBatch(raw, gen);
+        Assert.True(tb.Conditional[Conditioning.Text].Mask!.to_type(ScalarType.Float32).allclose(mask[.., 1..].to_type(ScalarType.Float32), 0, 0));   // row 0 (the pooled vector) is split off
+        using var _ = no_grad();
+        var v = hunyuan.PredictNoise(tb.Latents, tb.Timesteps, tb, conditional: true);
+        var text = tb.Conditional[Conditioning.Text];
+        text.Values.add_(text.Mask!.eq(0).unsqueeze(-1).to_type(text.Values.dtype) * 3.0);   // fill the padded rows
+        Assert.True(hunyuan.PredictNoise(tb.Latents, tb.Timesteps, tb, conditional: true).allclose(v, 0, 0));
+        text.Values.add_(text.Mask!.unsqueeze(-1).to_type(text.Values.dtype) * 0.5);       // the real rows do matter
+        Assert.False(hunyuan.PredictNoise(tb.Latents, tb.Timesteps, tb, conditional: true).allclose(v));
+    }
 
     [Fact]
     public void TheSyntheticDatasetWritesTheHunyuanLayout()

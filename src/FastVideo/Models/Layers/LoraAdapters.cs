@@ -31,20 +31,28 @@ public static partial class LoraAdapters
         module.named_modules().Where(m => m.module is LoraLinear).Select(m => (m.name, (LoraLinear)m.module)).ToList();
 
     /// <summary>
-    /// Upstream's choice of layers: those whose module name contains one of the target names (substrings). With
-    /// upstream's default list, names a family does not have are skipped; an explicitly given name that matches no
-    /// LoRA-capable layer is an error (it would silently adapt nothing), as is a choice of no layer at all.
+    /// Upstream's choice of layers: those whose module name contains one of the target names (substrings), among the
+    /// <paramref name="layerNames"/> that <paramref name="capable"/> (the family's choice; null = all) lets take an
+    /// adapter. <paramref name="upstreamName"/> gives a layer's name in FastVideo's own DiT where it differs (a target
+    /// may name either). With upstream's default list, names a family does not have are skipped; an explicitly given
+    /// name that matches no LoRA-capable layer is an error (it would silently adapt nothing), unless it is FastVideo's
+    /// name of layers the family keeps from LoRA as FastVideo does (the recipe's notes say so); so is a choice of no
+    /// layer at all.
     /// </summary>
-    public static IReadOnlyList<string> SelectTargets(IReadOnlyList<string> capableNames, LoraOptions options, string what)
+    public static IReadOnlyList<string> SelectTargets(IReadOnlyList<string> layerNames, LoraOptions options, string what,
+        Func<string, bool>? capable = null, Func<string, string?>? upstreamName = null)
     {
         var targets = options.EffectiveTargetModules;
+        var capableNames = layerNames.Where(n => capable?.Invoke(n) ?? true).ToList();
+        bool Upstream(string n, string t) => upstreamName?.Invoke(n) is { } u && u.Contains(t, StringComparison.Ordinal);
+        bool Matches(string n, string t) => n.Contains(t, StringComparison.Ordinal) || Upstream(n, t);
         string Capable() => string.Join(", ", capableNames.Select(n => BlockIndex().Replace(n, "blocks.N.")).Distinct());
         if (options.TargetModules is not null)
             foreach (var t in targets)
-                if (!capableNames.Any(n => n.Contains(t, StringComparison.Ordinal)))
+                if (!capableNames.Any(n => Matches(n, t)) && !layerNames.Except(capableNames).Any(n => Upstream(n, t)))
                     throw new UserError($"{what}.target_modules: '{t}' matches no LoRA-capable layer (module names containing it are adapted; " +
                                         $"the LoRA-capable layers are {Capable()})");
-        var chosen = capableNames.Where(n => targets.Any(t => n.Contains(t, StringComparison.Ordinal))).ToList();
+        var chosen = capableNames.Where(n => targets.Any(t => Matches(n, t))).ToList();
         if (chosen.Count == 0)
             throw new UserError($"{what}.target_modules: no LoRA-capable layer matches [{string.Join(", ", targets)}] (the LoRA-capable layers are {Capable()})");
         return chosen;
@@ -59,10 +67,12 @@ public static partial class LoraAdapters
     /// order. Returns the adapted layers' names. <paramref name="what"/> names the options in errors (<c>roles.student.lora</c>);
     /// <paramref name="capable"/> (a family's choice, by module name) narrows the LoRA-capable layers.
     /// </summary>
-    public static IReadOnlyList<string> Enable(nn.Module module, LoraOptions options, Generator generator, string what, Func<string, bool>? capable = null)
+    public static IReadOnlyList<string> Enable(nn.Module module, LoraOptions options, Generator generator, string what, Func<string, bool>? capable = null,
+        Func<string, string?>? upstreamName = null)
     {
-        var layers = CapableLayers(module).Where(l => capable?.Invoke(l.Name) ?? true).ToList();
-        var chosen = SelectTargets(layers.Select(l => l.Name).ToList(), options, what).ToHashSet(StringComparer.Ordinal);
+        var all = CapableLayers(module);
+        var layers = all.Where(l => capable?.Invoke(l.Name) ?? true).ToList();
+        var chosen = SelectTargets(all.Select(l => l.Name).ToList(), options, what, capable, upstreamName).ToHashSet(StringComparer.Ordinal);
         foreach (var p in module.parameters()) p.requires_grad = false;
         int rank = options.Rank ?? throw new UserError($"{what}.rank: required when lora.enable is true");
         foreach (var (name, layer) in layers)

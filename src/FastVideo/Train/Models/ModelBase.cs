@@ -68,7 +68,8 @@ public abstract class ModelBase : IDisposable
         if (Lora is not { } options) return;
         if (!Trainable) throw new UserError($"roles.{Role}.lora.enable: LoRA training requires trainable: true for the role");
         using var generator = new Generator(LoraSeed(Context.Training.Data.Seed, Role), torch.device("cpu"));
-        LoraLayers = FastVideo.Models.Layers.LoraAdapters.Enable(transformer, options, generator, $"roles.{Role}.lora", Context.Family.IsLoraCapable);
+        LoraLayers = FastVideo.Models.Layers.LoraAdapters.Enable(transformer, options, generator, $"roles.{Role}.lora", Context.Family.IsLoraCapable,
+            Context.Family.UpstreamLayerName);
         transformer.train();
     }
 

@@ -119,6 +119,13 @@ public sealed record ModelFamily(
     /// reads only safetensors headers). Null when the family has no LoRA.
     /// </summary>
     public Func<string, bool>? IsLoraCapable { get; init; }
+
+    /// <summary>
+    /// FastVideo's module name of one of the family's layers (null: none), when FastVideo's own DiT names them
+    /// otherwise: <c>lora.target_modules</c> match a layer by either name, so FastVideo's recipes choose the same
+    /// layers. Null when the names agree.
+    /// </summary>
+    public Func<string, string?>? UpstreamLayerName { get; init; }
 }
 
 /// <summary>

@@ -12,7 +12,7 @@ using static TorchSharp.torch;
 namespace FastVideo.Train.Models.Hunyuan;
 
 /// <summary><c>roles.&lt;role&gt;</c> of the <c>hunyuan</c> family: the common options and the embedded guidance.</summary>
-public sealed record HunyuanRoleConfig : RoleConfig, ICheckedOptions
+public sealed record HunyuanRoleConfig : RoleConfig, ICheckedOptions, IFastVideoDifferences
 {
     [Description("guidance scale given to a guidance-distilled transformer (guidance_embeds), times 1000; null = 6.0 " +
                  "(Diffusers' pipeline default; upstream FastVideo's DiT uses 6.016 when none is given)")]
@@ -23,6 +23,8 @@ public sealed record HunyuanRoleConfig : RoleConfig, ICheckedOptions
         if (EmbeddedGuidanceScale is { } g && !double.IsFinite(g))
             yield return new OptionProblem("embedded_guidance_scale", $"must be a finite number, got {g}");
     }
+
+    public IEnumerable<OptionProblem> DifferencesFromFastVideo() => HunyuanLoraNames.Differences(Lora);
 }
 
 /// <summary>
@@ -60,6 +62,8 @@ public sealed partial class HunyuanModel : FlowMatchModel<HunyuanVideoTransforme
         // refiner (upstream excludes img_in, txt_in, time_in, vector_in). Upstream's default targets (q_proj, to_q,
         // to_k, to_v, to_out, ...) pick to_q/to_k/to_v/to_out.0 and add_q_proj/add_k_proj/add_v_proj.
         IsLoraCapable = name => LoraCapableLayer().IsMatch(name),
+        // FastVideo's recipes name LoRA targets after its own DiT (img_attn_qkv, txt_attn_proj, linear1, ...).
+        UpstreamLayerName = HunyuanLoraNames.FastVideoName,
     };
 
     [System.Text.RegularExpressions.GeneratedRegex(@"^(transformer_blocks\.\d+\.(attn\.(to_q|to_k|to_v|to_out\.0|add_q_proj|add_k_proj|add_v_proj|to_add_out)|ff(_context)?\.net\.(0\.proj|2))|single_transformer_blocks\.\d+\.(attn\.(to_q|to_k|to_v)|proj_mlp|proj_out)|proj_out)$")]
