@@ -34,7 +34,14 @@ public class FastVideoCommandLineTests
     /// A local Hugging Face cache holding <paramref name="modelId"/> as a Diffusers pipeline whose transformer is a
     /// header-only safetensors file (<see cref="HeaderOnlyWeights"/>).
     /// </summary>
-    private static void WriteHeaderOnlyCache(string hub, string modelId, WanTransformerConfig config)
+    private static void WriteHeaderOnlyCache(string hub, string modelId, WanTransformerConfig config) =>
+        WriteHeaderOnlyCache(hub, modelId, "WanPipeline", config.ToJson().ToJsonString(), () => new WanTransformer3DModel(config, TorchSharp.torch.META));
+
+    /// <inheritdoc cref="WriteHeaderOnlyCache(string, string, WanTransformerConfig)"/>
+    /// <param name="metaModel">The architecture built on the meta device (no memory): its parameter names and shapes.</param>
+    /// <param name="files">Further files of the snapshot (e.g. <c>vae/config.json</c>) and their text.</param>
+    private static void WriteHeaderOnlyCache(string hub, string modelId, string pipelineClass, string transformerConfig,
+        Func<TorchSharp.torch.nn.Module> metaModel, params (string Path, string Text)[] files)
     {
         var repo = Path.Combine(hub, "models--" + modelId.Replace("/", "--"));
         const string hash = "0123456789abcdef0123456789abcdef01234567";
@@ -42,11 +49,14 @@ public class FastVideoCommandLineTests
         Directory.CreateDirectory(Path.Combine(snapshot, "transformer"));
         Directory.CreateDirectory(Path.Combine(repo, "refs"));
         File.WriteAllText(Path.Combine(repo, "refs", "main"), hash);
-        File.WriteAllText(Path.Combine(snapshot, "model_index.json"), "{\"_class_name\": \"WanPipeline\"}");
-        File.WriteAllText(Path.Combine(snapshot, "transformer", "config.json"), config.ToJson().ToJsonString());
-
-        // The parameter names and shapes of the architecture, from the model built on the meta device (no memory).
-        using var model = new WanTransformer3DModel(config, TorchSharp.torch.META);
+        File.WriteAllText(Path.Combine(snapshot, "model_index.json"), $"{{\"_class_name\": \"{pipelineClass}\"}}");
+        File.WriteAllText(Path.Combine(snapshot, "transformer", "config.json"), transformerConfig);
+        foreach (var (path, text) in files)
+        {
+            Directory.CreateDirectory(Path.GetDirectoryName(Path.Combine(snapshot, path))!);
+            File.WriteAllText(Path.Combine(snapshot, path), text);
+        }
+        using var model = metaModel();
         HeaderOnlyWeights.Write(model, Path.Combine(snapshot, "transformer", "diffusion_pytorch_model.safetensors"));
     }
 
@@ -104,6 +114,31 @@ public class FastVideoCommandLineTests
         Assert.Equal(stdout, Run("train", "--config", recipe, "--dry-run", $"--training.data.data_path={data}").Stdout);
         Assert.Equal(stdout, Run("train", recipe, "--dry-run", "--set", $"training.data.data_path={data}").Stdout);
         Assert.Equal(stdout, Run("train", "--dry-run", "--config", recipe, $"--training.data.data_path={data}").Stdout);
+    }
+
+    [Fact]
+    public void FastVideosHunyuanLoraRecipeDryRunsWithTheModelInTheLocalHuggingFaceCache()
+    {
+        // The test recipe written after fine_tuning/hunyuan/t2v_lora.yaml (targets in FastVideo's DiT names) on a
+        // header-only hunyuanvideo-community/HunyuanVideo (Diffusers' default config = the 13B transformer).
+        using var dir = new TempDir();
+        using var env = new EnvScope().Set("HF_HUB_CACHE", dir["hub"]).Set("HF_HOME", null).Set("HUGGINGFACE_HUB_CACHE", null);
+        var config = new HunyuanVideoTransformerConfig();
+        WriteHeaderOnlyCache(dir["hub"], "hunyuanvideo-community/HunyuanVideo", "HunyuanVideoPipeline", config.ToJson().ToJsonString(),
+            () => new HunyuanVideoTransformer3DModel(config, TorchSharp.torch.META),
+            ("vae/config.json", "{\"_class_name\": \"AutoencoderKLHunyuanVideo\", \"latent_channels\": 16, \"scaling_factor\": 0.476986, " +
+                                "\"spatial_compression_ratio\": 8, \"temporal_compression_ratio\": 4}"));
+        var recipe = dir.Write("t2v_lora.yaml", FastVideoFormRecipes.HunyuanLora);
+        var data = Directory.CreateDirectory(dir["my_data"]).FullName;
+
+        var (code, stdout, stderr) = Run("train", "--config", recipe, "--dry-run", "--training.data.data_path", data);
+        Assert.True(code == 0, stderr);
+        Assert.Contains("method: finetune", stdout);
+        // img_attn_qkv, img_attn_proj, txt_attn_qkv, txt_attn_proj = 8 [3072, 3072] projections in each of the 20 dual
+        // blocks, rank 16: 160 x 16 x (3072 + 3072) adapter parameters; the refiner's self_attn_* add none.
+        long adapters = 160L * 16 * (3072 + 3072);
+        Assert.Contains(adapters.ToString("N0", System.Globalization.CultureInfo.InvariantCulture), stdout.Replace(" ", ","));
+        Assert.Contains("models.student.lora.target_modules: FastVideo's HunyuanVideo DiT fuses img_attn_qkv", stdout);
     }
 
     [Fact]
