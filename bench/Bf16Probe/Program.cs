@@ -11,6 +11,8 @@ FastVideo.Native.TorchSharpLoader.EnsureLoaded();
 string Arg(string name, string def) => args.SkipWhile(a => a != name).Skip(1).FirstOrDefault() ?? def;
 int steps = int.Parse(Arg("--steps", "4"), CultureInfo.InvariantCulture);
 if (args.Contains("--ops")) { Ops(); return; }
+if (args.Contains("--attn")) { Attn(); return; }
+if (args.Contains("--block")) { Block(); return; }
 // --preset mid: the mid-size bench model (D=512, 8 layers, 1024 video + 64 text tokens); --preset 1.3b: blocks of
 // Wan2.1-T2V-1.3B's config (D=1536, 12 heads, ffn 8960; --layers of its 30) at latent [16,3,32,32] with 512 text tokens.
 bool big = Arg("--preset", "mid") == "1.3b";
@@ -80,5 +82,69 @@ static void Ops()
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{dt,-9} layer_norm(fp32 copy) {ln:F2} ms, layer_norm(cast) {ln2:F2} ms, scale-shift+cast {ss:F2} ms"));
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{dt,-9} 1024x512: round-trip cast {cast:F2} ms, x32 + x*gate32 mixed {mixed:F2} ms, cast first {castFirst:F2} ms"));
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{dt,-9} sdpa fwd {sdpaF:F2} ms, fwd+bwd {sdpaFB:F2} ms | linear 512->2048 fwd {linF:F2} ms, fwd+bwd {linFB:F2} ms | gelu(randn) 1024x2048 {gelu:F2} ms | modulation chain {mod:F2} ms"));
+    }
+}
+
+// The pieces of attention at the mid-size shape [1,8,1024,64], per dtype: SDPA against a materialised form, stage by stage.
+static void Attn()
+{
+    const int reps = 20;
+    double Time(Action a) { a(); a(); var sw = Stopwatch.StartNew(); for (int i = 0; i < reps; i++) a(); return sw.Elapsed.TotalMilliseconds / reps; }
+    foreach (var dt in new[] { ScalarType.Float32, ScalarType.BFloat16 })
+    {
+        using var ng = no_grad();
+        var q = randn(1, 8, 1024, 64).to_type(dt); var k = randn(1, 8, 1024, 64).to_type(dt); var v = randn(1, 8, 1024, 64).to_type(dt);
+        var kt = k.transpose(-2, -1).contiguous();
+        var scores = q.matmul(kt);
+        var p = nn.functional.softmax(scores, -1);
+        double sdpa = Time(() => { using var s = NewDisposeScope(); nn.functional.scaled_dot_product_attention(q, k, v); });
+        double qk = Time(() => { using var s = NewDisposeScope(); q.matmul(k.transpose(-2, -1)); });
+        double qkc = Time(() => { using var s = NewDisposeScope(); q.matmul(kt); });
+        double sm = Time(() => { using var s = NewDisposeScope(); nn.functional.softmax(scores, -1); });
+        double sm32 = Time(() => { using var s = NewDisposeScope(); nn.functional.softmax(scores.to_type(ScalarType.Float32), -1).to_type(dt); });
+        double pv = Time(() => { using var s = NewDisposeScope(); p.matmul(v); });
+        double exp = Time(() => { using var s = NewDisposeScope(); scores.exp(); });
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"{dt,-9} sdpa {sdpa:F2} ms | q@kT {qk:F2} (k contiguous {qkc:F2}) | softmax {sm:F2} (via fp32 {sm32:F2}) | exp {exp:F2} | p@v {pv:F2} ms"));
+    }
+}
+
+// One mid-size block's forward + backward against the pieces around its matmuls and attention, per compute dtype
+// (fp32 master weights), to see what the non-matmul work costs.
+static void Block()
+{
+    const int reps = 10;
+    double Time(Action a) { a(); a(); var sw = Stopwatch.StartNew(); for (int i = 0; i < reps; i++) a(); return sw.Elapsed.TotalMilliseconds / reps; }
+    var cfg = new WanTransformerConfig { NumAttentionHeads = 8, AttentionHeadDim = 64, FfnDim = 2048, NumLayers = 1, InChannels = 16, OutChannels = 16, TextDim = 4096 };
+    using var block = new WanTransformerBlock(cfg);
+    var rope = FastVideo.Models.Layers.RotaryPosEmbed3D.Tables(64, 8, 8, 16);
+    var norm = new FastVideo.Models.Layers.RMSNorm(512);
+    foreach (var dt in new[] { ScalarType.Float32, ScalarType.BFloat16 })
+    {
+        var x = randn(1, 1024, 512).to_type(dt).requires_grad_();
+        var ctx = randn(1, 64, 512).to_type(dt);
+        var tproj = randn(1, 1, 6, 512).to_type(dt);
+        var h = randn(1, 1024, 8, 64).to_type(dt).requires_grad_();
+        var f = randn(1024, 2048).to_type(dt).requires_grad_();
+        var gate = randn(1, 1, 1, 512);
+        double blk = Time(() => { using var s = NewDisposeScope(); block.Forward(x, ctx, tproj, rope).sum().backward(); });
+        double rms = Time(() => { using var s = NewDisposeScope(); norm.forward(x).sum().backward(); });
+        double rot = Time(() => { using var s = NewDisposeScope(); FastVideo.Models.Layers.RotaryPosEmbed3D.Apply(h, rope.Cos, rope.Sin).sum().backward(); });
+        double ln = Time(() => { using var s = NewDisposeScope(); FrameModulation.ScaleShift(FastVideo.Models.Layers.Fp32LayerNorm.Apply(x, 1e-6), gate, gate).to_type(dt).sum().backward(); });
+        double add = Time(() => { using var s = NewDisposeScope(); FrameModulation.AddGated(x.to_type(ScalarType.Float32), x, gate).to_type(dt).sum().backward(); });
+        double gelu = Time(() => { using var s = NewDisposeScope(); nn.functional.gelu(f, TorchSharp.Modules.GELU.Approximate.tanh).sum().backward(); });
+        var freqs = polar(ones_like(rope.Cos), rope.Sin.atan2(rope.Cos)).reshape(1, 1024, 1, 32);   // complex [1,S,1,d/2]
+        double rotC = Time(() => { using var s = NewDisposeScope();
+            var c = view_as_complex(h.to_type(ScalarType.Float32).reshape(1, 1024, 8, 32, 2));
+            view_as_real(c * freqs).reshape(1, 1024, 8, 64).to_type(dt).sum().backward(); });
+        var cosI = rope.Cos.repeat_interleave(2, 1).reshape(1, 1024, 1, 64); var sinI = rope.Sin.repeat_interleave(2, 1).reshape(1, 1024, 1, 64);
+        double rotH = Time(() => { using var s = NewDisposeScope();
+            var x32 = h.to_type(ScalarType.Float32); var pr = x32.reshape(1, 1024, 8, 32, 2);
+            var sw = stack([pr.select(-1, 1).neg(), pr.select(-1, 0)], -1).reshape(1, 1024, 8, 64);
+            (x32 * cosI + sw * sinI).to_type(dt).sum().backward(); });
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{dt,-9} rope complex {rotC:F2} ms, rotate-half {rotH:F2} ms"));
+        double sum = Time(() => { using var s = NewDisposeScope(); x.sum().backward(); });
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"{dt,-9} block fwd+bwd {blk:F1} ms | each fwd+bwd (minus a bare sum().backward() {sum:F2}): rmsnorm {rms - sum:F2} (x4/block), rope {rot - sum:F2} (x2), layernorm+scale-shift {ln - sum:F2} (x2), add-gated {add - sum:F2} (x2), gelu 1024x2048 {gelu - sum:F2} ms"));
     }
 }

@@ -155,6 +155,7 @@ void Child(string policyName, string model)
             VaeLatent = randn([1, C, T, H, W], generator: g),
             Conditioning = Conditioning.FromText(randn([1, L, cfg.TextDim], generator: g), ones(1, L)),
         };
+        long faults0 = MinorFaults();
         var sw = Stopwatch.StartNew();
         var r = method.SingleTrainStep(batch, i);
         double tf = sw.Elapsed.TotalSeconds;
@@ -165,7 +166,7 @@ void Child(string policyName, string model)
         r.Losses["total_loss"].item<float>();
         if (i <= steps + 4) { Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"warm-up step {i}: {sw.Elapsed.TotalSeconds:F3} s")); continue; }
         times.Add(sw.Elapsed.TotalSeconds);
-        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"timed step {i}: {times[^1]:F3} s (forward {tf:F3}, backward {tb - tf:F3})"));
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"timed step {i}: {times[^1]:F3} s (forward {tf:F3}, backward {tb - tf:F3}), {MinorFaults() - faults0} page faults"));
     }
     double Median(List<double> xs) => xs.Order().ElementAt(xs.Count / 2);
     Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"result {Median(kept):F1} {Median(peak):F1} {Median(times):F4}"));
@@ -178,6 +179,9 @@ static double Rss(string field)
             return double.Parse(line[(field.Length + 1)..].Trim().Split(' ')[0], CultureInfo.InvariantCulture) / 1024.0;   // kB -> MiB
     throw new InvalidOperationException($"/proc/self/status has no {field}");
 }
+
+// Minor page faults of this process so far (/proc/self/stat field 10).
+static long MinorFaults() => long.Parse(File.ReadAllText("/proc/self/stat").Split(')')[1].Split(' ', StringSplitOptions.RemoveEmptyEntries)[7], CultureInfo.InvariantCulture);
 
 static void ResetPeak() => File.WriteAllText("/proc/self/clear_refs", "5");   // resets VmHWM to the current RSS
 

@@ -198,16 +198,19 @@ public sealed class WanTransformerBlock : nn.Module
         var mod = (scale_shift_table.to_type(ScalarType.Float32) + timestepProj.to_type(ScalarType.Float32)).chunk(6, 2); // 6 x [B,F,1,D]
         var (shiftA, scaleA, gateA, shiftF, scaleF, gateF) = (mod[0], mod[1], mod[2], mod[3], mod[4], mod[5]);
 
-        var y = FrameModulation.ScaleShift(Fp32LayerNorm.Apply(x, _eps), scaleA, shiftA).to_type(x.dtype);
+        // The float32 copy of the residual feeds both the norm and the gated add (one cast, not two, under bf16).
+        var x32 = x.to_type(ScalarType.Float32);
+        var y = FrameModulation.ScaleShift(Fp32LayerNorm.Apply(x32, _eps), scaleA, shiftA).to_type(x.dtype);
         var a = attn1.Forward(y, rope: rope, kernel: selfAttention);
-        x = FrameModulation.AddGated(x.to_type(ScalarType.Float32), a, gateA).to_type(x.dtype);
+        x = FrameModulation.AddGated(x32, a, gateA).to_type(x.dtype);
 
         y = norm2 is null ? x : norm2.forward(x).to_type(x.dtype);
         x = x + (crossKeysValues is null ? attn2.Forward(y, context) : attn2.Forward(y, crossKeysValues(attn2, context)));
 
-        y = FrameModulation.ScaleShift(Fp32LayerNorm.Apply(x, _eps), scaleF, shiftF).to_type(x.dtype);
+        x32 = x.to_type(ScalarType.Float32);
+        y = FrameModulation.ScaleShift(Fp32LayerNorm.Apply(x32, _eps), scaleF, shiftF).to_type(x.dtype);
         var f = ffn.forward(y);
-        x = FrameModulation.AddGated(x.to_type(ScalarType.Float32), f.to_type(ScalarType.Float32), gateF).to_type(x.dtype);
+        x = FrameModulation.AddGated(x32, f.to_type(ScalarType.Float32), gateF).to_type(x.dtype);
         return x.MoveToOuterDisposeScope();
     }
 }
