@@ -23,20 +23,37 @@ public static class QuickstartCommand
         var start = CliOptions.Choice<SyntheticStart>("--start", $"dataset: where clips start [default: {SyntheticPalette.Word(d.Data.Start)}]");
         var captions = CliOptions.Choice<SyntheticCaptions>("--captions", $"dataset: whether captions name the direction or only its axis [default: {SyntheticPalette.Word(d.Data.Captions)}]");
         var overwrite = CliOptions.Flag("--overwrite", "DIR holds an earlier quickstart: move it aside (kept) instead of re-running into it");
+        var scenario = CliOptions.Choice<QuickstartScenario>("--scenario",
+            "default: teacher and a DMD2 student; causal: the folder's teacher (trained if missing), then a causal student by KD and Self-Forcing, "
+            + "streamed, into DIR/causal [default: default]");
+        var kdSteps = CliOptions.Int("--kd-steps", "causal scenario: kd_causal steps of the ODE init").WithDefault(d.KdSteps);
+        var sfSteps = CliOptions.Int("--self-forcing-steps", "causal scenario: Self-Forcing steps").WithDefault(d.SelfForcingSteps);
+        var kdSet = CliOptions.Set("--kd-set", "causal scenario: override a key of the KD recipe (repeatable)");
+        var sfSet = CliOptions.Set("--self-forcing-set", "causal scenario: override a key of the Self-Forcing recipe (repeatable)");
         var command = new Command("quickstart",
             "The CPU quickstart: trains a small Wan teacher on a synthetic moving-shapes dataset, distills a 4-step student "
             + "with DMD2, and writes report.html and summary.json into DIR. The dataset options are those of 'dataset synth' "
-            + "and apply when DIR has no dataset yet.")
+            + "and apply when DIR has no dataset yet. --scenario causal distills a streaming causal student from DIR's teacher instead.")
         {
-            output, teacherSteps, distillSteps, reuseTeacher, teacherSet, distillSet, evalSeeds,
+            output, scenario, teacherSteps, distillSteps, reuseTeacher, teacherSet, distillSet, kdSteps, sfSteps, kdSet, sfSet, evalSeeds,
             colors, directions, shapeSize, start, captions, overwrite,
         };
         command.SetAction(r =>
         {
             int seeds = r.GetValue(evalSeeds);
             if (seeds < 1) throw new UserError($"--eval-seeds must be at least 1, got {seeds}");
+            var which = r.GetValue(scenario) ?? QuickstartScenario.Default;
+            // An option of the other scenario would be ignored: refuse it.
+            Option[] other = which == QuickstartScenario.Causal ? [distillSteps, reuseTeacher, distillSet, overwrite] : [kdSteps, sfSteps, kdSet, sfSet];
+            if (other.FirstOrDefault(x => r.GetResult(x) is { Implicit: false }) is { } foreign)
+                throw new UserError($"{foreign.Name} is an option of the {(which == QuickstartScenario.Causal ? "default" : "causal")} scenario, not of --scenario {SyntheticPalette.Word(which)}");
             var o = d with
             {
+                Scenario = which,
+                KdSteps = r.GetValue(kdSteps),
+                SelfForcingSteps = r.GetValue(sfSteps),
+                KdOverrides = r.GetRequiredValue(kdSet),
+                SelfForcingOverrides = r.GetRequiredValue(sfSet),
                 OutDir = r.GetRequiredValue(output),
                 TeacherSteps = r.GetValue(teacherSteps),
                 DistillSteps = r.GetValue(distillSteps),
@@ -65,7 +82,9 @@ public static class QuickstartCommand
     public static int Run(QuickstartOptions options, bool overwrite, TextWriter stdout)
     {
         options.Data.Validate();
-        QuickstartRunner.Run(options with { Overwrite = overwrite || options.Overwrite }, stdout);
+        options = options with { Overwrite = overwrite || options.Overwrite };
+        if (options.Scenario == QuickstartScenario.Causal) CausalQuickstartRunner.Run(options, stdout);
+        else QuickstartRunner.Run(options, stdout);
         return 0;
     }
 }

@@ -14,7 +14,12 @@ namespace FastVideo.Reports;
 /// </summary>
 public static class QuickstartReport
 {
-    public static void Write(string root, JsonObject summary, IReadOnlyList<GeneratorResult> results, string teacherRun, string studentRun)
+    /// <param name="curves">(run folder, metric) pairs: one chart each, from the run's metrics.jsonl (a zero
+    /// generator_loss is a critic-only step and left out).</param>
+    /// <param name="title">The page's heading.</param>
+    /// <param name="extraHtml">A section appended after the sample grid (the causal scenario's long clip).</param>
+    public static void Write(string root, JsonObject summary, IReadOnlyList<GeneratorResult> results,
+        IReadOnlyList<(string Run, string Metric)> curves, string title = "DMD2 distillation on synthetic moving shapes", string? extraHtml = null)
     {
         var media = Path.Combine(root, "media");
         Directory.CreateDirectory(media);
@@ -22,7 +27,7 @@ public static class QuickstartReport
         html.Append("<!doctype html><html><head><meta charset='utf-8'><title>FastVideoSharp quickstart</title><style>")
             .Append("body{font-family:sans-serif;margin:2em;color:#222} table{border-collapse:collapse} td,th{border:1px solid #ccc;padding:4px 8px;text-align:center}")
             .Append("img{image-rendering:pixelated} .curves{display:flex;flex-wrap:wrap;gap:16px}</style></head><body>")
-            .Append("<h1>FastVideoSharp quickstart: DMD2 distillation on synthetic moving shapes</h1>");
+            .Append(CultureInfo.InvariantCulture, $"<h1>FastVideoSharp quickstart: {Esc(title)}</h1>");
         html.Append(CultureInfo.InvariantCulture, $"<p>Wall time {summary["wall_seconds"]} s. Every generator starts from the same noise for the same prompts and seeds; ")
             .Append("accuracy = the evaluator finds the prompt's colour and direction, and one object of the shape's size in every frame (not two ghosts or a smear); ")
             .Append("sharpness is high for crisp clips and low for blurry averages.</p>");
@@ -34,12 +39,11 @@ public static class QuickstartReport
         html.Append("</table>");
 
         html.Append("<h2>Loss curves</h2><div class='curves'>");
-        foreach (var (run, keys) in new[] { (teacherRun, new[] { "finetune_loss" }), (studentRun, new[] { "generator_loss", "fake_score_loss" }) })
-            foreach (var key in keys)
-            {
-                var series = ReadMetric(Path.Combine(run, "metrics.jsonl"), key, skipZeros: key == "generator_loss");
-                if (series.Count > 0) html.Append(Svg($"{Path.GetFileName(run)}: {key}", series));
-            }
+        foreach (var (run, key) in curves)
+        {
+            var series = ReadMetric(Path.Combine(run, "metrics.jsonl"), key, skipZeros: key == "generator_loss");
+            if (series.Count > 0) html.Append(Svg($"{Path.GetFileName(run)}: {key}", series));
+        }
         html.Append("</div>");
 
         html.Append("<h2>Samples</h2><table><tr><th>prompt</th>");
@@ -58,7 +62,7 @@ public static class QuickstartReport
             }
             html.Append("</tr>");
         }
-        html.Append("</table></body></html>\n");
+        html.Append("</table>").Append(extraHtml).Append("</body></html>\n");
         IO.Durable.WriteAllText(Path.Combine(root, "report.html"), html.ToString());
     }
 
@@ -103,5 +107,5 @@ public static class QuickstartReport
         return sb.ToString();
     }
 
-    private static string Esc(string s) => WebUtility.HtmlEncode(s);
+    public static string Esc(string s) => WebUtility.HtmlEncode(s);
 }

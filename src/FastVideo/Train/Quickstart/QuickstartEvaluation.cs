@@ -32,7 +32,15 @@ public sealed class QuickstartEvaluation
         Seeds = seeds;
     }
 
+    /// <summary>Every class prompt of the dataset <paramref name="d"/> x <paramref name="seeds"/>.</summary>
+    public static QuickstartEvaluation ForDataset(SyntheticOptions d, string datasetDir, IReadOnlyList<long> seeds) =>
+        new(datasetDir, d.EmbedDim, d.Seed, d.TextLen, SyntheticVideoDataset.Classes(d).Select(c => c.Prompt).ToList(), seeds);
+
+    /// <summary>One clip's latent shape [C,T,H,W] for the dataset's clips, or <paramref name="frames"/> frames.</summary>
+    public static long[] LatentShape(SyntheticOptions d, int? frames = null) => [d.Channels, frames ?? d.Frames, d.Height, d.Width];
+
     public IReadOnlyList<string> Prompts { get; }
+    public ClipEvaluator Evaluator => _evaluator;
     public IReadOnlyList<long> Seeds { get; }
 
     /// <summary>Text [N,L,D] padded to text_len with its mask [N,L], for the prompt x seed grid (prompt-major).</summary>
@@ -66,7 +74,38 @@ public sealed class QuickstartEvaluation
     }
 
     /// <summary>Euler flow matching with CFG (the model's negative conditioning) over <paramref name="steps"/> steps.</summary>
-    public GeneratorResult Euler(string name, string description, ModelBase model, int steps, double guidance, double shift, long[] latentShape)
+    public GeneratorResult Euler(string name, string description, ModelBase model, int steps, double guidance, double shift, long[] latentShape) =>
+        Sample(name, description, steps, model, latentShape, (batch, noise) =>
+            ModelSampling.Euler(model, batch, noise, new SamplingOptions(steps, guidance, shift)));
+
+    /// <summary>DMD-style few-step sampling through the one sampling core.</summary>
+    public GeneratorResult FewStep(string name, string description, ModelBase model, IReadOnlyList<float> timesteps, long[] latentShape, long noiseSeed)
+    {
+        using var gen = new Generator((ulong)noiseSeed, device("cpu"));
+        return Sample(name, description, timesteps.Count, model, latentShape, (batch, noise) =>
+            ModelSampling.FewStep(model, batch, noise, timesteps.Select(t => (double)t).ToList(), VaeLayoutDraw(gen)));
+    }
+
+    /// <summary>
+    /// Streaming generation with a causal model (<see cref="StreamingSampling"/>, KV cache, no guidance): each block
+    /// of the model's num_frames_per_block frames runs the few-step <paramref name="timesteps"/> on
+    /// <paramref name="scheduler"/>'s grid (null: the model's), from the same initial noise as the other settings
+    /// for a clip of the same shape. <paramref name="onBlock"/> sees each finished block and its seconds.
+    /// </summary>
+    public GeneratorResult Streaming(string name, string description, ModelBase model, IReadOnlyList<double> timesteps,
+        FastVideo.Models.Schedulers.INoiseScheduler? scheduler, long[] latentShape, long noiseSeed, BlockDone? onBlock = null)
+    {
+        using var gen = new Generator((ulong)noiseSeed, device("cpu"));
+        return Sample(name, description, timesteps.Count, model, latentShape, (batch, noise) =>
+        {
+            using var stream = new CausalStream(model, batch, new CausalStreamOptions { Scheduler = scheduler });
+            return StreamingSampling.Generate(stream, noise, new StreamingSchedule(timesteps), VaeLayoutDraw(gen), onBlock);
+        });
+    }
+
+    /// <summary>Runs <paramref name="sampler"/> (conditioning, initial noise -> latents) without grad on the prompt x
+    /// seed grid, decodes and scores.</summary>
+    private GeneratorResult Sample(string name, string description, int steps, ModelBase model, long[] latentShape, Func<TrainingBatch, Tensor, Tensor> sampler)
     {
         using var scope = NewDisposeScope();
         using var batch = model.PrepareInference(PromptConditioning(), latentShape);
@@ -74,30 +113,18 @@ public sealed class QuickstartEvaluation
         using (no_grad())
         {
             model.Transformer.eval();
-            samples = ModelSampling.Euler(model, batch, Noise(latentShape), new SamplingOptions(steps, guidance, shift));
+            samples = sampler(batch, Noise(latentShape));
         }
         return Score(name, description, steps, model.DecodeLatents(samples)).MoveTo();
     }
 
-    /// <summary>DMD-style few-step sampling through the one sampling core.</summary>
-    public GeneratorResult FewStep(string name, string description, ModelBase model, IReadOnlyList<float> timesteps, long[] latentShape, long noiseSeed)
-    {
-        using var scope = NewDisposeScope();
-        using var batch = model.PrepareInference(PromptConditioning(), latentShape);
-        using var gen = new Generator((ulong)noiseSeed, device("cpu"));
-        // Re-noising draws in the VAE layout too, so a seed gives the same samples as before the plugins' layout.
-        NoiseDraw draw = like => randn([like.shape[0], like.shape[2], like.shape[1], like.shape[3], like.shape[4]], generator: gen)
+    /// <summary>Re-noising draws in the VAE layout too, so a seed gives the same samples as before the plugins' layout.</summary>
+    private static NoiseDraw VaeLayoutDraw(Generator gen) => like =>
+        randn([like.shape[0], like.shape[2], like.shape[1], like.shape[3], like.shape[4]], generator: gen)
             .permute(0, 2, 1, 3, 4).to(like.device).to_type(like.dtype);
-        Tensor x0;
-        using (no_grad())
-        {
-            model.Transformer.eval();
-            x0 = ModelSampling.FewStep(model, batch, Noise(latentShape), timesteps.Select(t => (double)t).ToList(), draw);
-        }
-        return Score(name, description, timesteps.Count, model.DecodeLatents(x0)).MoveTo();
-    }
 
-    private GeneratorResult Score(string name, string description, int steps, Tensor clips)
+    /// <summary>The evaluator's verdict on decoded clips [N,C,T,H,W] of the prompt x seed grid (prompt-major).</summary>
+    public GeneratorResult Score(string name, string description, int steps, Tensor clips)
     {
         var prompts = Prompts.SelectMany(p => Seeds.Select(_ => p)).ToList();
         var report = _evaluator.EvaluateMany(Enumerable.Range(0, prompts.Count).Select(i => (clips[i], prompts[i])));
@@ -109,4 +136,44 @@ public sealed class QuickstartEvaluation
 internal static class GeneratorResultExtensions
 {
     public static GeneratorResult MoveTo(this GeneratorResult r) => r with { Clips = r.Clips.MoveToOuterDisposeScope() };
+}
+
+/// <summary>
+/// How the second part of long clips (frames from a split on) continues the first, by the evaluator: its colour and
+/// direction against the prompt, and against what the evaluator saw in the first part.
+/// </summary>
+/// <param name="Kept">Share of clips whose second part has the prompt's colour and an allowed direction, both the
+/// same as in the first part.</param>
+public sealed record ContinuationCheck(int Samples, long SplitFrame, double ColorAccuracy, double DirectionAccuracy,
+    double SameColor, double SameDirection, double Kept, double Sharpness, double? ObjectAccuracy)
+{
+    public System.Text.Json.Nodes.JsonObject ToJson(int? localAttnSize = null) => new()
+    {
+        ["samples"] = Samples, ["from_frame"] = SplitFrame, ["local_attn_size"] = localAttnSize ?? -1,
+        ["color_accuracy"] = Math.Round(ColorAccuracy, 4), ["direction_accuracy"] = Math.Round(DirectionAccuracy, 4),
+        ["same_color_as_first_half"] = Math.Round(SameColor, 4), ["same_direction_as_first_half"] = Math.Round(SameDirection, 4),
+        ["kept"] = Math.Round(Kept, 4), ["sharpness"] = Math.Round(Sharpness, 4),
+        ["object_accuracy"] = ObjectAccuracy is { } oa ? Math.Round(oa, 4) : null,
+    };
+
+    public static ContinuationCheck Of(ClipEvaluator evaluator, Tensor clips, IReadOnlyList<string> prompts, long split)
+    {
+        long frames = clips.shape[2];
+        if (split < 2 || frames - split < 2) throw new ArgumentException($"both parts need two frames for a direction: split {split} of {frames} frames");
+        var pairs = Enumerable.Range(0, prompts.Count).Select(i =>
+        {
+            using var clip = clips[i];
+            using var a = clip.narrow(1, 0, split);
+            using var b = clip.narrow(1, split, frames - split);
+            return (First: evaluator.Evaluate(a, prompts[i]), Second: evaluator.Evaluate(b, prompts[i]));
+        }).ToList();
+        double Share(Func<ClipAssessment, ClipAssessment, bool> f) => pairs.Average(p => f(p.First, p.Second) ? 1.0 : 0.0);
+        bool SameColor(ClipAssessment a, ClipAssessment b) => b.Color is not null && a.Color == b.Color;
+        bool SameDirection(ClipAssessment a, ClipAssessment b) => b.Direction is not null && a.Direction == b.Direction;
+        return new ContinuationCheck(pairs.Count, split,
+            Share((_, b) => b.ColorCorrect), Share((_, b) => b.DirectionCorrect), Share(SameColor), Share(SameDirection),
+            Share((a, b) => b.ColorCorrect && b.DirectionCorrect && SameColor(a, b) && SameDirection(a, b)),
+            pairs.Average(p => p.Second.Sharpness),
+            pairs.Any(p => p.Second.OneObject is null) ? null : Share((_, b) => b.OneObject == true));
+    }
 }

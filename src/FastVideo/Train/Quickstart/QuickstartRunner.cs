@@ -33,10 +33,26 @@ public sealed record QuickstartOptions
     public bool Overwrite { get; init; }
     public IReadOnlyList<string> TeacherOverrides { get; init; } = [];
     public IReadOnlyList<string> DistillOverrides { get; init; } = [];
+    /// <summary>Which quickstart: DMD2 of a bidirectional student (default), or a causal student (KD, then Self-Forcing).</summary>
+    public QuickstartScenario Scenario { get; init; } = QuickstartScenario.Default;
+    /// <summary>Causal scenario: kd_causal steps of the ODE init (examples/recipes/quickstart_causal_kd.yaml).</summary>
+    public int KdSteps { get; init; } = 300;
+    /// <summary>Causal scenario: Self-Forcing steps (examples/recipes/quickstart_causal_self_forcing.yaml).</summary>
+    public int SelfForcingSteps { get; init; } = 600;
+    public IReadOnlyList<string> KdOverrides { get; init; } = [];
+    public IReadOnlyList<string> SelfForcingOverrides { get; init; } = [];
     /// <summary>Dataset and teacher architecture (tests shrink them).</summary>
     public SyntheticOptions Data { get; init; } = QuickstartRunner.Data;
     /// <summary>The teacher's transformer config.json (Diffusers keys) for the quickstart's family.</summary>
     public JsonObject Model { get; init; } = QuickstartRunner.Model;
+}
+
+public enum QuickstartScenario
+{
+    /// <summary>Teacher, then a 4-step DMD2 student (<see cref="QuickstartRunner"/>).</summary>
+    Default,
+    /// <summary>The default scenario's teacher, then a causal student: KD (ODE init), Self-Forcing, streaming (<see cref="CausalQuickstartRunner"/>).</summary>
+    Causal,
 }
 
 /// <summary>
@@ -81,7 +97,6 @@ public static class QuickstartRunner
     {
         var wall = Stopwatch.StartNew();
         var root = Path.GetFullPath(o.OutDir);
-        if (File.Exists(root)) throw new StorageError($"quickstart --out: '{o.OutDir}' is a file; expected a folder");
         if (o.Overwrite && Directory.Exists(root) && Directory.EnumerateFileSystemEntries(root).Any())
         {
             if (o.ReuseTeacher) throw new UserError("quickstart: --overwrite moves the earlier run (and its teacher) aside, so --reuse-teacher has nothing to reuse; give one of them");
@@ -90,43 +105,18 @@ public static class QuickstartRunner
             Directory.Move(root, aside);
             console.WriteLine($"--overwrite: the earlier quickstart in {root} was moved to {aside}");
         }
-        Directory.CreateDirectory(root);
-        // One quickstart per folder at a time; its stages re-run into their own sub-folders.
-        using var folderLock = RunFolders.RunLock.Acquire(root, "quickstart --out");
+        using var folderLock = Lock(root, o.OutDir);
         if (File.Exists(Path.Combine(root, "summary.json")))
             console.WriteLine($"{root} holds an earlier quickstart: its stages are run again and replace it");
-        string data = Path.Combine(root, "data"), teacherInit = Path.Combine(root, "teacher_init"), teacherModel = Path.Combine(root, "teacher_model");
-        string teacherRun = Path.Combine(root, "teacher"), studentRun = Path.Combine(root, "student"), studentModel = Path.Combine(root, "student_model");
+        var (data, teacherRun, teacherModel) = (DataDir(root), TeacherRunDir(root), TeacherModelDir(root));
+        string studentRun = Path.Combine(root, "student"), studentModel = Path.Combine(root, "student_model");
         var families = ModelFamilyRegistry.Default;
 
-        // 1. Data.
-        if (!File.Exists(Path.Combine(data, "classes.json")))
-        {
-            if (Directory.Exists(data)) Directory.Delete(data, true);
-            console.WriteLine($"[1/4] synthetic dataset -> {data}");
-            SyntheticVideoDataset.Write(o.Data, data, m => console.WriteLine("  " + m));
-        }
+        // 1. Data. 2. Teacher: random init, flow matching, EMA weights exported as a Diffusers folder.
+        EnsureData(o, root, "[1/4]", console);
         var timings = new JsonObject();
-
-        // 2. Teacher: random init, flow matching, EMA weights exported as a Diffusers folder.
         var stage = Stopwatch.StartNew();
-        if (!(o.ReuseTeacher && File.Exists(Path.Combine(teacherModel, "transformer", "diffusion_pytorch_model.safetensors"))))
-        {
-            ResetDir(teacherRun);
-            WriteInitModel(families, teacherInit, data, o.Model);
-            console.WriteLine($"[2/4] teacher: flow matching for {o.TeacherSteps} steps");
-            var cfg = LoadStage("quickstart_teacher.yaml", root, families,
-                [$"training.loop.max_train_steps={o.TeacherSteps}", .. o.TeacherOverrides]);
-            using var method = TrainingBuilder.Build(cfg, families);
-            using var source = DataLoaderBatchSource.FromConfig(cfg, families);
-            using (var trainer = new Trainer(method, source, console: new ThrottledWriter(console, 200)))
-            {
-                trainer.Run();
-                var ema = trainer.Callbacks.OfType<EmaCallback>().FirstOrDefault();
-                using var swap = ema?.Started == true ? ema.Swap() : null;
-                ExportModel(method.Student, teacherInit, teacherModel);
-            }
-        }
+        if (!(o.ReuseTeacher && HasTeacher(root))) TrainTeacher(o, root, families, "[2/4]", console);
         timings["teacher_seconds"] = Math.Round(stage.Elapsed.TotalSeconds, 1);
 
         // 3. Student: DMD2 from the teacher.
@@ -135,24 +125,19 @@ public static class QuickstartRunner
         console.WriteLine($"[3/4] student: DMD2 distillation for {o.DistillSteps} steps");
         var dcfg = LoadStage("quickstart_dmd2.yaml", root, families,
             [$"training.loop.max_train_steps={o.DistillSteps}", .. o.DistillOverrides]);
-        float[] dmdSteps;
-        using (var method = TrainingBuilder.Build(dcfg, families))
-        using (var source = DataLoaderBatchSource.FromConfig(dcfg, families))
-        using (var trainer = new Trainer(method, source, console: new ThrottledWriter(console, 25)))
+        float[] dmdSteps = [];
+        TrainStage(dcfg, families, console, 25, (method, _) =>
         {
-            trainer.Run();
             dmdSteps = ((Methods.DistributionMatching.DMD2Method)method).DenoisingSteps;
             ExportModel(method.Student, teacherModel, studentModel);
-        }
+        });
         timings["distill_seconds"] = Math.Round(stage.Elapsed.TotalSeconds, 1);
 
         // 4. Evaluation and report.
         stage.Restart();
         console.WriteLine("[4/4] evaluation: same prompts and seeds for every generator");
-        var d = o.Data;
-        var classes = SyntheticVideoDataset.Classes(d).Select(c => c.Prompt).ToList();
-        var eval = new QuickstartEvaluation(data, d.EmbedDim, d.Seed, d.TextLen, classes, o.EvalSeeds);
-        long[] latent = [d.Channels, d.Frames, d.Height, d.Width];
+        var eval = QuickstartEvaluation.ForDataset(o.Data, data, o.EvalSeeds);
+        var (classes, latent) = (eval.Prompts, QuickstartEvaluation.LatentShape(o.Data));
         double shift = dcfg.Pipeline.FlowShift ?? 1.0;
         // The evaluation computes as the DMD2 stage did (training.compute_precision of its recipe).
         var computePrecision = dcfg.Training.ComputePrecision;
@@ -160,12 +145,8 @@ public static class QuickstartRunner
         using var student = families.CreateForInference(new InferenceModel(Family, studentModel, FlowShift: shift, Role: "student", ComputePrecision: computePrecision));
         console.WriteLine($"  {classes.Count} prompts x {o.EvalSeeds.Count} seeds = {classes.Count * o.EvalSeeds.Count} samples per generator");
         var results = new List<GeneratorResult>();
-        void Add(GeneratorResult r)
-        {
-            // One line as each generator finishes: the 40-step teacher alone takes a while on a CPU.
-            results.Add(r);
-            console.WriteLine($"  {r.Description,-44} accuracy {r.Accuracy:P1} (colour {r.ColorAccuracy:P0}, direction {r.DirectionAccuracy:P0}, one object {r.ObjectAccuracy:P0})  sharpness {r.Sharpness:F3}");
-        }
+        // One line as each generator finishes: the 40-step teacher alone takes a while on a CPU.
+        void Add(GeneratorResult r) => results.Add(Print(r, console));
         Add(eval.Euler("teacher", $"teacher, {o.TeacherSamplingSteps} Euler steps, CFG {o.GuidanceScale}", teacher, o.TeacherSamplingSteps, o.GuidanceScale, shift, latent));
         Add(eval.FewStep("student", $"DMD2 student, {dmdSteps.Length} steps, no CFG", student, dmdSteps, latent, 5));
         Add(eval.Euler("undistilled", $"teacher, {dmdSteps.Length} Euler steps, CFG {o.GuidanceScale}", teacher, dmdSteps.Length, o.GuidanceScale, shift, latent));
@@ -175,25 +156,90 @@ public static class QuickstartRunner
         timings["evaluation_seconds"] = Math.Round(stage.Elapsed.TotalSeconds, 1);
 
         var summary = new JsonObject();
-        foreach (var r in results)
-            summary[r.Name] = new JsonObject
-            {
-                ["steps"] = r.Steps, ["accuracy"] = Math.Round(r.Accuracy, 4), ["sharpness"] = Math.Round(r.Sharpness, 4),
-                ["color_accuracy"] = Math.Round(r.ColorAccuracy, 4), ["direction_accuracy"] = Math.Round(r.DirectionAccuracy, 4),
-                ["object_accuracy"] = r.ObjectAccuracy is { } oa ? Math.Round(oa, 4) : null,
-                ["description"] = r.Description,
-            };
+        foreach (var r in results) summary[r.Name] = ResultJson(r);
         summary["wall_seconds"] = Math.Round(wall.Elapsed.TotalSeconds, 1);
         summary["timings"] = timings;
         summary["samples_per_generator"] = classes.Count * o.EvalSeeds.Count;
-        Reports.QuickstartReport.Write(root, summary, results, teacherRun, studentRun);
+        Reports.QuickstartReport.Write(root, summary, results,
+            [(teacherRun, "finetune_loss"), (studentRun, "generator_loss"), (studentRun, "fake_score_loss")]);
         WriteJson(Path.Combine(root, "summary.json"), summary);
         foreach (var r in results) r.Clips.Dispose();
         console.WriteLine($"done in {wall.Elapsed.TotalSeconds:F0} s: {Path.Combine(root, "report.html")}, {Path.Combine(root, "summary.json")}");
         return summary;
     }
 
-    private static RunConfig LoadStage(string recipe, string root, IFamilyCatalog families, IReadOnlyList<string> extra) =>
+    // The run folder's layout, shared by the scenarios: the causal one reuses the default one's data and teacher.
+    internal static string DataDir(string root) => Path.Combine(root, "data");
+    internal static string TeacherRunDir(string root) => Path.Combine(root, "teacher");
+    internal static string TeacherModelDir(string root) => Path.Combine(root, "teacher_model");
+    private static string TeacherInitDir(string root) => Path.Combine(root, "teacher_init");
+
+    /// <summary>A finished teacher: its weights are exported only after its last step.</summary>
+    internal static bool HasTeacher(string root) =>
+        File.Exists(Path.Combine(TeacherModelDir(root), "transformer", "diffusion_pytorch_model.safetensors"));
+
+    /// <summary>Creates the folder and holds it: one quickstart per folder at a time; its stages re-run into their sub-folders.</summary>
+    internal static IDisposable Lock(string root, string given)
+    {
+        if (File.Exists(root)) throw new StorageError($"quickstart --out: '{given}' is a file; expected a folder");
+        Directory.CreateDirectory(root);
+        return RunFolders.RunLock.Acquire(root, "quickstart --out");
+    }
+
+    /// <summary>The synthetic dataset of <see cref="QuickstartOptions.Data"/>, unless the folder has one.</summary>
+    internal static void EnsureData(QuickstartOptions o, string root, string label, TextWriter console)
+    {
+        var data = DataDir(root);
+        if (File.Exists(Path.Combine(data, SyntheticVideoDataset.ClassesFile))) return;
+        if (Directory.Exists(data)) Directory.Delete(data, true);
+        console.WriteLine($"{label} synthetic dataset -> {data}");
+        SyntheticVideoDataset.Write(o.Data, data, m => console.WriteLine("  " + m));
+    }
+
+    /// <summary>Trains the teacher (quickstart_teacher.yaml) from a random init and exports its EMA weights.</summary>
+    internal static void TrainTeacher(QuickstartOptions o, string root, ModelFamilyRegistry families, string label, TextWriter console)
+    {
+        string teacherInit = TeacherInitDir(root), teacherModel = TeacherModelDir(root);
+        ResetDir(TeacherRunDir(root));
+        WriteInitModel(families, teacherInit, DataDir(root), o.Model);
+        console.WriteLine($"{label} teacher: flow matching for {o.TeacherSteps} steps");
+        var cfg = LoadStage("quickstart_teacher.yaml", root, families,
+            [$"training.loop.max_train_steps={o.TeacherSteps}", .. o.TeacherOverrides]);
+        TrainStage(cfg, families, console, 200, (method, trainer) =>
+        {
+            var ema = trainer.Callbacks.OfType<EmaCallback>().FirstOrDefault();
+            using var swap = ema?.Started == true ? ema.Swap() : null;
+            ExportModel(method.Student, teacherInit, teacherModel);
+        });
+    }
+
+    /// <summary>Builds a stage's method and data, trains (every <paramref name="printEvery"/>th step line printed), then
+    /// hands the trained method to <paramref name="done"/> before it is disposed.</summary>
+    internal static void TrainStage(RunConfig cfg, ModelFamilyRegistry families, TextWriter console, int printEvery, Action<TrainingMethod, Trainer> done)
+    {
+        using var method = TrainingBuilder.Build(cfg, families);
+        using var source = DataLoaderBatchSource.FromConfig(cfg, families);
+        using var trainer = new Trainer(method, source, console: new ThrottledWriter(console, printEvery));
+        trainer.Run();
+        done(method, trainer);
+    }
+
+    /// <summary>One generator's scores as summary.json holds them.</summary>
+    internal static JsonObject ResultJson(GeneratorResult r) => new()
+    {
+        ["steps"] = r.Steps, ["accuracy"] = Math.Round(r.Accuracy, 4), ["sharpness"] = Math.Round(r.Sharpness, 4),
+        ["color_accuracy"] = Math.Round(r.ColorAccuracy, 4), ["direction_accuracy"] = Math.Round(r.DirectionAccuracy, 4),
+        ["object_accuracy"] = r.ObjectAccuracy is { } oa ? Math.Round(oa, 4) : null,
+        ["description"] = r.Description,
+    };
+
+    internal static GeneratorResult Print(GeneratorResult r, TextWriter console)
+    {
+        console.WriteLine($"  {r.Description,-44} accuracy {r.Accuracy:P1} (colour {r.ColorAccuracy:P0}, direction {r.DirectionAccuracy:P0}, one object {r.ObjectAccuracy:P0})  sharpness {r.Sharpness:F3}");
+        return r;
+    }
+
+    internal static RunConfig LoadStage(string recipe, string root, IFamilyCatalog families, IReadOnlyList<string> extra) =>
         RecipeLoader.LoadText(StageRecipe(recipe, root), $"examples/recipes/{recipe}", extra, families);
 
     /// <summary>A stage's recipe text with its paths (runs/quickstart/...) pointing at <paramref name="root"/>.</summary>
@@ -207,20 +253,20 @@ public static class QuickstartRunner
         RandomModelFolder.Write(families.Get(Family), model, 0, dir, data);
     }
 
-    private static void ExportModel(ModelBase model, string baseDir, string outDir)
+    internal static void ExportModel(ModelBase model, string baseDir, string outDir)
     {
         ResetDir(outDir);
         model.SavePretrained(Path.Combine(outDir, "transformer"));
         RandomModelFolder.CopyPipelineFiles(baseDir, outDir);
     }
 
-    private static void ResetDir(string dir)
+    internal static void ResetDir(string dir)
     {
         if (Directory.Exists(dir)) Directory.Delete(dir, true);
         Directory.CreateDirectory(dir);
     }
 
-    private static void WriteJson(string path, JsonNode node) =>
+    internal static void WriteJson(string path, JsonNode node) =>
         IO.Durable.WriteAllText(path, node.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
 }
 
