@@ -93,6 +93,61 @@ public class HunyuanModelTests
     }
 
     [Fact]
+    public void TheZeroPolicyBlanksTokensMaskAndPooledVector()
+    {
+        // cfg_uncond text: zero zeroes every text channel, the mask too: no token is attended and the pooled mean is 0
+        // (Diffusers would divide by zero there).
+        using var model = Build();
+        using var raw = PackedBatch();
+        using var gen = new Generator(1, device("cpu"));
+        using var tb = model.PrepareBatch(raw, gen);
+        using var _ = no_grad();
+        var zero = model.PredictNoise(tb.Latents, tb.Timesteps, tb, conditional: false, CfgUncondPolicy.Parse(new Dictionary<string, object?> { ["text"] = "zero" }));
+        Assert.True(zero.isfinite().all().item<bool>());
+        var text = tb.Conditional[Conditioning.Text];
+        var direct = model.HunyuanTransformer.Forward(tb.Latents.permute(0, 2, 1, 3, 4), tb.Timesteps, zeros_like(text.Values), zeros_like(text.Mask!),
+            zeros_like(tb.Conditional[Conditioning.PooledText].Values), full([2], 6000f)).permute(0, 2, 1, 3, 4);
+        Assert.True(zero.allclose(direct, 0, 0));
+        Assert.False(zero.allclose(model.PredictNoise(tb.Latents, tb.Timesteps, tb, conditional: true), 1e-3, 1e-3));
+    }
+
+    [Theory]
+    [InlineData("full")]
+    [InlineData("ops")]
+    public void LoraAdaptersUnderCheckpointingGetThePlainGradients(string policy)
+    {
+        // Through the plugin: LoRA on the default layers (B != 0), the role's checkpointing applied to both block kinds.
+        HunyuanModel Make(string? checkpointing)
+        {
+            var run = Run(new HunyuanRoleConfig { InitFrom = ModelDir, Lora = new LoraOptions { Enable = true, Rank = 2 }, EnableGradientCheckpointingType = checkpointing });
+            var m = (HunyuanModel)ModelFamilyRegistry.Default.Create("student", run.Roles["student"], run);
+            using var g = new Generator(3, device("cpu"));
+            using var _ = no_grad();
+            foreach (var (_, p) in m.Transformer.named_parameters().Where(p => p.name.Contains("lora_B"))) p.copy_(randn(p.shape, generator: g) * 0.1);
+            return m;
+        }
+        Dictionary<string, Tensor> Grads(HunyuanModel m)
+        {
+            using var raw = PackedBatch();
+            using var gen = new Generator(1, device("cpu"));
+            using var tb = m.PrepareBatch(raw, gen);
+            var v = m.PredictNoise(tb.NoisyModelInput.permute(0, 2, 1, 3, 4), tb.Timesteps, tb, conditional: true);
+            m.Backward((v * v).mean(), null, 1);
+            return m.TrainableParameters().Select((p, i) => (i, p)).ToDictionary(x => $"{x.i}", x => x.p.grad!.clone());
+        }
+        using var plain = Make(null);
+        using var ckpt = Make(policy);
+        Assert.Equal(policy, ckpt.AppliedCheckpointing);
+        var (a, b) = (Grads(plain), Grads(ckpt));
+        Assert.Equal(2 * (2 * 7 + 2 * 3), a.Count);   // A and B of each adapted layer, nothing else
+        foreach (var (k, g) in a)
+        {
+            Assert.True(g.abs().max().item<float>() > 0, $"adapter tensor {k} got no gradient");
+            Assert.True(FastVideo.Tests.Models.ActivationCheckpointTests.Relative(b[k], g) <= 1e-5, $"{policy}: adapter tensor {k} differs");
+        }
+    }
+
+    [Fact]
     public void TextThatIsNotPackedTheHunyuanWayIsRefused()
     {
         using var model = Build();

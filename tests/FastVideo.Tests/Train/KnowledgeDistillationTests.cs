@@ -166,6 +166,59 @@ public class KnowledgeDistillationTests
     }
 
     [Fact]
+    public void SigkilledCliBuildResumesWithoutRecomputingFinishedEntries()
+    {
+        // The built CLI beside the tests builds the cache of a kd_causal recipe (a 200-step teacher, so that an entry
+        // takes a while) and is killed (SIGKILL) once an entry is on disk; the next run makes only the others and
+        // leaves the finished ones as they were.
+        var model = Fixture.Value.Model;
+        var root = TestPaths.TempDir("kd-sigkill");
+        // Three rows (the fixture's clips, fewer of them): killed after the first, the resumed build makes two.
+        var data = Path.Combine(root, "data");
+        FastVideo.Data.Synthetic.SyntheticVideoDataset.Write(new FastVideo.Data.Synthetic.SyntheticOptions
+            { Colors = 1, Directions = 3, ClipsPerClass = 1, Frames = 2, Height = 8, Width = 8, ShapeSize = 3, TextLen = 6, EmbedDim = 16, Seed = 1 }, data);
+        var cacheDir = Path.Combine(root, "cache");
+        var recipe = Path.Combine(root, "kd.yaml");
+        File.WriteAllText(recipe, $$"""
+            recipe: {family: wan_causal, method: kd_causal}
+            roles:
+              student: {init_from: "{{model}}", num_frames_per_block: 1, flow_shift: 1.0}
+              teacher: {family: wan, init_from: "{{model}}", trainable: false, flow_shift: 1.0}
+            method: {t_list: [1000, 750, 500, 250, 0], teacher_path_cache: "{{cacheDir}}", teacher_inference_steps: 200}
+            training:
+              compute_precision: fp32
+              data: {data_path: "{{data}}", train_batch_size: 2, seed: 5, num_latent_t: 2}
+              optimizer: {learning_rate: 1.0e-3}
+              loop: {max_train_steps: 1}
+              checkpoint: {output_dir: "{{Path.Combine(root, "run")}}"}
+            pipeline: {text_len: 6, flow_shift: 1.0}
+            """);
+        var cache = new TrajectoryCache(cacheDir);
+        var psi = new System.Diagnostics.ProcessStartInfo(Path.Combine(AppContext.BaseDirectory, "FastVideo.Cli"), ["train", recipe])
+            { RedirectStandardOutput = false, RedirectStandardError = true };
+        using (var p = System.Diagnostics.Process.Start(psi)!)
+        {
+            var deadline = DateTime.UtcNow.AddMinutes(5);
+            while (!p.HasExited && DateTime.UtcNow < deadline
+                   && (!Directory.Exists(cache.SamplesDirectory) || Directory.GetFiles(cache.SamplesDirectory, "*.safetensors").Length < 1))
+                Thread.Sleep(5);
+            if (p.HasExited) Assert.Fail($"the build ended before it could be killed: {p.StandardError.ReadToEnd()}");
+            p.Kill();
+            p.WaitForExit();
+        }
+        Assert.False(cache.IsComplete);
+        var finished = Directory.GetFiles(cache.SamplesDirectory, "*.safetensors").Order().ToDictionary(f => f, File.ReadAllBytes);
+        Assert.InRange(finished.Count, 1, 2);
+
+        var cfg = RecipeLoader.Load(recipe, [], ModelFamilyRegistry.Default);
+        using var rows = Rows(cfg);
+        using (var m = Start(cfg, rows))
+            Assert.Equal(Enumerable.Range(finished.Count, 3 - finished.Count).Select(i => (long)i), m.BuiltEntries);
+        foreach (var (file, bytes) in finished) Assert.Equal(bytes, File.ReadAllBytes(file));
+        Assert.True(cache.IsComplete);
+    }
+
+    [Fact]
     public void CacheMetadataAndOptionsAreChecked()
     {
         var root = TestPaths.TempDir("kd-meta");
