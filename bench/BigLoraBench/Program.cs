@@ -2,7 +2,10 @@
 // ffn 8960, 12 heads, text_dim 4096): rank 16 on to_q/to_k/to_v/to_out, `full` activation checkpointing, the frozen
 // base held in bf16 (dit_precision bf16), bf16 compute, latent [16,3,32,32] (768 video tokens), 512 text tokens,
 // batch 1. Prints load time, step times, the process's peak RSS (VmHWM) and the dry-run plan's total for comparison.
-// Run: dotnet run -c Release --project bench/BigLoraBench [-- --steps 3 --dit-precision bf16 --ckpt full --keep DIR]
+// --layers K keeps the first K of the 30 blocks (a per-block cost that fits in memory for a full finetune);
+// --full trains every weight instead of LoRA (use --dit-precision fp32: fp32 master weights).
+// Run: dotnet run -c Release --project bench/BigLoraBench [-- --steps 3 --dit-precision bf16 --ckpt full --keep DIR
+//      --layers 30 --full]
 using System.Diagnostics;
 using System.Globalization;
 using FastVideo.Configs;
@@ -16,15 +19,17 @@ using static TorchSharp.torch;
 FastVideo.Native.TorchSharpLoader.EnsureLoaded();
 string Arg(string name, string def) => args.SkipWhile(a => a != name).Skip(1).FirstOrDefault() ?? def;
 int steps = int.Parse(Arg("--steps", "3"), CultureInfo.InvariantCulture);
+int layers = int.Parse(Arg("--layers", "30"), CultureInfo.InvariantCulture);
+bool full = args.Contains("--full");
 string dit = Arg("--dit-precision", "bf16"), ckpt = Arg("--ckpt", "full"), compute = Arg("--compute", "auto");
 const int C = 16, T = 3, H = 32, W = 32, L = 512;
 
 var cfg = new WanTransformerConfig
 {
     PatchSize = [1, 2, 2], NumAttentionHeads = 12, AttentionHeadDim = 128, InChannels = 16, OutChannels = 16,
-    TextDim = 4096, FreqDim = 256, FfnDim = 8960, NumLayers = 30, CrossAttnNorm = true, Eps = 1e-6,
+    TextDim = 4096, FreqDim = 256, FfnDim = 8960, NumLayers = layers, CrossAttnNorm = true, Eps = 1e-6,
 };
-string modelDir = Arg("--keep", Path.Combine(Path.GetTempPath(), $"fv-big-lora-{Environment.ProcessId}"));
+string modelDir = Arg("--keep", Path.Combine(Path.GetTempPath(), $"fv-big-lora-{layers}-{Environment.ProcessId}"));
 bool owned = !args.Contains("--keep");
 if (!File.Exists(Path.Combine(modelDir, "transformer", "config.json")))
 {
@@ -44,7 +49,7 @@ var run = new RunConfig
         ["student"] = new RoleConfig
         {
             InitFrom = modelDir, Family = "wan",
-            Lora = new LoraOptions { Enable = true, Rank = 16, Alpha = 16, TargetModules = ["to_q", "to_k", "to_v", "to_out"] },
+            Lora = full ? new LoraOptions() : new LoraOptions { Enable = true, Rank = 16, Alpha = 16, TargetModules = ["to_q", "to_k", "to_v", "to_out"] },
         },
     },
     Training = new TrainingConfig
@@ -62,7 +67,11 @@ Console.Write(TrainingPlan.Format(plan));
 long baseline = Status("VmRSS");
 var sw = Stopwatch.StartNew();
 using var method = TrainingBuilder.Build(run);
-Console.WriteLine($"built (weights loaded) in {sw.Elapsed.TotalSeconds:F1} s; RSS {Status("VmRSS") / 1024.0 / 1024:F2} GiB");
+long trainable = method.Student.Transformer.parameters().Where(p => p.requires_grad).Sum(p => p.numel());
+long total = method.Student.Transformer.parameters().Sum(p => p.numel());
+Console.WriteLine($"built (weights loaded) in {sw.Elapsed.TotalSeconds:F1} s; RSS {Status("VmRSS") / 1024.0 / 1024:F2} GiB; " +
+                  $"{layers} layers, {total:N0} parameters, {trainable:N0} trainable ({(full ? "full finetune" : "LoRA")}), " +
+                  $"{trainable * 4 / 1e6:F1} MB of float32 gradients per step");
 method.OnTrainStart();
 using var g = new Generator(1, device("cpu"));
 for (int i = 1; i <= steps; i++)
