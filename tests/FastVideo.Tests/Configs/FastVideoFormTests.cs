@@ -33,6 +33,13 @@ public class FastVideoFormTests
         Assert.Equal("fastvideo.pipelines.basic.hunyuan.hunyuan_pipeline.HunyuanVideoPipeline",
             Assert.IsType<ValidationOptions>(c.Callbacks.Single(cb => cb.Key == "validation").Value).PipelineTarget);
         Assert.DoesNotContain(c.Notes, n => n.KeyPath.Contains("lora"));
+        // FastVideo trains with its DiT's default guidance (6016) and validates with 6000; one value here.
+        var guidance = Assert.Single(c.Notes, n => n.KeyPath == "models.student.embedded_guidance_scale");
+        Assert.Equal(RecipeNoteKind.DiffersFromFastVideo, guidance.Kind);
+        Assert.Contains("embeds 6016 (6.016 x 1000) there", guidance.Detail);
+        Assert.EndsWith("here training and sampling both embed embedded_guidance_scale x 1000 = 6000", guidance.Detail);
+        Assert.EndsWith("= 3500", Assert.Single(Load(HunyuanFinetune.Replace("trainable: true\n", "trainable: true\n    embedded_guidance_scale: 3.5\n")).Notes,
+            n => n.KeyPath == "models.student.embedded_guidance_scale").Detail);
 
         c = Load(HunyuanLora);
         student = Assert.IsType<FastVideo.Train.Models.Hunyuan.HunyuanRoleConfig>(c.Roles["student"]);

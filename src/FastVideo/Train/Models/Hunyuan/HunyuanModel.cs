@@ -24,7 +24,11 @@ public sealed record HunyuanRoleConfig : RoleConfig, ICheckedOptions, IFastVideo
             yield return new OptionProblem("embedded_guidance_scale", $"must be a finite number, got {g}");
     }
 
-    public IEnumerable<OptionProblem> DifferencesFromFastVideo() => HunyuanLoraNames.Differences(Lora);
+    public IEnumerable<OptionProblem> DifferencesFromFastVideo() =>
+        HunyuanLoraNames.Differences(Lora).Append(new OptionProblem("embedded_guidance_scale",
+            "FastVideo's HunyuanModel gives its DiT no guidance in training, so a guidance-embedding transformer (guidance_embeds, as " +
+            "HunyuanVideo's) embeds 6016 (6.016 x 1000) there and embedded_cfg_scale x 1000 (6000) in validation; here training and sampling " +
+            $"both embed embedded_guidance_scale x 1000 = {(EmbeddedGuidanceScale ?? 6.0) * 1000:0.###}"));
 }
 
 /// <summary>
