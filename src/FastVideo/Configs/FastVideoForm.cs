@@ -77,11 +77,7 @@ internal static class FastVideoForm
         if (root.TryGetEntry("callbacks", out var cbKey, out var cbValue))
             result.Entries.Add((cbKey, Callbacks(cbValue, binder, callbacks)));
         if (root.TryGetEntry("pipeline", out var pKey, out var pValue))
-        {
-            if (pValue is RawScalar { Value: string })
-                throw binder.Error(pValue, "pipeline", "a pipeline-config file is not supported; give the overrides as a map, e.g. pipeline: {flow_shift: 3}");
             result.Entries.Add((pKey, pValue));
-        }
         return result;
     }
 

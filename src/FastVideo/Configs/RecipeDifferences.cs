@@ -11,7 +11,7 @@ internal static class RecipeDifferences
     {
         NotImplemented(config, root, rolesKey, binder);
         foreach (var (path, options) in OptionRecords(config, rolesKey))
-            if (options is IFastVideoDifferences d)
+            if (WithPipelineGuidance(options, config.Pipeline) is IFastVideoDifferences d)
                 foreach (var difference in d.DifferencesFromFastVideo())
                     Add(RecipeNoteKind.DiffersFromFastVideo, $"{path}.{difference.Key}", difference.Detail);
         if (config.Form == RecipeForm.FastVideo) FastVideoRuns(config, root, binder);
@@ -77,4 +77,11 @@ internal static class RecipeDifferences
         void Add(string path, string detail) =>
             binder.Note(RecipeNoteKind.DiffersFromFastVideo, RecipeLoader.Locate(root, path), path, detail);
     }
+
+    /// <summary>A hunyuan role without its own embedded_guidance_scale embeds pipeline.embedded_cfg_scale (HunyuanModel):
+    /// its note states that value.</summary>
+    private static object WithPipelineGuidance(object options, PipelineConfig pipeline) =>
+        options is Train.Models.Hunyuan.HunyuanRoleConfig { EmbeddedGuidanceScale: null } h && pipeline.EmbeddedCfgScale is { } s
+            ? h with { EmbeddedGuidanceScale = s }
+            : options;
 }

@@ -87,6 +87,7 @@ public static class RecipeLoader
                     throw binder.UnknownKey(key, key.Text, Sections);
             FastVideoForm.ResolveTargets(root, binder, families, methods, callbacks);
         }
+        PipelineKeys.DropIgnored(root, binder);
         var rolesKey = form == RecipeForm.FastVideo ? "models" : "roles";
 
         var recipe = (RecipeSection)binder.BindRecord(typeof(RecipeSection), root.Get("recipe"), "recipe");

@@ -245,6 +245,10 @@ public sealed record PipelineConfig
 {
     /// <summary>Shift used by the student's timestep shifting (DMD/critic) and the SF/KD schedulers.</summary>
     public double? FlowShift { get; init; }
+    /// <summary>FastVideo's embedded_cfg_scale: the guidance a guidance-embedding transformer (HunyuanVideo's) is given,
+    /// times 1000, in training and sampling, for hunyuan roles without their own embedded_guidance_scale; families
+    /// whose transformer embeds no guidance ignore it, as FastVideo's pipelines do. Null = 6.0.</summary>
+    public double? EmbeddedCfgScale { get; init; }
     /// <summary>Text tokens per prompt after padding/cropping (Wan 512, Hunyuan 256).</summary>
     public int? TextLen { get; init; }
     /// <summary>Path to the VAE config.json whose normalisation constants apply; null = the model folder's vae/.</summary>

@@ -198,6 +198,24 @@ public class HunyuanModelTests
     }
 
     [Fact]
+    public void PipelineEmbeddedCfgScaleIsTheGuidanceOfRolesWithoutTheirOwn()
+    {
+        HunyuanModel BuildWith(HunyuanRoleConfig role, double? pipelineScale)
+        {
+            var run = Run(role) with { Pipeline = new PipelineConfig { EmbeddedCfgScale = pipelineScale } };
+            return (HunyuanModel)ModelFamilyRegistry.Default.Create("student", run.Roles["student"], run);
+        }
+        using (var model = BuildWith(new HunyuanRoleConfig { InitFrom = ModelDir }, 4.5)) Assert.Equal(4.5, model.EmbeddedGuidanceScale);
+        using (var model = BuildWith(new HunyuanRoleConfig { InitFrom = ModelDir, EmbeddedGuidanceScale = 3.5 }, 4.5)) Assert.Equal(3.5, model.EmbeddedGuidanceScale);
+        // A transformer without a guidance embedder ignores the pipeline's value, as FastVideo's pipelines do.
+        var dir = TestPaths.TempDir("hy-noguide-pipeline");
+        var config = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(ModelDir, "transformer", "config.json")))!.AsObject();
+        config["guidance_embeds"] = false;
+        HunyuanModel.Family.WriteRandomTransformer!(config, 3, dir);
+        using (var plain = BuildWith(new HunyuanRoleConfig { InitFrom = dir }, 4.5)) Assert.Null(plain.EmbeddedGuidanceScale);
+    }
+
+    [Fact]
     public void EmbeddedGuidanceOnAModelWithoutAGuidanceEmbedderIsRefused()
     {
         var dir = TestPaths.TempDir("hy-noguide");

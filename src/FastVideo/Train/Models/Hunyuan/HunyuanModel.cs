@@ -83,7 +83,7 @@ public sealed partial class HunyuanModel : FlowMatchModel<HunyuanVideoTransforme
         var scale = (context.Options as HunyuanRoleConfig)?.EmbeddedGuidanceScale;
         if (scale is not null && !DiT.Config.GuidanceEmbeds)
             throw new UserError($"roles.{Role}.embedded_guidance_scale: the transformer embeds no guidance (guidance_embeds is false in {Folder.ConfigPath}); remove the key");
-        EmbeddedGuidanceScale = DiT.Config.GuidanceEmbeds ? scale ?? 6.0 : null;
+        EmbeddedGuidanceScale = DiT.Config.GuidanceEmbeds ? scale ?? context.Run.Pipeline.EmbeddedCfgScale ?? 6.0 : null;
     }
 
     public HunyuanVideoTransformer3DModel HunyuanTransformer => DiT;
