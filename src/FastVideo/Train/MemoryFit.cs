@@ -102,32 +102,40 @@ public sealed record MemoryFit(long PlanBytes, long AvailableBytes, string Avail
         if (full.Count > 0)
             changes.Add(Add(options, $"LoRA rank 16 on {string.Join(", ", full)} (default target modules)", Lora(config, full), Option));
 
-        if (shape is not null)
+        // A smaller shape with the recipe as it is.
+        if (shape is not null) options.AddRange(SmallerShapes(shape, config, [], ""));
+
+        // No single change is enough: all of checkpointing, bf16 compute, bf16 weights and LoRA together, and when
+        // even that does not fit, the shape that fits with all of them.
+        if (!options.Any(o => o.Fits) && changes.Count > 1)
         {
-            // The largest number of latent frames that fits.
-            var frames = Largest(1, shape.Frames - 1, n => Total(config, shape.Resized(n, shape.Height, shape.Width)) <= available);
+            var all = Combine(config, changes);
+            var together = Option("all of the recipe changes above together", all);
+            options.Add(together);
+            if (!together.Fits && shape is not null) options.AddRange(SmallerShapes(shape, all.Item1, all.Item2, "all of the recipe changes above and "));
+        }
+        else if (!options.Any(o => o.Fits) && changes.Count == 1 && shape is not null)
+            options.AddRange(SmallerShapes(shape, changes[0].Item1, changes[0].Item2, "the recipe change above and "));
+        return options;
+
+        // The largest number of latent frames, and the largest frame size (in eighths of the current one), that fit
+        // with config c (reached from the recipe by the overrides sets).
+        IEnumerable<FitOption> SmallerShapes(DataShape shape, RunConfig c, List<string> sets, string prefix)
+        {
+            var frames = Largest(1, shape.Frames - 1, n => Total(c, shape.Resized(n, shape.Height, shape.Width)) <= available);
             if (frames is { } n)
-                options.Add(new FitOption($"{n} latent frames instead of {shape.Frames}", [$"training.data.num_latent_t={n}"],
-                    Total(config, shape.Resized(n, shape.Height, shape.Width)), true));
-            // The largest frame size (in eighths of the current one) that fits.
-            var eighths = Largest(1, 7, k => Total(config, Smaller(shape, k)) <= available);
+                yield return new FitOption($"{prefix}{n} latent frames instead of {shape.Frames}", [.. sets, $"training.data.num_latent_t={n}"],
+                    Total(c, shape.Resized(n, shape.Height, shape.Width)), true);
+            var eighths = Largest(1, 7, k => Total(c, Smaller(shape, k)) <= available);
             if (eighths is { } k)
             {
                 var small = Smaller(shape, k);
                 long ratio = config.Training.Data.NumHeight / Math.Max(1, shape.Height);   // pixels per latent when the recipe sets the size
-                options.Add(new FitOption($"frames of {small.Height}x{small.Width} latents instead of {shape.Height}x{shape.Width}",
-                    config.Training.Data.NumHeight > 0 ? [$"training.data.num_height={small.Height * ratio}", $"training.data.num_width={small.Width * ratio}"] : [],
-                    Total(config, small), true, "methods that read data latents need a dataset encoded at that size"));
+                yield return new FitOption($"{prefix}frames of {small.Height}x{small.Width} latents instead of {shape.Height}x{shape.Width}",
+                    config.Training.Data.NumHeight > 0 ? [.. sets, $"training.data.num_height={small.Height * ratio}", $"training.data.num_width={small.Width * ratio}"] : sets,
+                    Total(c, small), true, "methods that read data latents need a dataset encoded at that size");
             }
         }
-
-        // No single change is enough: all of checkpointing, bf16 compute, bf16 weights and LoRA together.
-        if (!options.Any(o => o.Fits) && changes.Count > 1)
-        {
-            var all = Combine(config, changes);
-            options.Add(Option("all of the recipe changes above together", all));
-        }
-        return options;
     }
 
     private static (RunConfig, List<string>) Add(List<FitOption> options, string what, (RunConfig, List<string>) change,

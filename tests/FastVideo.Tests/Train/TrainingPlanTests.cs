@@ -224,6 +224,15 @@ public class TrainingPlanTests
         var tiny = MemoryFit.Check(cfg, plan, MemoryPlan.BaselineBytes);
         Assert.All(tiny.Options, o => Assert.False(o.Fits));
         Assert.Contains(tiny.Options, o => o.What.StartsWith("all of"));
+
+        // All of them together just too much: the largest shape that fits with all of them, their overrides first.
+        var together = tiny.Options.Single(o => o.What == "all of the recipe changes above together");
+        var tighter = MemoryFit.Check(cfg, plan, together.TotalBytes - 1);
+        Assert.False(tighter.Options.Single(o => o.What == "all of the recipe changes above together").Fits);
+        var shorter = tighter.Options.Single(o => o.What.StartsWith("all of the recipe changes above and") && o.What.Contains("latent frames"));
+        Assert.True(shorter.Fits);
+        Assert.InRange(shorter.TotalBytes, 0, together.TotalBytes - 1);
+        Assert.Equal([.. together.Overrides, "training.data.num_latent_t=" + (plan.Shape!.Frames - 1)], shorter.Overrides);
     }
 
     [Fact]
