@@ -15,6 +15,9 @@
 //   mid-bf16-ops, mid-fp32-full-b2, causal-mid-bf16
 //                     out of sample: ops checkpointing; batch 2; the wan_causal family (blocks of 2 frames), 5 steps
 //   dmd2-mid          DMD2 with three mid-size roles, bf16 compute, full checkpointing, simulate rollout, 3 steps
+//   hunyuan-mid-<p>   a mid-size HunyuanVideo (D=512, 2 dual- and 4 single-stream blocks, mlp ratio 4, latent
+//                     [16,8,16,32], 64 text rows of 4096 in FastVideo's packed layout), bf16 compute, checkpointing p
+//                     (none, full), 5 steps: out of sample (the family's rough per-block count)
 //   lora-1.3b         random weights with Wan2.1-T2V-1.3B-Diffusers' config, bf16 base, LoRA rank 16 on
 //                     to_q/to_k/to_v/to_out, full checkpointing, bf16 compute, latent [16,3,32,32], 512 text tokens, 3 steps
 // Every run writes one checkpoint at its last step (as a real run does).
@@ -45,6 +48,8 @@ var wan13 = new WanTransformerConfig
     PatchSize = [1, 2, 2], NumAttentionHeads = 12, AttentionHeadDim = 128, InChannels = 16, OutChannels = 16,
     TextDim = 4096, FreqDim = 256, FfnDim = 8960, NumLayers = 30, CrossAttnNorm = true, Eps = 1e-6,
 };
+
+var hunyuanMid = new HunyuanVideoTransformerConfig { NumAttentionHeads = 8, AttentionHeadDim = 64, NumLayers = 2, NumSingleLayers = 4, RopeAxesDim = [16, 24, 24] };
 
 var cases = new List<(string Name, string Recipe, string[] Set)>();
 string Q(string p) => p.Replace('\\', '/');
@@ -111,6 +116,20 @@ cases.Add(("dmd2-mid", $$"""
       model: {enable_gradient_checkpointing_type: full}
     pipeline: {text_len: 64}
     """, []));
+foreach (var policy in new[] { "none", "full" })
+    cases.Add(($"hunyuan-mid-{policy}", $$"""
+        recipe: {family: hunyuan, method: finetune}
+        roles:
+          student: {init_from: "{{Q(Path.Combine(dir, "hunyuan-mid", "model"))}}"}
+        training:
+          data: {data_path: "{{Q(Path.Combine(dir, "hunyuan-mid", "data"))}}", train_batch_size: 1, seed: 0}
+          optimizer: {learning_rate: 1.0e-5}
+          loop: {max_train_steps: 5}
+          checkpoint: {training_state_checkpointing_steps: 5}
+          compute_precision: bf16
+          {{(policy == "none" ? "" : $"model: {{enable_gradient_checkpointing_type: {policy}}}")}}
+        pipeline: {text_len: 64}
+        """, []));
 cases.Add(("lora-1.3b", $$"""
     recipe: {family: wan, method: finetune}
     roles:
@@ -148,6 +167,12 @@ if (args[0] == "prepare")
     }
     WriteModel(Path.Combine(dir, "mid", "model"), mid, ScalarType.Float32);
     WriteData(Path.Combine(dir, "mid", "data"), [16, 8, 16, 32], 64, rows: 4);
+    if (!File.Exists(Path.Combine(dir, "hunyuan-mid", "model", "model_index.json")))
+    {
+        using (var m = HunyuanVideoTransformer3DModel.CreateRandom(hunyuanMid, 0)) m.SavePretrained(Path.Combine(dir, "hunyuan-mid", "model", "transformer"));
+        File.WriteAllText(Path.Combine(dir, "hunyuan-mid", "model", "model_index.json"), "{\"_class_name\": \"HunyuanVideoPipeline\"}");
+    }
+    WriteData(Path.Combine(dir, "hunyuan-mid", "data"), [16, 8, 16, 32], 64, rows: 4, pooledDim: hunyuanMid.PooledProjectionDim);
     WriteModel(Path.Combine(dir, "wan13", "model"), wan13, ScalarType.BFloat16);
     WriteData(Path.Combine(dir, "wan13", "data"), [16, 3, 32, 32], 512, rows: 4);
     foreach (var (name, recipe, _) in cases) File.WriteAllText(Path.Combine(dir, $"{name}.yaml"), recipe + "\n");
@@ -231,16 +256,23 @@ static void WriteModel(string modelDir, WanTransformerConfig config, ScalarType 
     GC.Collect();
 }
 
-// Random latents [C,T,H,W] and text embeddings [textLen, 4096] (float32) in FastVideo's parquet layout.
-static void WriteData(string dataDir, long[] latent, int textLen, int rows)
+// Random latents [C,T,H,W] and text embeddings [textLen, 4096] (float32) in FastVideo's parquet layout; with
+// pooledDim, HunyuanVideo's packed text (row 0: a pooled vector of that width, zero-padded).
+static void WriteData(string dataDir, long[] latent, int textLen, int rows, int pooledDim = 0)
 {
     if (Directory.Exists(dataDir)) return;
     var g = new Random(0);
     float[] Values(long n) { var a = new float[n]; for (long i = 0; i < n; i++) a[i] = (float)(g.NextDouble() * 2 - 1); return a; }
+    float[] Text()
+    {
+        var t = Values(textLen * 4096L);
+        if (pooledDim > 0) Array.Clear(t, pooledDim, 4096 - pooledDim);
+        return t;
+    }
     var list = Enumerable.Range(0, rows).Select(i => new VideoRow
     {
         Latent = TensorBytes.FromFloats(Values(latent.Aggregate(1L, (a, b) => a * b)), latent),
-        Text = TensorBytes.FromFloats(Values(textLen * 4096L), [textLen, 4096]),
+        Text = TensorBytes.FromFloats(Text(), [textLen, 4096]),
         Id = $"row{i}", Caption = $"random row {i}", NumFrames = latent[1],
     }).ToList();
     ParquetVideoWriter.Write(Path.Combine(dataDir, "data.parquet"), list);
