@@ -5,16 +5,20 @@ using static TorchSharp.torch;
 namespace FastVideo.Train.Models.Hunyuan;
 
 /// <summary>
-/// Rough activations a trainable HunyuanVideo transformer keeps for backward on one micro-batch, for the dry-run
-/// plan, for N video tokens and L = text_len - 1 text tokens (row 0 of FastVideo's packed text is the pooled vector),
-/// in the compute dtype: a dual-stream block about (N + L)·(12·D + 2·F) values (two norms and modulations, q/k/v,
-/// attention output and projection, the MLP's input, hidden and activation); a single-stream block
-/// (N + L)·(8·D + 3·F) (norm, q/k/v, attention output, MLP hidden and activation, the concatenation, projection).
-/// Attention is SDPA with a key mask, flash-style on the CPU: no (N + L)² matrix. With activation checkpointing a
-/// checkpointed block keeps its input ((N + L)·D) instead and backward holds one block's activations while it
-/// recomputes; ops keeps about half of a block's values. The refiner (L tokens, 2 layers) is left out. Not walked
-/// tensor by tensor as Wan's, and not measured against RSS; the allocator's share is <see cref="AllocatorRetention"/>'s
-/// rule on these tensors (those below its mmap threshold).
+/// The activation memory of a trainable HunyuanVideo transformer for one micro-batch, for the dry-run plan, for N
+/// image tokens and L = text_len - 1 text tokens (row 0 of FastVideo's packed text is the pooled vector), counted per
+/// block from how <see cref="HunyuanVideoTransformerBlock"/> and <see cref="HunyuanVideoSingleTransformerBlock"/> run:
+/// <list type="bullet">
+/// <item>a modulation keeps its fp32 LayerNorm input and normalised value, a gate its fp32 branch output, a q/k
+/// RMSNorm its fp32 input; the modulated linear inputs, v, the joint q/k/v, the attention output and the MLP's hidden
+/// value and GELU output are kept in the compute dtype (a single-stream block also the [attention ; MLP] concat);</item>
+/// <item>attention is SDPA with a key mask, flash-style on the CPU: no (N + L)² matrix;</item>
+/// <item>with bf16 compute over fp32 masters every linear keeps its bf16 weight copy;</item>
+/// <item>backward holds one block's gradients at a time (as <see cref="Wan.WanActivations"/> counts them).</item>
+/// </list>
+/// Checkpointing keeps a checkpointed block's input instead (ops: also about half of its values) and recomputes one
+/// block at a time. A LoRA role is counted as one that trains its base (an over-estimate: a frozen linear keeps no
+/// input); the token refiner (L tokens) is left out. Measured against RSS: bench/results/memory-plan-2026-12-04.md.
 /// </summary>
 public static class HunyuanActivations
 {
@@ -22,39 +26,81 @@ public static class HunyuanActivations
     {
         var c = HunyuanVideoTransformerConfig.FromJson(q.TransformerConfig, "transformer config");
         var s = q.Shape;
-        long bytes = q.ComputeDtype == ScalarType.Float32 ? 4 : 2;
-        long image = s.Frames / c.PatchSizeT * (s.Height / c.PatchSize) * (s.Width / c.PatchSize);
-        long n = s.Batch * (image + Math.Max(0, s.TextTokens - 1));
-        long dim = c.InnerDim, f = c.MlpDim;
-        // Per block: [n, D] and [n, F] tensors (dual: 12 and 2, single: 8 and 3), and the share of them small enough
-        // for the allocator's heap (bigger ones are mapped and unmapped on their own).
-        var dual = new Block(n * dim * bytes, 12, n * f * bytes, 2);
-        var single = new Block(n * dim * bytes, 8, n * f * bytes, 3);
+        long cb = Bytes(q.ComputeDtype);
+        long image = s.Batch * (s.Frames / c.PatchSizeT) * (s.Height / c.PatchSize) * (s.Width / c.PatchSize);
+        long text = s.Batch * Math.Max(0, s.TextTokens - 1);
+        long n = image + text, d = c.InnerDim, f = c.MlpDim;
+        bool casts = q.ComputeDtype != q.MasterDtype;
+
+        var dual = new Block();
+        foreach (long t in new[] { image, text })
+        {
+            if (casts)
+            {
+                dual.Add(4, cb * d * d);   // bf16 weight copies: q, k, v, out
+                dual.Add(1, cb * 6 * d * d);   // the 6-way modulation
+                dual.Add(2, cb * d * f);   // the MLP
+            }
+            dual.Add(8, 4 * t * d);    // fp32: 2 modulations x (input, normalised), 2 gates, q/k RMSNorm inputs
+            dual.Add(3, cb * t * d);   // modulated attention and MLP inputs, v
+            dual.Add(2, cb * t * f);   // MLP hidden value and its GELU
+        }
+        dual.Add(4, cb * n * d);       // joint q, k, v and the attention output
+        dual.Add(1, 4 * n * c.NumAttentionHeads);   // log-sum-exp
+        var single = new Block();
+        if (casts)
+        {
+            single.Add(3, cb * d * d);   // bf16 weight copies: q, k, v
+            single.Add(1, cb * 3 * d * d);   // the 3-way modulation
+            single.Add(1, cb * d * f);   // proj_mlp
+            single.Add(1, cb * (d + f) * d);   // proj_out
+        }
+        single.Add(5, 4 * n * d);      // fp32: modulation (input, normalised), gate, q/k RMSNorm inputs
+        single.Add(5, cb * n * d);     // the modulated input, q, k, v, attention output
+        single.Add(2, cb * n * f);     // MLP hidden value and its GELU
+        single.Add(1, cb * n * (d + f));   // [attention ; MLP], proj_out's input
+        single.Add(1, 4 * n * c.NumAttentionHeads);
+
+        var backward = new Block();   // the MLP's two [n, F] gradients, q/k/v's, fp32 norm temporaries, a weight gradient
+        backward.Add(2, cb * n * f);
+        backward.Add(3, cb * n * d);
+        backward.Add(3, 4 * n * d);
+        if (q.TrainsBase) { backward.Add(1, cb * d * f); backward.Add(1, 4 * d * f); }
+        // Outside the blocks: the patch embedding's input, the output head's norm, modulation and input, the loss terms.
+        long outside = cb * s.LatentValues + (4 + 4 + cb) * image * d + 6L * 4 * s.LatentValues;
+
         var blocks = Enumerable.Repeat(dual, c.NumLayers).Concat(Enumerable.Repeat(single, c.NumSingleLayers)).ToList();
-        long largest = blocks.Count == 0 ? 0 : blocks.Max(b => b.Bytes);
-        long largestHeap = blocks.Count == 0 ? 0 : blocks.Max(b => b.Heap);
-        const string attention = "SDPA with a key mask (flash-style on CPU: no N x N matrix); rough per-block counts";
-        if (!q.Role.Options.Trainable) return new ActivationEstimate(0, largest / 2, 0, $"forward without grad: one block's working set; {attention}");
+        var largest = blocks.Count == 0 ? new Block() : blocks.MaxBy(b => b.Bytes)!;
+        const string attention = "SDPA with a key mask (flash-style on CPU: no N x N matrix)";
+        if (!q.Role.Options.Trainable)
+            return new ActivationEstimate(0, largest.Bytes / 2, 0, $"forward without grad: one block's working set; {attention}");
         var policy = CheckpointingPolicy.FromRecipe(q.Checkpointing);
         if (policy is null)
         {
-            long all = blocks.Sum(b => b.Bytes);
-            return new ActivationEstimate(all, all + largest / 2, AllocatorRetention.Plain(blocks.Sum(b => b.Heap)),
+            long kept = blocks.Sum(b => b.Bytes) + outside;
+            return new ActivationEstimate(kept, kept + backward.Bytes, AllocatorRetention.Plain(blocks.Sum(b => b.Heap)),
                 $"{blocks.Count} blocks keep everything; {attention}");
         }
-        long input = n * dim * bytes;
-        long kept = policy.Mode == CheckpointingMode.Ops
-            ? blocks.Sum(b => input + b.Bytes / 2)
-            : blocks.Select((b, i) => policy.Checkpoints(i) ? input : b.Bytes).Sum();
+        long input = cb * n * d;
+        long keptCkpt = blocks.Select((b, i) => !policy.Checkpoints(i) ? b.Bytes : policy.Selective ? input + b.Bytes / 2 : input).Sum() + outside;
         int checkpointed = Enumerable.Range(0, blocks.Count).Count(policy.Checkpoints);
-        return new ActivationEstimate(kept, kept + largest + largest / 2, AllocatorRetention.Checkpointed(checkpointed, largestHeap),
+        return new ActivationEstimate(keptCkpt, keptCkpt + largest.Bytes + backward.Bytes,
+            AllocatorRetention.Checkpointed(checkpointed, largest.Heap + backward.Heap),
             $"{policy} checkpointing: {checkpointed} of {blocks.Count} blocks recomputed in backward; {attention}");
     }
 
-    /// <summary>A block's kept tensors: Hidden tensors of DBytes each ([n, D]) and Mlp of FBytes each ([n, F]).</summary>
-    private sealed record Block(long DBytes, int Hidden, long FBytes, int Mlp)
+    /// <summary>A block's kept tensors (and weight copies): total bytes, and those in tensors small enough for the
+    /// allocator's heap (below <see cref="AllocatorRetention.MmapThreshold"/>; bigger ones are mapped on their own).</summary>
+    private sealed class Block
     {
-        public long Bytes => Hidden * DBytes + Mlp * FBytes;
-        public long Heap => (DBytes < AllocatorRetention.MmapThreshold ? Hidden * DBytes : 0) + (FBytes < AllocatorRetention.MmapThreshold ? Mlp * FBytes : 0);
+        public long Bytes { get; private set; }
+        public long Heap { get; private set; }
+        public void Add(int count, long bytesEach)
+        {
+            Bytes += count * bytesEach;
+            if (bytesEach < AllocatorRetention.MmapThreshold) Heap += count * bytesEach;
+        }
     }
+
+    private static long Bytes(ScalarType t) => t == ScalarType.Float32 ? 4 : 2;
 }
