@@ -53,8 +53,7 @@ Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"bf16 speed-up {r
 // against bf16, forward and forward+backward, so the step's ratio can be traced to its parts.
 static void Ops()
 {
-    const int reps = 20;
-    double Time(Action a) { a(); var sw = Stopwatch.StartNew(); for (int i = 0; i < reps; i++) a(); return sw.Elapsed.TotalMilliseconds / reps; }
+    double Time(Action a) => MeanMs(a, warmups: 1, reps: 20);
     foreach (var dt in new[] { ScalarType.Float32, ScalarType.BFloat16 })
     {
         var q = randn(1, 8, 1024, 64).to_type(dt).requires_grad_(); var k = randn(1, 8, 1024, 64).to_type(dt).requires_grad_(); var v = randn(1, 8, 1024, 64).to_type(dt).requires_grad_();
@@ -88,8 +87,7 @@ static void Ops()
 // The pieces of attention at the mid-size shape [1,8,1024,64], per dtype: SDPA against a materialised form, stage by stage.
 static void Attn()
 {
-    const int reps = 20;
-    double Time(Action a) { a(); a(); var sw = Stopwatch.StartNew(); for (int i = 0; i < reps; i++) a(); return sw.Elapsed.TotalMilliseconds / reps; }
+    double Time(Action a) => MeanMs(a, warmups: 2, reps: 20);
     foreach (var dt in new[] { ScalarType.Float32, ScalarType.BFloat16 })
     {
         using var ng = no_grad();
@@ -113,8 +111,7 @@ static void Attn()
 // (fp32 master weights), to see what the non-matmul work costs.
 static void Block()
 {
-    const int reps = 10;
-    double Time(Action a) { a(); a(); var sw = Stopwatch.StartNew(); for (int i = 0; i < reps; i++) a(); return sw.Elapsed.TotalMilliseconds / reps; }
+    double Time(Action a) => MeanMs(a, warmups: 2, reps: 10);
     var cfg = new WanTransformerConfig { NumAttentionHeads = 8, AttentionHeadDim = 64, FfnDim = 2048, NumLayers = 1, InChannels = 16, OutChannels = 16, TextDim = 4096 };
     using var block = new WanTransformerBlock(cfg);
     var rope = FastVideo.Models.Layers.RotaryPosEmbed3D.Tables(64, 8, 8, 16);
@@ -147,4 +144,13 @@ static void Block()
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"{dt,-9} block fwd+bwd {blk:F1} ms | each fwd+bwd (minus a bare sum().backward() {sum:F2}): rmsnorm {rms - sum:F2} (x4/block), rope {rot - sum:F2} (x2), layernorm+scale-shift {ln - sum:F2} (x2), add-gated {add - sum:F2} (x2), gelu 1024x2048 {gelu - sum:F2} ms"));
     }
+}
+
+// Mean milliseconds of `reps` calls after `warmups` untimed ones.
+static double MeanMs(Action a, int warmups, int reps)
+{
+    for (int i = 0; i < warmups; i++) a();
+    var sw = Stopwatch.StartNew();
+    for (int i = 0; i < reps; i++) a();
+    return sw.Elapsed.TotalMilliseconds / reps;
 }
