@@ -181,3 +181,63 @@ public class ClipEvaluatorTests
         return result;
     }
 }
+
+public class WrapAroundTests
+{
+    private static readonly SyntheticOptions Torus = new()
+    {
+        Colors = 2, Directions = 4, ClipsPerClass = 6, Frames = 8, Height = 16, Width = 16, ShapeSize = 5,
+        Start = SyntheticStart.Edge, Wrap = true, MaxSpeed = 5, Seed = 3,
+    };
+
+    [Fact]
+    public void Render_WrapsTheShapeAcrossTheEdges_KeepingItsArea()
+    {
+        foreach (var cls in SyntheticVideoDataset.Classes(Torus))
+            for (int k = 0; k < Torus.ClipsPerClass; k++)
+            {
+                var clip = SyntheticVideoDataset.RenderClip(Torus, cls, k);
+                Assert.InRange(clip.Speed, 3, 5);
+                int plane = Torus.Height * Torus.Width;
+                for (int f = 0; f < Torus.Frames; f++)
+                {
+                    // Every frame shows the whole square (25 pixels), also when it straddles an edge; at speed 3..5 over
+                    // 8 frames every clip crosses one.
+                    int shown = Enumerable.Range(f * plane, plane).Count(i => clip.Pixels[i] != SyntheticPalette.Background.R);
+                    Assert.Equal(25, shown);
+                    int x = ((clip.StartX + clip.Direction.Dx * clip.Speed * f) % 16 + 16) % 16;
+                    int y = ((clip.StartY + clip.Direction.Dy * clip.Speed * f) % 16 + 16) % 16;
+                    Assert.NotEqual(SyntheticPalette.Background.R, clip.Pixels[f * plane + y * 16 + x]);           // its top-left corner
+                    Assert.NotEqual(SyntheticPalette.Background.R, clip.Pixels[f * plane + (y + 4) % 16 * 16 + (x + 4) % 16]); // and its far corner
+                }
+            }
+    }
+
+    [Fact]
+    public void Evaluator_FollowsAShapeAcrossTheEdge_WhereTheBoundedCentroidJumpsBack()
+    {
+        using var dir = new TempDir();
+        SyntheticVideoDataset.Write(Torus, dir.Path);
+        var torus = ClipEvaluator.ForDataset(dir.Path);
+        var flat = new ClipEvaluator(Torus.PaletteColors, Torus.PaletteDirections);
+        int crossed = 0;
+        foreach (var cls in SyntheticVideoDataset.Classes(Torus))
+            for (int k = 0; k < Torus.ClipsPerClass; k++)
+            {
+                var clip = SyntheticVideoDataset.RenderClip(Torus, cls, k);
+                var a = torus.Evaluate(clip.Pixels, 3, Torus.Frames, 16, 16, cls.Prompt);
+                Assert.True(a.Correct, $"{cls.Prompt} clip {k}: seen {a.Color}/{a.Direction}");
+                Assert.Equal(clip.Speed, Math.Abs(a.VelocityX) + Math.Abs(a.VelocityY), 6);
+                if (!flat.Evaluate(clip.Pixels, 3, Torus.Frames, 16, 16, cls.Prompt).DirectionCorrect) crossed++;
+            }
+        Assert.True(crossed > 0, "the bounded evaluator should misread some clips that cross an edge");
+    }
+
+    [Fact]
+    public void Options_RefuseASpeedOfHalfTheFrame()
+    {
+        var e = Assert.Throws<UserError>(() => (Torus with { MaxSpeed = 8 }).Validate());
+        Assert.Contains("--max-speed at most 7", e.Message);
+        (Torus with { Frames = 40 }).Validate();   // no room check on a torus
+    }
+}

@@ -33,7 +33,9 @@ public sealed record EvaluationReport(int Count, double Accuracy, double ColorAc
 /// distance of the palette.</item>
 /// <item>Colour = the palette colour nearest to most foreground pixels (votes weighted by distance from background).</item>
 /// <item>Direction = the candidate direction closest in angle to the least-squares velocity of the foreground centroid
-/// over frames; below 0.25 px/frame there is no direction.</item>
+/// over frames; below 0.25 px/frame there is no direction. On a wrap-around (torus) dataset the centroid is the
+/// circular mean on each axis, and each frame's centroid is taken as the copy nearest the previous frame's, so a
+/// shape crossing an edge keeps moving the same way.</item>
 /// <item>One object (when the shape's area A in pixels is known, e.g. from a dataset's classes.json): every frame
 /// has between 0.5 A and 1.75 A foreground pixels. Two copies of the object, or one smeared over its neighbours,
 /// fail; a sampler that averages two possible motions draws exactly that.</item>
@@ -49,13 +51,15 @@ public sealed class ClipEvaluator
     private readonly SyntheticColor _background;
     private readonly double _threshold;
     private readonly int? _objectArea;
+    private readonly bool _wrap;
 
     public const double MinSpeed = 0.25;
     public const double MinObjectArea = 0.5, MaxObjectArea = 1.75;
 
     public ClipEvaluator(IReadOnlyList<SyntheticColor>? colors = null, IReadOnlyList<SyntheticDirection>? directions = null,
-        SyntheticColor? background = null, int? objectArea = null)
+        SyntheticColor? background = null, int? objectArea = null, bool wrap = false)
     {
+        _wrap = wrap;
         if (objectArea is <= 0) throw new ArgumentException($"objectArea must be positive, got {objectArea}");
         _objectArea = objectArea;
         _colors = colors ?? SyntheticPalette.Colors;
@@ -78,12 +82,14 @@ public sealed class ClipEvaluator
             var dirs = doc.RootElement.GetProperty("directions").EnumerateArray()
                 .Select(d => SyntheticPalette.Directions.First(p => p.Name == d.GetProperty("name").GetString())).ToList();
             int? area = null;
-            if (doc.RootElement.TryGetProperty("options", out var opts) && opts.TryGetProperty("shape_size", out var size))
+            bool wrap = false;
+            if (doc.RootElement.TryGetProperty("options", out var opts) && opts.TryGetProperty("wrap", out var w)) wrap = w.GetBoolean();
+            if (opts.ValueKind == JsonValueKind.Object && opts.TryGetProperty("shape_size", out var size))
             {
                 var shape = opts.TryGetProperty("shape", out var sh) ? SyntheticPalette.FromWord<SyntheticShape>(sh.GetString()) ?? SyntheticShape.Square : SyntheticShape.Square;
                 area = ObjectArea(shape, size.GetInt32());
             }
-            return new ClipEvaluator(colors, dirs, objectArea: area);
+            return new ClipEvaluator(colors, dirs, objectArea: area, wrap: wrap);
         }
         catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException)
         {
@@ -119,7 +125,7 @@ public sealed class ClipEvaluator
         bool oneObject = true;
         for (int f = 0; f < frames; f++)
         {
-            double wsum = 0, xs = 0, ys = 0;
+            double wsum = 0, xs = 0, ys = 0, xc = 0, xsn = 0, yc = 0, ysn = 0;
             long frameFg = 0;
             for (int y = 0; y < height; y++)
             for (int x = 0; x < width; x++)
@@ -131,6 +137,11 @@ public sealed class ClipEvaluator
                 fgPixels++;
                 frameFg++;
                 wsum += d; xs += d * x; ys += d * y;
+                if (_wrap)
+                {
+                    xc += d * Math.Cos(2 * Math.PI * x / width); xsn += d * Math.Sin(2 * Math.PI * x / width);
+                    yc += d * Math.Cos(2 * Math.PI * y / height); ysn += d * Math.Sin(2 * Math.PI * y / height);
+                }
                 int best = 0; double bestDist = double.MaxValue;
                 for (int k = 0; k < _colors.Count; k++)
                 {
@@ -139,7 +150,16 @@ public sealed class ClipEvaluator
                 }
                 votes[best] += d;
             }
-            if (wsum > 0) { cx.Add(xs / wsum); cy.Add(ys / wsum); ct.Add(f); }
+            if (wsum > 0)
+            {
+                if (_wrap)
+                {
+                    cx.Add(Unwrapped(Math.Atan2(xsn, xc) * width / (2 * Math.PI), cx, width));
+                    cy.Add(Unwrapped(Math.Atan2(ysn, yc) * height / (2 * Math.PI), cy, height));
+                }
+                else { cx.Add(xs / wsum); cy.Add(ys / wsum); }
+                ct.Add(f);
+            }
             if (_objectArea is { } area && (frameFg < MinObjectArea * area || frameFg > MaxObjectArea * area)) oneObject = false;
         }
 
@@ -194,6 +214,14 @@ public sealed class ClipEvaluator
     {
         double dr = r - c.R, dg = g - c.G, db = b - c.B;
         return Math.Sqrt(dr * dr + dg * dg + db * db);
+    }
+
+    /// <summary>The copy of a torus coordinate (period <paramref name="period"/>) nearest the track's last point.</summary>
+    private static double Unwrapped(double v, List<double> track, int period)
+    {
+        if (track.Count == 0) return v;
+        double last = track[^1];
+        return v + period * Math.Round((last - v) / period);
     }
 
     private static double Slope(List<double> t, List<double> v)

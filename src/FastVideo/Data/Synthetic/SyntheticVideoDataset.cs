@@ -26,6 +26,10 @@ public sealed record SyntheticOptions
     /// <summary>Where a clip starts: anywhere its path fits (Random); at the edge it moves away from, centred on the
     /// other axis (Edge), so each class has one track per speed; or at that edge, anywhere along it (Lane).</summary>
     public SyntheticStart Start { get; init; } = SyntheticStart.Random;
+    /// <summary>The frame is a torus: a shape leaving one edge re-enters at the opposite one, so a motion can go on
+    /// for any number of frames (what a clip streamed past the training length needs). Speeds may then exceed what
+    /// the frame leaves room for, up to just under half the frame (so the direction stays unambiguous).</summary>
+    public bool Wrap { get; init; }
     /// <summary>Whether captions name the direction (Exact) or only its axis (Axis: one class per colour and axis,
     /// each clip moving one of the axis's two ways).</summary>
     public SyntheticCaptions Captions { get; init; } = SyntheticCaptions.Exact;
@@ -60,12 +64,17 @@ public sealed record SyntheticOptions
         Check(Fps > 0, $"fps must be positive, got {Fps}");
         Check(ShapeSize >= 1 && ShapeSize < Math.Min(Height, Width),
             $"--shape-size must be at least 1 and smaller than the frame ({Height}x{Width}), got {ShapeSize}");
-        foreach (var d in PaletteDirections)
+        foreach (var d in Wrap ? Array.Empty<SyntheticDirection>() : PaletteDirections)
         {
             int room = Math.Min(d.Dx != 0 ? Width - ShapeSize : int.MaxValue, d.Dy != 0 ? Height - ShapeSize : int.MaxValue);
             Check(room >= Frames - 1,
                 $"a {ShapeSize}-pixel square moving {d.Name} needs {Frames - 1} pixels of room for {Frames} frames at " +
                 $"1 pixel per frame, but the {Height}x{Width} frame leaves {room}: use a smaller --shape-size or --frames, or a larger frame");
+        }
+        if (Wrap)
+        {
+            int limit = (Math.Min(Height, Width) - 1) / 2;
+            Check(MaxSpeed <= limit, $"with --wrap a speed must stay under half the frame ({Height}x{Width}) so the direction is unambiguous: --max-speed at most {limit}, got {MaxSpeed}");
         }
         Check(Captions == SyntheticCaptions.Exact || Directions <= 4,
             $"--captions axis names horizontal and vertical motion only, so it takes --directions 1..4, got {Directions}");
@@ -162,11 +171,12 @@ public static class SyntheticVideoDataset
         var rng = SplitMix64.Keyed(o.Seed, colorId, dirId, clipIndex);
         var d = cls.AxisDirections is { } axis ? axis[rng.NextInt(0, axis.Count - 1)] : cls.Direction;
         int roomX = o.Width - o.ShapeSize, roomY = o.Height - o.ShapeSize, steps = o.Frames - 1;
-        int maxSpeed = Math.Min(d.Dx != 0 ? roomX / steps : int.MaxValue, d.Dy != 0 ? roomY / steps : int.MaxValue);
-        if (o.MaxSpeed > 0) maxSpeed = Math.Min(maxSpeed, o.MaxSpeed);
+        int maxSpeed = Math.Max(1, Math.Min(d.Dx != 0 ? roomX / steps : int.MaxValue, d.Dy != 0 ? roomY / steps : int.MaxValue));
+        // On a torus --max-speed sets the speed (the frame's room no longer bounds it); otherwise it only caps it.
+        if (o.MaxSpeed > 0) maxSpeed = o.Wrap ? o.MaxSpeed : Math.Min(maxSpeed, o.MaxSpeed);
         int speed = rng.NextInt((maxSpeed + 1) / 2, maxSpeed); // at least half the fastest, so motion is clear
-        int x0 = StartOn(o.Start, ref rng, d.Dx, roomX, speed * steps);
-        int y0 = StartOn(o.Start, ref rng, d.Dy, roomY, speed * steps);
+        int x0 = StartOn(o.Start, ref rng, d.Dx, roomX, o.Wrap ? 0 : speed * steps);
+        int y0 = StartOn(o.Start, ref rng, d.Dy, roomY, o.Wrap ? 0 : speed * steps);
 
         int c = o.Channels, t = o.Frames, h = o.Height, w = o.Width;
         var px = new float[(long)c * t * h * w];
@@ -183,7 +193,7 @@ public static class SyntheticVideoDataset
                 int x = x0 + d.Dx * speed * f, y = y0 + d.Dy * speed * f;
                 for (int yy = 0; yy < size; yy++)
                     for (int xx = 0; xx < size; xx++)
-                        if (covered[yy * size + xx]) plane[f * h * w + (y + yy) * w + x + xx] = fg[ch];
+                        if (covered[yy * size + xx]) plane[f * h * w + Mod(y + yy, h) * w + Mod(x + xx, w)] = fg[ch];
             }
         }
         string id = $"{cls.Color.Name}_{(cls.AxisDirections is null ? d.Name : SyntheticPalette.AxisWord(d))}_{clipIndex:D4}";
@@ -196,6 +206,9 @@ public static class SyntheticVideoDataset
         SyntheticStart.Lane => step != 0 ? EdgeStart(step, room) : rng.NextInt(0, room),
         _ => StartOnAxis(ref rng, step, room, travel),
     };
+
+    /// <summary>Without wrap every pixel of the path is inside the frame, so this is the identity there.</summary>
+    private static int Mod(int v, int n) => ((v % n) + n) % n;
 
     private static int EdgeStart(int step, int room) => step > 0 ? 0 : step < 0 ? room : room / 2;
 
@@ -368,7 +381,7 @@ public static class SyntheticVideoDataset
         ["options"] = new
         {
             colors = o.Colors, directions = o.Directions, clips_per_class = o.ClipsPerClass, frames = o.Frames,
-            height = o.Height, width = o.Width, channels = o.Channels, shape = SyntheticPalette.Word(o.Shape), shape_size = o.ShapeSize, max_speed = o.MaxSpeed, start = SyntheticPalette.Word(o.Start), captions = SyntheticPalette.Word(o.Captions), text_len = o.TextLen,
+            height = o.Height, width = o.Width, channels = o.Channels, shape = SyntheticPalette.Word(o.Shape), shape_size = o.ShapeSize, max_speed = o.MaxSpeed, wrap = o.Wrap, start = SyntheticPalette.Word(o.Start), captions = SyntheticPalette.Word(o.Captions), text_len = o.TextLen,
             embed_dim = o.EmbedDim, seed = o.Seed, rows_per_file = o.RowsPerFile, fps = o.Fps, text_layout = SyntheticPalette.Word(o.TextLayout), pooled_dim = o.PooledDim,
         },
     });
