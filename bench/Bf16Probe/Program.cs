@@ -1,6 +1,6 @@
 // Probe: where the mid-size model's training step spends its time with bf16 against fp32 compute. One process,
 // fp32 and bf16 steps alternated on the same model (forward + backward + AdamW), medians per dtype.
-// Run: dotnet run -c Release --project bench/Bf16Probe [-- --steps N --preset mid|1.3b --layers L | --ops]
+// Run: dotnet run -c Release --project bench/Bf16Probe [-- --steps N --preset mid|1.3b --layers L | --ops | --attn | --block | --attn-error | --attn-speed [--rounds N]]
 using System.Diagnostics;
 using System.Globalization;
 using FastVideo.Models.Dits;
@@ -13,6 +13,8 @@ int steps = int.Parse(Arg("--steps", "4"), CultureInfo.InvariantCulture);
 if (args.Contains("--ops")) { Ops(); return; }
 if (args.Contains("--attn")) { Attn(); return; }
 if (args.Contains("--block")) { Block(); return; }
+if (args.Contains("--attn-error")) { AttnError(); return; }
+if (args.Contains("--attn-speed")) { AttnSpeed(int.Parse(Arg("--rounds", "3"), CultureInfo.InvariantCulture)); return; }
 // --preset mid: the mid-size bench model (D=512, 8 layers, 1024 video + 64 text tokens); --preset 1.3b: blocks of
 // Wan2.1-T2V-1.3B's config (D=1536, 12 heads, ffn 8960; --layers of its 30) at latent [16,3,32,32] with 512 text tokens.
 bool big = Arg("--preset", "mid") == "1.3b";
@@ -144,6 +146,101 @@ static void Block()
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"{dt,-9} block fwd+bwd {blk:F1} ms | each fwd+bwd (minus a bare sum().backward() {sum:F2}): rmsnorm {rms - sum:F2} (x4/block), rope {rot - sum:F2} (x2), layernorm+scale-shift {ln - sum:F2} (x2), add-gated {add - sum:F2} (x2), gelu 1024x2048 {gelu - sum:F2} ms"));
     }
+}
+
+// Attention's error at [1,8,1024,64] against an fp64 reference, for scores of std 1, 3 and 6: the output and the q/k/v
+// gradients (random upstream gradient) of SDPA in fp32, SDPA on bf16 inputs and ChunkedAttention's three score
+// products. "total": against the reference on the fp32 draw (what bf16 compute costs, input rounding included);
+// "kernel": against the reference on the bf16-rounded inputs (the kernel's own error). Relative Frobenius norms.
+static void AttnError()
+{
+    var f32 = ScalarType.Float32; var bf = ScalarType.BFloat16; var f64 = ScalarType.Float64;
+    Console.WriteLine("| score std | kernel | ref | out | dq | dk | dv |");
+    Console.WriteLine("|---|---|---|---|---|---|---|");
+    foreach (var std in new[] { 1.0, 3.0, 6.0 })
+    {
+        using var scope = NewDisposeScope();
+        using var gen = new Generator(42, device("cpu"));
+        // q·k/8 over d=64 terms of N(0,σ²)·N(0,σ²): std σ²
+        double sigma = Math.Sqrt(std);
+        var q = randn([1, 8, 1024, 64], generator: gen) * sigma; var k = randn([1, 8, 1024, 64], generator: gen) * sigma;
+        var v = randn([1, 8, 1024, 64], generator: gen); var dO = randn([1, 8, 1024, 64], generator: gen);
+        var (qb, kb, vb, gb) = (q.to_type(bf), k.to_type(bf), v.to_type(bf), dO.to_type(bf));
+        var refTotal = Reference(q, k, v, dO);
+        var refKernel = Reference(qb, kb, vb, gb);
+        var candidates = new List<(string Name, Tensor[] R)>
+        {
+            ("SDPA fp32", Sdpa(q, k, v, dO)),
+            ("SDPA bf16", Sdpa(qb, kb, vb, gb)),
+        };
+        foreach (var mode in new[] { FastVideo.Models.Layers.ScoreProducts.Bf16, FastVideo.Models.Layers.ScoreProducts.Fp32, FastVideo.Models.Layers.ScoreProducts.Shifted })
+        {
+            var (o, lse, shift) = FastVideo.Models.Layers.ChunkedAttention.Forward(qb, kb, vb, null, mode);
+            var (dq, dk, dv) = FastVideo.Models.Layers.ChunkedAttention.Backward(qb, kb, vb, null, o, lse, shift, gb, mode);
+            candidates.Add(($"chunked {mode}", [o, dq, dk, dv]));
+        }
+        foreach (var (name, r) in candidates)
+        {
+            string Row(Tensor[] reference) => string.Join(" | ", r.Zip(reference, (x, y) =>
+                ((x.to_type(f64) - y).norm().item<double>() / y.norm().item<double>()).ToString("0.00e+0", CultureInfo.InvariantCulture)));
+            Console.WriteLine($"| {std} | {name} | total | {Row(refTotal)} |");
+            if (name != "SDPA fp32") Console.WriteLine($"| {std} | {name} | kernel | {Row(refKernel)} |");
+        }
+    }
+
+    static Tensor[] Reference(Tensor q, Tensor k, Tensor v, Tensor dO)
+    {
+        var f64 = ScalarType.Float64;
+        var (q64, k64, v64) = (q.to_type(f64).requires_grad_(), k.to_type(f64).requires_grad_(), v.to_type(f64).requires_grad_());
+        var o = nn.functional.softmax(q64.matmul(k64.transpose(-2, -1)) / 8.0, -1).matmul(v64);
+        o.backward([dO.to_type(f64)]);
+        return [o.detach(), q64.grad!, k64.grad!, v64.grad!];
+    }
+
+    static Tensor[] Sdpa(Tensor q, Tensor k, Tensor v, Tensor dO)
+    {
+        var (qg, kg, vg) = (q.detach().requires_grad_(), k.detach().requires_grad_(), v.detach().requires_grad_());
+        var o = nn.functional.scaled_dot_product_attention(qg, kg, vg);
+        o.backward([dO]);
+        return [o.detach(), qg.grad!, kg.grad!, vg.grad!];
+    }
+}
+
+// Time of SDPA (fp32 and bf16) and ChunkedAttention's score products in bf16 at [1,8,1024,64], forward and
+// forward + backward (SDPA through autograd; chunked as its forward then its backward), interleaved over rounds.
+static void AttnSpeed(int rounds)
+{
+    var bf = ScalarType.BFloat16;
+    var q = randn(1, 8, 1024, 64); var k = randn(1, 8, 1024, 64); var v = randn(1, 8, 1024, 64); var dO = randn(1, 8, 1024, 64);
+    // As the model passes them: [B,S,H,d] transposed to [B,H,S,d] (not contiguous).
+    Tensor AsModel(Tensor t, ScalarType dt) => t.transpose(1, 2).contiguous().transpose(1, 2).to_type(dt);
+    var cases = new List<(string Name, Action F, Action FB)>();
+    foreach (var dt in new[] { ScalarType.Float32, bf })
+    {
+        var (qq, kk, vv, gg) = (AsModel(q, dt), AsModel(k, dt), AsModel(v, dt), AsModel(dO, dt));
+        cases.Add(($"SDPA {dt}",
+            () => { using var s = NewDisposeScope(); using var ng = no_grad(); nn.functional.scaled_dot_product_attention(qq, kk, vv); },
+            () => { using var s = NewDisposeScope();
+                var (a, b, c) = (qq.detach().requires_grad_(), kk.detach().requires_grad_(), vv.detach().requires_grad_());
+                nn.functional.scaled_dot_product_attention(a, b, c).backward([gg]); }));
+    }
+    var (qb, kb, vb, gb) = (AsModel(q, bf), AsModel(k, bf), AsModel(v, bf), AsModel(dO, bf));
+    foreach (var mode in new[] { FastVideo.Models.Layers.ScoreProducts.Bf16, FastVideo.Models.Layers.ScoreProducts.Fp32, FastVideo.Models.Layers.ScoreProducts.Shifted })
+        cases.Add(($"chunked {mode}",
+            () => { using var s = NewDisposeScope(); FastVideo.Models.Layers.ChunkedAttention.Forward(qb, kb, vb, null, mode); },
+            () => { using var s = NewDisposeScope();
+                var (o, lse, shift) = FastVideo.Models.Layers.ChunkedAttention.Forward(qb, kb, vb, null, mode);
+                FastVideo.Models.Layers.ChunkedAttention.Backward(qb, kb, vb, null, o, lse, shift, gb, mode); }));
+    var times = cases.ToDictionary(c => c.Name, _ => (F: new List<double>(), FB: new List<double>()));
+    for (int r = 0; r < rounds; r++)
+        foreach (var (name, f, fb) in cases)
+        {
+            times[name].F.Add(MeanMs(f, warmups: 2, reps: 10));
+            times[name].FB.Add(MeanMs(fb, warmups: 2, reps: 10));
+        }
+    double Med(List<double> xs) { var a = xs.Order().ToArray(); return a[a.Length / 2]; }
+    foreach (var (name, (f, fb)) in times)
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{name,-16} forward {Med(f):F2} ms  forward+backward {Med(fb):F2} ms  (rounds: {string.Join(", ", fb.Select(x => x.ToString("F1", CultureInfo.InvariantCulture)))})"));
 }
 
 // Mean milliseconds of `reps` calls after `warmups` untimed ones.
