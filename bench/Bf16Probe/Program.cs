@@ -173,11 +173,16 @@ static void AttnError()
             ("SDPA fp32", Sdpa(q, k, v, dO)),
             ("SDPA bf16", Sdpa(qb, kb, vb, gb)),
         };
-        foreach (var mode in new[] { FastVideo.Models.Layers.ScoreProducts.Bf16, FastVideo.Models.Layers.ScoreProducts.Fp32, FastVideo.Models.Layers.ScoreProducts.Shifted })
+        foreach (var mode in new[] { Bf16Probe.ScoreProducts.Bf16, Bf16Probe.ScoreProducts.Fp32, Bf16Probe.ScoreProducts.Shifted })
         {
-            var (o, lse, shift) = FastVideo.Models.Layers.ChunkedAttention.Forward(qb, kb, vb, null, mode);
-            var (dq, dk, dv) = FastVideo.Models.Layers.ChunkedAttention.Backward(qb, kb, vb, null, o, lse, shift, gb, mode);
+            var (o, lse, shift) = Bf16Probe.ChunkedAttention.Forward(qb, kb, vb, null, mode);
+            var (dq, dk, dv) = Bf16Probe.ChunkedAttention.Backward(qb, kb, vb, null, o, lse, shift, gb, mode);
             candidates.Add(($"chunked {mode}", [o, dq, dk, dv]));
+        }
+        {
+            var (o, lse, shift) = FastVideo.Models.Layers.Bf16Attention.Forward(qb, kb, vb, null);
+            var (dq, dk, dv) = FastVideo.Models.Layers.Bf16Attention.Backward(qb, kb, vb, null, o, lse, shift, gb);
+            candidates.Add(("Bf16Attention", [o, dq, dk, dv]));
         }
         foreach (var (name, r) in candidates)
         {
@@ -225,12 +230,17 @@ static void AttnSpeed(int rounds)
                 nn.functional.scaled_dot_product_attention(a, b, c).backward([gg]); }));
     }
     var (qb, kb, vb, gb) = (AsModel(q, bf), AsModel(k, bf), AsModel(v, bf), AsModel(dO, bf));
-    foreach (var mode in new[] { FastVideo.Models.Layers.ScoreProducts.Bf16, FastVideo.Models.Layers.ScoreProducts.Fp32, FastVideo.Models.Layers.ScoreProducts.Shifted })
+    foreach (var mode in new[] { Bf16Probe.ScoreProducts.Bf16, Bf16Probe.ScoreProducts.Fp32, Bf16Probe.ScoreProducts.Shifted })
         cases.Add(($"chunked {mode}",
-            () => { using var s = NewDisposeScope(); FastVideo.Models.Layers.ChunkedAttention.Forward(qb, kb, vb, null, mode); },
+            () => { using var s = NewDisposeScope(); Bf16Probe.ChunkedAttention.Forward(qb, kb, vb, null, mode); },
             () => { using var s = NewDisposeScope();
-                var (o, lse, shift) = FastVideo.Models.Layers.ChunkedAttention.Forward(qb, kb, vb, null, mode);
-                FastVideo.Models.Layers.ChunkedAttention.Backward(qb, kb, vb, null, o, lse, shift, gb, mode); }));
+                var (o, lse, shift) = Bf16Probe.ChunkedAttention.Forward(qb, kb, vb, null, mode);
+                Bf16Probe.ChunkedAttention.Backward(qb, kb, vb, null, o, lse, shift, gb, mode); }));
+    cases.Add(("Bf16Attention",
+        () => { using var s = NewDisposeScope(); FastVideo.Models.Layers.Bf16Attention.Forward(qb, kb, vb, null); },
+        () => { using var s = NewDisposeScope();
+            var (o, lse, shift) = FastVideo.Models.Layers.Bf16Attention.Forward(qb, kb, vb, null);
+            FastVideo.Models.Layers.Bf16Attention.Backward(qb, kb, vb, null, o, lse, shift, gb); }));
     var times = cases.ToDictionary(c => c.Name, _ => (F: new List<double>(), FB: new List<double>()));
     for (int r = 0; r < rounds; r++)
         foreach (var (name, f, fb) in cases)

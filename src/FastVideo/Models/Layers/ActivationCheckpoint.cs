@@ -131,13 +131,57 @@ public static class ActivationCheckpoint
     public static Tensor Attention(Tensor q, Tensor k, Tensor v, Tensor? mask)
     {
         var s = Selective.Current;
-        if (s is null) return nn.functional.scaled_dot_product_attention(q, k, v, attn_mask: mask);
-        if (!s.Replaying) return s.Record(nn.functional.scaled_dot_product_attention(q, k, v, attn_mask: mask));
+        bool bf16 = UsesBf16Kernel(q, k, v, mask);
+        if (s is null) return bf16 ? Bf16(q, k, v, mask, null) : Sdpa(q, k, v, mask);
+        if (!s.Replaying)
+        {
+            if (!bf16) return s.Record(Sdpa(q, k, v, mask));
+            // The bf16 kernel's backward also needs the rows' log-sum-exp and shifts: kept with the output.
+            Bf16OnThread++;
+            var (o, lse, shift) = Bf16Attention.Forward(q, k, v, mask);
+            s.Record(lse); s.Record(shift);
+            return s.Record(o);
+        }
         ReusedOnThread++;
-        var kept = s.Next(q.shape[..^1].Append(v.shape[^1]).ToArray());
+        var outShape = q.shape[..^1].Append(v.shape[^1]).ToArray();
+        if (bf16)
+        {
+            var (lse, shift) = (s.Next(q.shape[..^1]), s.Next(q.shape[..^1]));
+            return Bf16(q, k, v, mask, new Bf16Forward(s.Next(outShape), lse, shift));
+        }
+        var kept = s.Next(outShape);
         return mask is null
             ? KeptAttentionFunction.apply(new Kept(kept), q, k, v)
             : KeptAttentionFunction.apply(new Kept(kept), q, k, v, mask);
+    }
+
+    private static Tensor Sdpa(Tensor q, Tensor k, Tensor v, Tensor? mask) => nn.functional.scaled_dot_product_attention(q, k, v, attn_mask: mask);
+
+    /// <summary>
+    /// Under bf16 compute (q, k, v in bf16, no mask or a boolean one) attention runs <see cref="Bf16Attention"/> rather
+    /// than LibTorch's SDPA: LibTorch's CPU flash attention costs as much in bf16 as in fp32, the bf16 kernel about 0.7x
+    /// of it forward and backward, at an error no worse in kind (bench/results/bf16-speed-2026-12-04.md).
+    /// </summary>
+    private static bool UsesBf16Kernel(Tensor q, Tensor k, Tensor v, Tensor? mask) =>
+        q.dtype == ScalarType.BFloat16 && k.dtype == ScalarType.BFloat16 && v.dtype == ScalarType.BFloat16
+        && (mask is null || mask.dtype == ScalarType.Bool);
+
+    /// <summary>The bf16 kernel: a plain forward without a graph, else its autograd node (<paramref name="kept"/>: the
+    /// forward's results, kept by the selective policy; null: computed now).</summary>
+    private static Tensor Bf16(Tensor q, Tensor k, Tensor v, Tensor? mask, Bf16Forward? kept)
+    {
+        if (kept is null) Bf16OnThread++;
+        if (!is_grad_enabled() || !(q.requires_grad || k.requires_grad || v.requires_grad))
+        {
+            if (kept is not null) return kept.Output!.alias();
+            var (o, lse, shift) = Bf16Attention.Forward(q, k, v, mask);
+            lse.Dispose(); shift.Dispose();
+            return o;
+        }
+        // A scope of its own: the node's log-sum-exp and shifts (saved by the node) and TorchSharp's per-node leftovers.
+        using var scope = NewDisposeScope();
+        var data = kept ?? new Bf16Forward(null, null, null);
+        return (mask is null ? Bf16AttentionFunction.apply(data, q, k, v) : Bf16AttentionFunction.apply(data, q, k, v, mask)).MoveToOuterDisposeScope();
     }
 
     /// <summary>After <c>loss.backward()</c>: frees the gradients the checkpoint nodes returned and rethrows an error
@@ -154,6 +198,9 @@ public static class ActivationCheckpoint
     /// <summary>Checkpointed calls made, recomputations run and kept outputs reused by them on this thread (tests
     /// check that a policy is really applied).</summary>
     [ThreadStatic] internal static int CheckpointedOnThread, RecomputedOnThread, ReusedOnThread;
+
+    /// <summary>Attention calls that ran <see cref="Bf16Attention"/> on this thread (tests check the routing).</summary>
+    [ThreadStatic] internal static int Bf16OnThread;
 
     // --- errors and returned gradients -------------------------------------------------------------------------------
 
@@ -385,6 +432,48 @@ public static class ActivationCheckpoint
                 }
                 Tensor Out(Tensor? t) => t?.MoveToOuterDisposeScope()!;
                 return [null!, Out(gx), Out(gw), Out(gb), Out(ga), Out(gbb)];
+            });
+        }
+    }
+
+    /// <summary>Bf16Attention's forward results when they exist already (kept by the selective policy), passed as data.</summary>
+    private sealed record Bf16Forward(Tensor? Output, Tensor? LogSumExp, Tensor? Shift);
+
+    /// <summary><see cref="Bf16Attention"/> as an autograd node: it keeps q, k, v, the output, the log-sum-exp and the
+    /// shift per row, and recomputes the probabilities in backward.</summary>
+    private sealed class Bf16AttentionFunction : SingleTensorFunction<Bf16AttentionFunction>
+    {
+        public override string Name => "Bf16Attention";
+
+        // vars: [Bf16Forward, q [B,H,S,d], k [B,H,L,d], v [B,H,L,d], mask? (bool, broadcastable to [B,H,S,L])]
+        public override Tensor forward(AutogradContext ctx, params object[] vars)
+        {
+            var kept = (Bf16Forward)vars[0];
+            var (q, k, v) = ((Tensor)vars[1], (Tensor)vars[2], (Tensor)vars[3]);
+            var mask = vars.Length > 4 ? (Tensor)vars[4] : null;
+            var (o, lse, shift) = kept.Output is null ? Bf16Attention.Forward(q, k, v, mask) : (kept.Output.detach(), kept.LogSumExp!, kept.Shift!);
+            // (TorchSharp saves them after forward returns: lse and shift must not be disposed here)
+            ctx.save_for_backward(mask is null ? [q, k, v, o, lse, shift] : [q, k, v, o, lse, shift, mask]);
+            ctx.save_data("needs", new[] { q.requires_grad, k.requires_grad, v.requires_grad });
+            ctx.save_data("inputs", vars.Length);
+            ctx.save_data("thread", Environment.CurrentManagedThreadId);
+            ctx.set_materialize_grads(false);
+            return o;
+        }
+
+        public override List<Tensor> backward(AutogradContext ctx, Tensor g)
+        {
+            var needs = (bool[])ctx.get_data("needs");
+            int inputs = (int)ctx.get_data("inputs");
+            return Guarded(inputs, (int)ctx.get_data("thread"), g, () =>
+            {
+                using var scope = NewDisposeScope();
+                var s = ctx.get_saved_variables();
+                var (dq, dk, dv) = Bf16Attention.Backward(s[0], s[1], s[2], s.Count > 6 ? s[6] : null, s[3], s[4], s[5], g);
+                Tensor Out(Tensor t, int i) => needs[i] ? t.MoveToOuterDisposeScope() : null!;
+                var grads = new List<Tensor> { null!, Out(dq, 0), Out(dk, 1), Out(dv, 2) };
+                if (inputs > 4) grads.Add(null!);
+                return grads;
             });
         }
     }

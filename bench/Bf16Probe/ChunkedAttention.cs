@@ -1,6 +1,6 @@
 using static TorchSharp.torch;
 
-namespace FastVideo.Models.Layers;
+namespace Bf16Probe;
 
 /// <summary>How <see cref="ChunkedAttention"/> forms the score products q·kᵀ and dO·vᵀ from bf16 inputs.</summary>
 public enum ScoreProducts
@@ -16,6 +16,8 @@ public enum ScoreProducts
 }
 
 /// <summary>
+/// The first prototype of the bf16 attention (the probe's candidates; the model uses FastVideo.Models.Layers.Bf16Attention,
+/// which is the Shifted form one head at a time with reused buffers).
 /// Exact attention over [B,H,S,d] bf16 q and [B,H,L,d] k/v, computed a block of queries at a time (all heads), with the
 /// softmax in fp32 and bf16 matmuls. Forward returns the output and the per-row log-sum-exp; backward recomputes the
 /// probabilities per block from them (flash attention's recurrence: D = rowsum(dO∘O), dS = P∘(dP − D)). No more than
