@@ -14,7 +14,7 @@ if (args.Contains("--ops")) { Ops(); return; }
 if (args.Contains("--attn")) { Attn(); return; }
 if (args.Contains("--block")) { Block(); return; }
 if (args.Contains("--attn-error")) { AttnError(); return; }
-if (args.Contains("--attn-speed")) { AttnSpeed(int.Parse(Arg("--rounds", "3"), CultureInfo.InvariantCulture)); return; }
+if (args.Contains("--attn-speed")) { AttnSpeed(int.Parse(Arg("--rounds", "3"), CultureInfo.InvariantCulture), Arg("--shape", "1,8,1024,1024,64").Split(',').Select(long.Parse).ToArray()); return; }
 // --preset mid: the mid-size bench model (D=512, 8 layers, 1024 video + 64 text tokens); --preset 1.3b: blocks of
 // Wan2.1-T2V-1.3B's config (D=1536, 12 heads, ffn 8960; --layers of its 30) at latent [16,3,32,32] with 512 text tokens.
 bool big = Arg("--preset", "mid") == "1.3b";
@@ -211,12 +211,13 @@ static void AttnError()
     }
 }
 
-// Time of SDPA (fp32 and bf16) and ChunkedAttention's score products in bf16 at [1,8,1024,64], forward and
+// Time of SDPA (fp32 and bf16) and ChunkedAttention's score products in bf16 at [1,8,1024,64] (--shape B,H,S,L,d), forward and
 // forward + backward (SDPA through autograd; chunked as its forward then its backward), interleaved over rounds.
-static void AttnSpeed(int rounds)
+static void AttnSpeed(int rounds, long[] shape)
 {
     var bf = ScalarType.BFloat16;
-    var q = randn(1, 8, 1024, 64); var k = randn(1, 8, 1024, 64); var v = randn(1, 8, 1024, 64); var dO = randn(1, 8, 1024, 64);
+    var (b, h, sq, sk, d) = (shape[0], shape[1], shape[2], shape[3], shape[4]);
+    var q = randn(b, h, sq, d); var k = randn(b, h, sk, d); var v = randn(b, h, sk, d); var dO = randn(b, h, sq, d);
     // As the model passes them: [B,S,H,d] transposed to [B,H,S,d] (not contiguous).
     Tensor AsModel(Tensor t, ScalarType dt) => t.transpose(1, 2).contiguous().transpose(1, 2).to_type(dt);
     var cases = new List<(string Name, Action F, Action FB)>();

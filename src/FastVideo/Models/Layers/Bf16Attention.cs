@@ -3,8 +3,9 @@ using static TorchSharp.torch;
 namespace FastVideo.Models.Layers;
 
 /// <summary>
-/// Exact attention softmax(q kᵀ / sqrt(d)) v over bf16 [B,H,S,d] q and [B,H,L,d] k/v with bf16 matmuls, one head and
-/// block of queries at a time (no more than one block's [n, L] scores exist), the softmax in fp32.
+/// Exact attention softmax(q kᵀ / sqrt(d)) v over bf16 [B,H,S,d] q and [B,H,L,d] k/v with bf16 matmuls and the
+/// softmax in fp32, a block at a time: several heads with all their queries when a head's scores are small, else one
+/// head and a block of its queries (no more than one block's scores exist).
 /// <para>LibTorch's CPU flash attention keeps its scores in fp32 and costs the same in bf16 as in fp32; a bf16 matmul
 /// rounds its output to bf16, whose absolute error grows with the logits (at logits of std 6 that doubles the
 /// attention's error). Here each score product carries one extra column that subtracts a per-row shift inside the
@@ -15,7 +16,7 @@ namespace FastVideo.Models.Layers;
 /// </summary>
 public static class Bf16Attention
 {
-    /// <summary>Score values per block (4 MiB in fp32): a head's queries are split when S·L exceeds it.</summary>
+    /// <summary>Score values per block (4 MiB in fp32).</summary>
     public static long BlockValues { get; set; } = 1L << 20;
 
     /// <summary>o [B,H,S,dv] (bf16), the log-sum-exp of the scaled scores [B,H,S] (fp32) and the rows' shifts [B,H,S]
@@ -29,44 +30,42 @@ public static class Bf16Attention
         var f32 = ScalarType.Float32;
         var (q3, v3) = (g.Flat(q), g.Flat(v));
         var kaT = Augmented(g.Flat(k));
-        // The output in [B,S,H,dv] memory, as SDPA lays it out: the model's transpose(1, 2).flatten(2) is then a view.
-        var o = empty(g.B, g.S, g.H, g.Dv, dtype: q.dtype).permute(0, 2, 1, 3);
+        var o3 = empty(g.Bh, g.S, g.Dv, dtype: q.dtype);
         var lse = empty(g.Bh, g.S, 1, dtype: f32);
         var shifts = empty(g.Bh, g.S, 1, dtype: q.dtype);
-        var ws = Workspace.For(g.Rows, g.L, g.D, g.Dv, q.dtype);
-        for (long i = 0; i < g.Bh; i++)
-            for (long start = 0; start < g.S; start += g.Rows)
-            {
-                using var step = NewDisposeScope();
-                long n = Math.Min(g.Rows, g.S - start);
-                var (sb, sf, qa) = (ws.Sb.narrow(0, 0, n), ws.Sf.narrow(0, 0, n), ws.Qa.narrow(0, 0, n));
-                var qc = q3[i].narrow(0, start, n);
-                var hidden = g.Hidden(i, start, n);
-                // The shift: bf16 row maxima of the rounded scores.
-                sb.addmm_(qc, kaT[i].narrow(0, 0, g.D), beta: 0, alpha: 1);
-                sf.copy_(sb);
-                if (hidden is not null) sf.masked_fill_(hidden, double.NegativeInfinity);
-                var shift = sf.amax([-1], keepdim: true).to_type(q.dtype);          // [n,1]
-                shifts[i].narrow(0, start, n).copy_(shift);
-                // exp(scale·(q·kᵀ − shift)): at most 1 up to a rounding, so no further maximum is needed.
-                qa.narrow(1, 0, g.D).copy_(qc);
-                qa.narrow(1, g.D, 1).copy_(shift).neg_();
-                sb.addmm_(qa, kaT[i], beta: 0, alpha: 1);
-                sf.copy_(sb).mul_(g.Scale);
-                if (hidden is not null) sf.masked_fill_(hidden, double.NegativeInfinity);
-                sf.exp_();
-                var l = sf.sum(-1, keepdim: true);
-                // Normalised before the rounding (after the product, the bf16 output would be rounded twice).
-                sb.copy_(sf.div_(l));
-                g.Slice(o, i).narrow(0, start, n).copy_(sb.mm(v3[i]));
-                lse[i].narrow(0, start, n).copy_(l.log_().add_(shift.to_type(f32).mul_(g.Scale)));
-            }
+        var ws = g.Heads == 1 ? Workspace.For(g.Rows, g.L, g.D, g.Dv, q.dtype) : null;
+        foreach (var (i, h, start, n) in g.Blocks())
+        {
+            using var step = NewDisposeScope();
+            var qc = q3.narrow(0, i, h).narrow(1, start, n);                      // [h,n,d]
+            var kT = kaT.narrow(0, i, h);                                         // [h,W,L]
+            var hidden = g.Hidden(i, h, start, n);
+            // The shift: bf16 row maxima of the rounded scores.
+            var sf = Convert(Gemm(qc, kT.narrow(1, 0, g.D), ws?.Sb.narrow(1, 0, n)), f32, ws?.Sf.narrow(1, 0, n));
+            if (hidden is not null) sf.masked_fill_(hidden, double.NegativeInfinity);
+            var shift = sf.amax([-1], keepdim: true).to_type(q.dtype);            // [h,n,1]
+            shifts.narrow(0, i, h).narrow(1, start, n).copy_(shift);
+            // exp(scale·(q·kᵀ − shift)): at most 1 up to a rounding, so no further maximum is needed.
+            var scores = Gemm(Augment(qc, shift, ws?.Qa.narrow(1, 0, n)), kT, ws?.Sb.narrow(1, 0, n));
+            sf = Convert(scores, f32, ws?.Sf.narrow(1, 0, n)).mul_(g.Scale);
+            if (hidden is not null) sf.masked_fill_(hidden, double.NegativeInfinity);
+            sf.exp_();
+            var l = sf.sum(-1, keepdim: true);
+            // Normalised before the rounding (after the product, the bf16 output would be rounded twice).
+            var p = Convert(sf.div_(l), q.dtype, ws?.Sb.narrow(1, 0, n));
+            o3.narrow(0, i, h).narrow(1, start, n).copy_(p.bmm(v3.narrow(0, i, h)));
+            lse.narrow(0, i, h).narrow(1, start, n).copy_(l.log_().add_(shift.to_type(f32).mul_(g.Scale)));
+        }
+        // The output in [B,S,H,dv] memory, as SDPA lays it out: the model's transpose(1, 2).flatten(2) is then a view.
+        var o = empty(g.B, g.S, g.H, g.Dv, dtype: q.dtype).permute(0, 2, 1, 3);
+        o.copy_(o3.view(g.B, g.H, g.S, g.Dv));
         return (o.MoveToOuterDisposeScope(),
-                lse.view(g.OutShape[..^1]).MoveToOuterDisposeScope(),
-                shifts.view(g.OutShape[..^1]).MoveToOuterDisposeScope());
+                lse.view(g.B, g.H, g.S).MoveToOuterDisposeScope(),
+                shifts.view(g.B, g.H, g.S).MoveToOuterDisposeScope());
     }
 
-    /// <summary>dq, dk, dv (bf16) for the upstream gradient <paramref name="dO"/>, from <see cref="Forward"/>'s results.</summary>
+    /// <summary>dq, dk, dv (bf16, in their inputs' memory layout) for the upstream gradient <paramref name="dO"/>, from
+    /// <see cref="Forward"/>'s results.</summary>
     public static (Tensor Dq, Tensor Dk, Tensor Dv) Backward(Tensor q, Tensor k, Tensor v, Tensor? mask, Tensor o, Tensor lse, Tensor shift, Tensor dO)
     {
         using var scope = NewDisposeScope();
@@ -81,41 +80,58 @@ public static class Bf16Attention
         var rowDotLo = rowDot - rowDotHi.to_type(f32);
         var kaT = Augmented(k3);
         var vaT = Augmented(g.Flat(v));
-        // Gradients in their inputs' memory layout (the model's q, k, v are transposed views of [B,N,H,d]).
-        var dq = empty_like(q);
-        var dk = zeros_like(k, dtype: f32);
-        var dv = zeros_like(v, dtype: f32);
-        var ws = Workspace.For(g.Rows, g.L, g.D, g.Dv, q.dtype);
-        for (long i = 0; i < g.Bh; i++)
-            for (long start = 0; start < g.S; start += g.Rows)
-            {
-                using var step = NewDisposeScope();
-                long n = Math.Min(g.Rows, g.S - start);
-                var (sb, sf, sf2, qa, ga) = (ws.Sb.narrow(0, 0, n), ws.Sf.narrow(0, 0, n), ws.Sf2.narrow(0, 0, n), ws.Qa.narrow(0, 0, n), ws.Ga.narrow(0, 0, n));
-                var (qc, gc) = (q3[i].narrow(0, start, n), g3[i].narrow(0, start, n));
-                var (lc, sc) = (lse3[i].narrow(0, start, n), shift3[i].narrow(0, start, n));
-                var hidden = g.Hidden(i, start, n);
-                // P = exp(scale·(q·kᵀ − shift) − (lse − scale·shift))
-                qa.narrow(1, 0, g.D).copy_(qc);
-                qa.narrow(1, g.D, 1).copy_(sc).neg_();
-                sb.addmm_(qa, kaT[i], beta: 0, alpha: 1);
-                sf.copy_(sb).mul_(g.Scale).sub_(lc - sc.to_type(f32).mul_(g.Scale));
-                if (hidden is not null) sf.masked_fill_(hidden, double.NegativeInfinity);
-                sf.exp_();
-                sb.copy_(sf);
-                ws.Vb.addmm_(sb.t(), gc, beta: 0, alpha: 1);                        // Pᵀ dO [L,dv]
-                g.Slice(dv, i).add_(ws.Vf.copy_(ws.Vb));                                     // (a mixed-dtype add_ is many times slower)
-                // dP − D = [dO, −bf16(D)]·[v, 1]ᵀ − (D − bf16(D))
-                ga.narrow(1, 0, g.Dv).copy_(gc);
-                ga.narrow(1, g.Dv, 1).copy_(rowDotHi[i].narrow(0, start, n)).neg_();
-                sb.addmm_(ga, vaT[i], beta: 0, alpha: 1);
-                sf2.copy_(sb).sub_(rowDotLo[i].narrow(0, start, n));
-                sb.copy_(sf.mul_(sf2).mul_(g.Scale));                              // dS·scale = P∘(dP − D)·scale
-                g.Slice(dq, i).narrow(0, start, n).copy_(sb.mm(k3[i]));                      // dQ = dS K · scale
-                ws.Kb.addmm_(sb.t(), qc, beta: 0, alpha: 1);                        // dSᵀ Q · scale [L,d]
-                g.Slice(dk, i).add_(ws.Kf.copy_(ws.Kb));
-            }
-        return (dq.MoveToOuterDisposeScope(), dk.to_type(k.dtype).MoveToOuterDisposeScope(), dv.to_type(v.dtype).MoveToOuterDisposeScope());
+        var dq3 = empty(g.Bh, g.S, g.D, dtype: q.dtype);
+        var dk3 = zeros(g.Bh, g.L, g.D, dtype: f32);
+        var dv3 = zeros(g.Bh, g.L, g.Dv, dtype: f32);
+        var ws = g.Heads == 1 ? Workspace.For(g.Rows, g.L, g.D, g.Dv, q.dtype) : null;
+        foreach (var (i, h, start, n) in g.Blocks())
+        {
+            using var step = NewDisposeScope();
+            Tensor Rows(Tensor t) => t.narrow(0, i, h).narrow(1, start, n);
+            var (qc, gc, lc, sc) = (Rows(q3), Rows(g3), Rows(lse3), Rows(shift3));
+            var hidden = g.Hidden(i, h, start, n);
+            var (sb, sf) = (ws?.Sb.narrow(1, 0, n), ws?.Sf.narrow(1, 0, n));
+            // P = exp(scale·(q·kᵀ − shift) − (lse − scale·shift))
+            var scores = Gemm(Augment(qc, sc, ws?.Qa.narrow(1, 0, n)), kaT.narrow(0, i, h), sb);
+            var p = Convert(scores, f32, sf).mul_(g.Scale).sub_(lc - sc.to_type(f32).mul_(g.Scale));
+            if (hidden is not null) p.masked_fill_(hidden, double.NegativeInfinity);
+            p.exp_();
+            var pb = Convert(p, q.dtype, sb);
+            // dV += Pᵀ dO (bf16 products converted before they are accumulated: a mixed-dtype add_ is many times slower)
+            dv3.narrow(0, i, h).add_(Convert(Gemm(pb.transpose(1, 2), gc, ws?.Vb), f32, ws?.Vf));
+            // dP − D = [dO, −bf16(D)]·[v, 1]ᵀ − (D − bf16(D))
+            var dp = Gemm(Augment(gc, Rows(rowDotHi), ws?.Ga.narrow(1, 0, n)), vaT.narrow(0, i, h), sb);
+            var dpd = Convert(dp, f32, ws?.Sf2.narrow(1, 0, n)).sub_(Rows(rowDotLo));
+            var ds = Convert(p.mul_(dpd).mul_(g.Scale), q.dtype, sb);                // dS·scale = P∘(dP − D)·scale
+            Rows(dq3).copy_(ds.bmm(k3.narrow(0, i, h)));                             // dQ = dS K · scale
+            dk3.narrow(0, i, h).add_(Convert(Gemm(ds.transpose(1, 2), qc, ws?.Kb), f32, ws?.Kf));   // dK += dSᵀ Q · scale
+        }
+        Tensor Out(Tensor like, Tensor t) => empty_like(like).copy_(t.view(like.shape)).MoveToOuterDisposeScope();
+        return (Out(q, dq3), Out(k, dk3), Out(v, dv3));
+    }
+
+    /// <summary>a·b for [h,n,K] a and [h,K,L] b; into a [1,n,L] buffer when given (one head: in place, no fresh
+    /// allocation), else a new tensor.</summary>
+    private static Tensor Gemm(Tensor a, Tensor b, Tensor? into)
+    {
+        if (into is null) return a.bmm(b);
+        into[0].addmm_(a[0], b[0], beta: 0, alpha: 1);
+        return into;
+    }
+
+    /// <summary><paramref name="x"/> in <paramref name="dtype"/>, into <paramref name="into"/> when given.</summary>
+    private static Tensor Convert(Tensor x, ScalarType dtype, Tensor? into) => into is null ? x.to_type(dtype) : into.copy_(x);
+
+    /// <summary>[a, −shift, 0...] ([h,n,d] a, [h,n,1] shift) to the width of <see cref="Augmented"/>; into a buffer
+    /// whose padding is zero when given.</summary>
+    private static Tensor Augment(Tensor a, Tensor shift, Tensor? into)
+    {
+        long d = a.shape[2];
+        if (into is null)
+            return cat([a, shift.neg(), zeros(a.shape[0], a.shape[1], Width(d) - d - 1, dtype: a.dtype)], 2);
+        into.narrow(2, 0, d).copy_(a);
+        into.narrow(2, d, 1).copy_(shift).neg_();
+        return into;
     }
 
     /// <summary>[Bh,L,d] -> [Bh,W,L]: transposed, a row of ones after the d rows, zero rows up to W (a multiple of 16:
@@ -132,9 +148,10 @@ public static class Bf16Attention
     private static long Width(long d) => (d + 1 + 15) / 16 * 16;
 
     /// <summary>
-    /// Per-thread buffers of one block shape, kept across calls: fresh multi-MiB buffers per call would be mapped and
-    /// faulted in again and again (glibc hands sizes above its mmap threshold to the kernel). The 4 most recent shapes are
-    /// kept (self- and cross-attention alternate), about 10 MiB each for a block of 1M scores.
+    /// Per-thread buffers of one block shape for one-head blocks, kept across calls: fresh multi-MiB buffers per call
+    /// would be mapped and faulted in again and again (glibc hands sizes above its mmap threshold to the kernel). The 4
+    /// most recent shapes are kept, about 10 MiB each for a block of 1M scores. (Blocks of several heads are small and
+    /// use fresh tensors.)
     /// </summary>
     private sealed class Workspace : IDisposable
     {
@@ -142,29 +159,29 @@ public static class Bf16Attention
         private const int Kept = 4;
 
         private readonly (long, long, long, long, ScalarType) _key;
-        public Tensor Sb { get; }       // [rows, L] bf16 scores / probabilities
-        public Tensor Sf { get; }       // [rows, L] fp32
-        public Tensor Sf2 { get; }      // [rows, L] fp32 (backward: dP − D)
-        public Tensor Qa { get; }       // [rows, W(d)] augmented left operand of q·kᵀ (zero padding beyond d + 1)
-        public Tensor Ga { get; }       // [rows, W(dv)] augmented left operand of dO·vᵀ
-        public Tensor Kb { get; }       // [L, d] bf16 product (dSᵀ Q)
-        public Tensor Kf { get; }       // [L, d] fp32 copy of it
-        public Tensor Vb { get; }       // [L, dv] bf16 product (Pᵀ dO)
-        public Tensor Vf { get; }       // [L, dv] fp32 copy of it
+        public Tensor Sb { get; }       // [1, rows, L] bf16 scores / probabilities
+        public Tensor Sf { get; }       // [1, rows, L] fp32
+        public Tensor Sf2 { get; }      // [1, rows, L] fp32 (backward: dP − D)
+        public Tensor Qa { get; }       // [1, rows, W(d)] augmented left operand of q·kᵀ (zero padding beyond d + 1)
+        public Tensor Ga { get; }       // [1, rows, W(dv)] augmented left operand of dO·vᵀ
+        public Tensor Kb { get; }       // [1, L, d] bf16 product (dSᵀ Q)
+        public Tensor Kf { get; }       // [1, L, d] fp32 copy of it
+        public Tensor Vb { get; }       // [1, L, dv] bf16 product (Pᵀ dO)
+        public Tensor Vf { get; }       // [1, L, dv] fp32 copy of it
 
         private Workspace((long Rows, long L, long D, long Dv, ScalarType Dtype) key)
         {
             _key = key;
             var (rows, l, d, dv, dt) = key;
-            Sb = empty(rows, l, dtype: dt).DetachFromDisposeScope();
-            Sf = empty(rows, l, dtype: ScalarType.Float32).DetachFromDisposeScope();
-            Sf2 = empty(rows, l, dtype: ScalarType.Float32).DetachFromDisposeScope();
-            Qa = zeros(rows, Width(d), dtype: dt).DetachFromDisposeScope();
-            Ga = zeros(rows, Width(dv), dtype: dt).DetachFromDisposeScope();
-            Kb = empty(l, d, dtype: dt).DetachFromDisposeScope();
-            Kf = empty(l, d, dtype: ScalarType.Float32).DetachFromDisposeScope();
-            Vb = empty(l, dv, dtype: dt).DetachFromDisposeScope();
-            Vf = empty(l, dv, dtype: ScalarType.Float32).DetachFromDisposeScope();
+            Sb = empty(1, rows, l, dtype: dt).DetachFromDisposeScope();
+            Sf = empty(1, rows, l, dtype: ScalarType.Float32).DetachFromDisposeScope();
+            Sf2 = empty(1, rows, l, dtype: ScalarType.Float32).DetachFromDisposeScope();
+            Qa = zeros(1, rows, Width(d), dtype: dt).DetachFromDisposeScope();
+            Ga = zeros(1, rows, Width(dv), dtype: dt).DetachFromDisposeScope();
+            Kb = empty(1, l, d, dtype: dt).DetachFromDisposeScope();
+            Kf = empty(1, l, d, dtype: ScalarType.Float32).DetachFromDisposeScope();
+            Vb = empty(1, l, dv, dtype: dt).DetachFromDisposeScope();
+            Vf = empty(1, l, dv, dtype: ScalarType.Float32).DetachFromDisposeScope();
         }
 
         /// <summary>The buffers for blocks of <paramref name="rows"/> x <paramref name="l"/> scores, heads of widths
@@ -188,18 +205,22 @@ public static class Bf16Attention
         }
     }
 
-    /// <summary>Shapes of one call: q [B,H,S,d], k [B,H,L,d], v [B,H,L,dv], a boolean mask broadcastable to [B,H,S,L].</summary>
-    private sealed record Geometry(long B, long H, long S, long L, long D, long Dv, long Rows, double Scale, Tensor? Hiding)
+    /// <summary>Shapes of one call: q [B,H,S,d], k [B,H,L,d], v [B,H,L,dv], a boolean mask broadcastable to [B,H,S,L];
+    /// blocks of <see cref="Heads"/> (batch·head) pairs and <see cref="Rows"/> query rows.</summary>
+    private sealed record Geometry(long B, long H, long S, long L, long D, long Dv, long Heads, long Rows, double Scale, Tensor? Hiding)
     {
         public long Bh => B * H;
-        public long[] OutShape => [B, H, S, Dv];
 
         public static Geometry Of(Tensor q, Tensor k, Tensor v, Tensor? mask)
         {
             if (q.dim() != 4 || k.dim() != 4 || v.dim() != 4)
                 throw new ArgumentException("bf16 attention takes [B,H,S,d] q and [B,H,L,d] k, v");
             long b = q.shape[0], h = q.shape[1], s = q.shape[2], l = k.shape[2];
-            long rows = Math.Clamp(BlockValues / Math.Max(1, l), 1, s);
+            // Several heads per block while a head's scores are small (few ops: each op costs a thread-pool round),
+            // else one head and as many query rows as fit.
+            long perHead = s * Math.Max(1, l);
+            long heads = perHead <= BlockValues ? Math.Clamp(BlockValues / perHead, 1, b * h) : 1;
+            long rows = heads > 1 ? s : Math.Clamp(BlockValues / Math.Max(1, l), 1, s);
             Tensor? hiding = null;
             if (mask is not null)
             {
@@ -209,17 +230,26 @@ public static class Bf16Attention
                 long maskRows = m.shape[2] == 1 ? 1 : s;
                 hiding = m.expand(b, h, maskRows, l).reshape(b * h, maskRows, l).logical_not();
             }
-            return new Geometry(b, h, s, l, q.shape[3], v.shape[3], rows, 1.0 / Math.Sqrt(q.shape[3]), hiding);
+            return new Geometry(b, h, s, l, q.shape[3], v.shape[3], heads, rows, 1.0 / Math.Sqrt(q.shape[3]), hiding);
         }
 
-        /// <summary>(batch·head) <paramref name="i"/>'s [N, d] matrix of a [B,H,N,d] tensor (a view, any layout).</summary>
-        public Tensor Slice(Tensor t, long i) => t[i / H][i % H];
+        /// <summary>The blocks: first (batch·head) index, head count, first query row, row count.</summary>
+        public IEnumerable<(long I, long H, long Start, long N)> Blocks()
+        {
+            for (long i = 0; i < Bh; i += Heads)
+                for (long start = 0; start < S; start += Rows)
+                    yield return (i, Math.Min(Heads, Bh - i), start, Math.Min(Rows, S - start));
+        }
 
         /// <summary>[B,H,N,d] -> contiguous [B·H,N,d] (the model passes transposed views of [B,N,H,d]).</summary>
         public Tensor Flat(Tensor t) => t.reshape(Bh, t.shape[2], t.shape[3]).contiguous();
 
-        /// <summary>The hidden entries of (batch·head) <paramref name="i"/>'s query rows [start, start + n), or null.</summary>
-        public Tensor? Hidden(long i, long start, long n) =>
-            Hiding is null ? null : Hiding.shape[1] == 1 ? Hiding[i] : Hiding[i].narrow(0, start, n);
+        /// <summary>The hidden entries of a block ([h, n or 1, L]), or null without a mask.</summary>
+        public Tensor? Hidden(long i, long h, long start, long n)
+        {
+            if (Hiding is null) return null;
+            var m = Hiding.narrow(0, i, h);
+            return m.shape[1] == 1 ? m : m.narrow(1, start, n);
+        }
     }
 }

@@ -12,7 +12,8 @@ namespace FastVideo.Train.Models.Hunyuan;
 /// <item>a modulation keeps its fp32 LayerNorm input and normalised value, a gate its fp32 branch output, a q/k
 /// RMSNorm its fp32 input; the modulated linear inputs, v, the joint q/k/v, the attention output and the MLP's hidden
 /// value and GELU output are kept in the compute dtype (a single-stream block also the [attention ; MLP] concat);</item>
-/// <item>attention is SDPA with a key mask, flash-style on the CPU: no (N + L)² matrix;</item>
+/// <item>attention is SDPA with a key mask, flash-style on the CPU: no (N + L)² matrix (under bf16 compute
+/// <see cref="FastVideo.Models.Layers.Bf16Attention"/>, which also keeps a bf16 shift per query and head);</item>
 /// <item>with bf16 compute over fp32 masters every linear keeps its bf16 weight copy;</item>
 /// <item>backward holds one block's gradients at a time (as <see cref="Wan.WanActivations"/> counts them).</item>
 /// </list>
@@ -31,6 +32,8 @@ public static class HunyuanActivations
         long text = s.Batch * Math.Max(0, s.TextTokens - 1);
         long n = image + text, d = c.InnerDim, f = c.MlpDim;
         bool casts = q.ComputeDtype != q.MasterDtype;
+        bool bf16Kernel = q.ComputeDtype == ScalarType.BFloat16;
+        long rowStats = (bf16Kernel ? 4 + 2 : 4) * n * c.NumAttentionHeads;   // log-sum-exp (fp32), the bf16 kernel's shift
 
         var dual = new Block();
         foreach (long t in new[] { image, text })
@@ -46,7 +49,7 @@ public static class HunyuanActivations
             dual.Add(2, cb * t * f);   // MLP hidden value and its GELU
         }
         dual.Add(4, cb * n * d);       // joint q, k, v and the attention output
-        dual.Add(1, 4 * n * c.NumAttentionHeads);   // log-sum-exp
+        dual.Add(1, rowStats);
         var single = new Block();
         if (casts)
         {
@@ -59,7 +62,7 @@ public static class HunyuanActivations
         single.Add(5, cb * n * d);     // the modulated input, q, k, v, attention output
         single.Add(2, cb * n * f);     // MLP hidden value and its GELU
         single.Add(1, cb * n * (d + f));   // [attention ; MLP], proj_out's input
-        single.Add(1, 4 * n * c.NumAttentionHeads);
+        single.Add(1, rowStats);
 
         var backward = new Block();   // the MLP's two [n, F] gradients, q/k/v's, fp32 norm temporaries, a weight gradient
         backward.Add(2, cb * n * f);
@@ -71,7 +74,7 @@ public static class HunyuanActivations
 
         var blocks = Enumerable.Repeat(dual, c.NumLayers).Concat(Enumerable.Repeat(single, c.NumSingleLayers)).ToList();
         var largest = blocks.Count == 0 ? new Block() : blocks.MaxBy(b => b.Bytes)!;
-        const string attention = "SDPA with a key mask (flash-style on CPU: no N x N matrix)";
+        string attention = $"{(bf16Kernel ? "bf16 attention kernel" : "SDPA")} with a key mask (flash-style on CPU: no N x N matrix)";
         if (!q.Role.Options.Trainable)
             return new ActivationEstimate(0, largest.Bytes / 2, 0, $"forward without grad: one block's working set; {attention}");
         var policy = CheckpointingPolicy.FromRecipe(q.Checkpointing);
