@@ -20,6 +20,8 @@ public static class QuickstartCommand
         var colors = CliOptions.Int("--colors", "dataset: colours").WithDefault(d.Data.Colors);
         var directions = CliOptions.Int("--directions", "dataset: directions").WithDefault(d.Data.Directions);
         var shapeSize = CliOptions.Int("--shape-size", "dataset: side of the shape in pixels", "S").WithDefault(d.Data.ShapeSize);
+        var maxSpeed = CliOptions.Int("--max-speed", "dataset: caps the speed in pixels per frame (0 = as fast as the frame allows; with --wrap it sets the speed)", "V").WithDefault(d.Data.MaxSpeed);
+        var wrap = CliOptions.Flag("--wrap", "dataset: the frame is a torus, a shape leaving one edge re-enters at the opposite one (--wrap false: a bounded frame)").WithDefault(d.Data.Wrap);
         var start = CliOptions.Choice<SyntheticStart>("--start", $"dataset: where clips start [default: {SyntheticPalette.Word(d.Data.Start)}]");
         var captions = CliOptions.Choice<SyntheticCaptions>("--captions", $"dataset: whether captions name the direction or only its axis [default: {SyntheticPalette.Word(d.Data.Captions)}]");
         var overwrite = CliOptions.Flag("--overwrite", "DIR holds an earlier quickstart: move it aside (kept) instead of re-running into it");
@@ -36,7 +38,7 @@ public static class QuickstartCommand
             + "and apply when DIR has no dataset yet. --scenario causal distills a streaming causal student from DIR's teacher instead.")
         {
             output, scenario, teacherSteps, distillSteps, reuseTeacher, teacherSet, distillSet, kdSteps, sfSteps, kdSet, sfSet, evalSeeds,
-            colors, directions, shapeSize, start, captions, overwrite,
+            colors, directions, shapeSize, maxSpeed, wrap, start, captions, overwrite,
         };
         command.SetAction(r =>
         {
@@ -66,6 +68,8 @@ public static class QuickstartCommand
                     Colors = r.GetValue(colors),
                     Directions = r.GetValue(directions),
                     ShapeSize = r.GetValue(shapeSize),
+                    MaxSpeed = r.GetValue(maxSpeed),
+                    Wrap = r.GetValue(wrap),
                     Start = r.GetValue(start) ?? d.Data.Start,
                     Captions = r.GetValue(captions) ?? d.Data.Captions,
                 },
