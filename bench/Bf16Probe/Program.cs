@@ -14,6 +14,7 @@ if (args.Contains("--ops")) { Ops(); return; }
 if (args.Contains("--attn")) { Attn(); return; }
 if (args.Contains("--block")) { Block(); return; }
 if (args.Contains("--attn-error")) { AttnError(); return; }
+if (args.Contains("--block-values")) FastVideo.Models.Layers.Bf16Attention.BlockValues = long.Parse(Arg("--block-values", "1048576"), CultureInfo.InvariantCulture);
 if (args.Contains("--attn-speed")) { AttnSpeed(int.Parse(Arg("--rounds", "3"), CultureInfo.InvariantCulture), Arg("--shape", "1,8,1024,1024,64").Split(',').Select(long.Parse).ToArray()); return; }
 // --preset mid: the mid-size bench model (D=512, 8 layers, 1024 video + 64 text tokens); --preset 1.3b: blocks of
 // Wan2.1-T2V-1.3B's config (D=1536, 12 heads, ffn 8960; --layers of its 30) at latent [16,3,32,32] with 512 text tokens.

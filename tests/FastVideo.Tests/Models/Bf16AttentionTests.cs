@@ -9,9 +9,32 @@ namespace FastVideo.Tests.Models;
 /// The bf16 attention kernel (used by <see cref="ActivationCheckpoint.Attention(Tensor, Tensor, Tensor, Tensor?)"/>
 /// under bf16 compute): output and q/k/v gradients against SDPA in fp32 on the same (bf16) inputs, with and without
 /// masks, over several query blocks per head; and at large logits its error is no worse than LibTorch's bf16 SDPA's.
+/// The shapes are small: the tests lower <see cref="Bf16Attention.MinKeys"/> (below it attention stays SDPA).
 /// </summary>
 public class Bf16AttentionTests(ITestOutputHelper log)
 {
+    /// <summary>Sets <see cref="Bf16Attention.MinKeys"/> on this thread until disposed (a test body runs on one thread).</summary>
+    private sealed class MinKeys : IDisposable
+    {
+        public MinKeys(long value) => Bf16Attention.MinKeysOnThread = value;
+        public void Dispose() => Bf16Attention.MinKeysOnThread = null;
+    }
+
+    [Fact]
+    public void FewKeysStayWithSdpa()
+    {
+        using var minKeys = new MinKeys(21);
+        using var scope = NewDisposeScope();
+        var q = randn(1, 2, 16, 8).to_type(ScalarType.BFloat16);
+        var k = randn(1, 2, 20, 8).to_type(ScalarType.BFloat16);
+        int before = ActivationCheckpoint.Bf16OnThread;
+        ActivationCheckpoint.Attention(q, k, k);
+        Assert.Equal(before, ActivationCheckpoint.Bf16OnThread);
+        Bf16Attention.MinKeysOnThread = 20;
+        ActivationCheckpoint.Attention(q, k, k);
+        Assert.Equal(before + 1, ActivationCheckpoint.Bf16OnThread);
+    }
+
     private const double Tolerance = 1.5e-2;   // relative (Frobenius) to fp32 SDPA; bf16 rounding alone gives ~5e-3
 
     public static TheoryData<string> Masks => new() { "none", "keys", "full" };
@@ -20,6 +43,7 @@ public class Bf16AttentionTests(ITestOutputHelper log)
     [MemberData(nameof(Masks))]
     public void MatchesFp32Sdpa(string maskKind)
     {
+        using var minKeys = new MinKeys(1);
         using var scope = NewDisposeScope();
         using var gen = new Generator(7, device("cpu"));
         // S != L, blocks of 7 query rows (40 = 5·7 + 5: a short last block), logits of std ~2.
@@ -54,6 +78,7 @@ public class Bf16AttentionTests(ITestOutputHelper log)
     [Fact]
     public void WithoutGradItIsTheSameForward()
     {
+        using var minKeys = new MinKeys(1);
         using var scope = NewDisposeScope();
         using var gen = new Generator(3, device("cpu"));
         var (q, k, v) = (randn([1, 2, 30, 8], generator: gen).to_type(ScalarType.BFloat16), randn([1, 2, 30, 8], generator: gen).to_type(ScalarType.BFloat16), randn([1, 2, 30, 8], generator: gen).to_type(ScalarType.BFloat16));
@@ -67,6 +92,7 @@ public class Bf16AttentionTests(ITestOutputHelper log)
     [Fact]
     public void AtLargeLogitsTheErrorIsNoWorseThanBf16Sdpa()
     {
+        using var minKeys = new MinKeys(1);
         // Logits of std ~6, against an fp64 reference on the fp32 draw: what bf16 compute costs with either kernel.
         // (bf16 matmuls without the row shift are about 2.3x worse here: bench/Bf16Probe --attn-error.)
         using var scope = NewDisposeScope();

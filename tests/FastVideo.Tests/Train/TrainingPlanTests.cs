@@ -84,12 +84,14 @@ public class TrainingPlanTests
     [Fact]
     public void ActivationsCountWhatAutogradKeeps_Bf16ComputeOverFp32Masters()
     {
-        // bf16 activations, fp32 norms: 62 N·D, 4 N·F, 10 L·D per block, 12 N·H (the bf16 attention kernel's fp32
-        // log-sum-exp and bf16 shift, two attentions), plus the bf16 copies of the block's linear weights and biases
-        // that each linear keeps for backward.
+        // bf16 activations, fp32 norms: 62 N·D, 4 N·F, 10 L·D per block, 10 N·H (the log-sum-exp of both attentions,
+        // and the bf16 kernel's shift of the cross-attention over the 512 padded text tokens; the self-attention over
+        // this few tokens is SDPA), plus the bf16 copies of the block's linear weights and biases that each linear
+        // keeps for backward.
         var none = TrainingPlan.BuildFromConfig(Tiny("plan-act16", compute: "bf16"));
         var (n, l, latent) = Sizes(none);
-        long block = 62 * n * D + 4 * n * F + 12 * n * Heads + 10 * l * D;
+        Assert.Equal(512, none.Shape!.TextTokens);
+        long block = 62 * n * D + 4 * n * F + 10 * n * Heads + 10 * l * D;
         long casts = 2 * (8 * (D * D + D) + D * F + F + F * D + D);
         long outside = 2 * latent + 4 * l * (TextDim + 2 * D) + 10 * n * D + 24 * latent + 2 * l * D;
         var a = Assert.Single(none.Roles).Activations!;
@@ -104,13 +106,13 @@ public class TrainingPlanTests
     {
         // LoRA rank 4 on to_q/to_k/to_v/to_out, bf16 base and compute: no weight casts, no linear inputs for the
         // frozen weights; each adapter keeps an fp32 copy of its input and its rank-r hidden value. Per block: 60 N·D,
-        // 2 N·F (GELU's input), 12 N·H (bf16 attention: log-sum-exp and shift), 16 L·D, 24 N·r (six adapters on
-        // video tokens), 8 L·r (two on the text).
+        // 2 N·F (GELU's input), 10 N·H (as in the test above), 16 L·D, 24 N·r (six adapters on video tokens), 8 L·r
+        // (two on the text).
         var cfg = Tiny("plan-lora", compute: "bf16", dit: "bf16");
         cfg = cfg with { Roles = cfg.Roles.ToDictionary(r => r.Key, r => r.Value with { Lora = new LoraOptions { Enable = true, Rank = 4, TargetModules = ["to_q", "to_k", "to_v", "to_out"] } }) };
         var plan = TrainingPlan.BuildFromConfig(cfg);
         var (n, l, latent) = Sizes(plan);
-        long block = 60 * n * D + 2 * n * F + 12 * n * Heads + 16 * l * D + 24 * n * 4 + 8 * l * 4;
+        long block = 60 * n * D + 2 * n * F + 10 * n * Heads + 16 * l * D + 24 * n * 4 + 8 * l * 4;
         long outside = 4 * n * D + 24 * latent;   // the head's norm input and the loss
         var role = Assert.Single(plan.Roles);
         Assert.Equal(Layers * block + outside, role.Activations!.Kept);

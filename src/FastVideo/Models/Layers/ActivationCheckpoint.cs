@@ -158,13 +158,14 @@ public static class ActivationCheckpoint
     private static Tensor Sdpa(Tensor q, Tensor k, Tensor v, Tensor? mask) => nn.functional.scaled_dot_product_attention(q, k, v, attn_mask: mask);
 
     /// <summary>
-    /// Under bf16 compute (q, k, v in bf16, no mask or a boolean one) attention runs <see cref="Bf16Attention"/> rather
-    /// than LibTorch's SDPA: LibTorch's CPU flash attention costs as much in bf16 as in fp32, the bf16 kernel about 0.7x
-    /// of it forward and backward, at an error no worse in kind (bench/results/bf16-speed-2026-12-04.md).
+    /// Under bf16 compute (q, k, v in bf16, no mask or a boolean one) attention over at least
+    /// <see cref="Bf16Attention.MinKeys"/> keys runs <see cref="Bf16Attention"/> rather than LibTorch's SDPA, whose CPU
+    /// flash kernel costs as much in bf16 as in fp32; the bf16 kernel is somewhat faster there at an error no worse in
+    /// kind, slower on few keys (bench/results/bf16-speed-2026-12-04.md).
     /// </summary>
     private static bool UsesBf16Kernel(Tensor q, Tensor k, Tensor v, Tensor? mask) =>
         q.dtype == ScalarType.BFloat16 && k.dtype == ScalarType.BFloat16 && v.dtype == ScalarType.BFloat16
-        && (mask is null || mask.dtype == ScalarType.Bool);
+        && (mask is null || mask.dtype == ScalarType.Bool) && k.shape[2] >= Bf16Attention.MinKeys;
 
     /// <summary>The bf16 kernel: a plain forward without a graph, else its autograd node (<paramref name="kept"/>: the
     /// forward's results, kept by the selective policy; null: computed now).</summary>

@@ -4,8 +4,8 @@ namespace FastVideo.Models.Layers;
 
 /// <summary>
 /// Exact attention softmax(q kᵀ / sqrt(d)) v over bf16 [B,H,S,d] q and [B,H,L,d] k/v with bf16 matmuls and the
-/// softmax in fp32, a block at a time: several heads with all their queries when a head's scores are small, else one
-/// head and a block of its queries (no more than one block's scores exist).
+/// softmax in fp32, one head and block of queries at a time, in buffers reused across calls (no more than one block's
+/// scores exist).
 /// <para>LibTorch's CPU flash attention keeps its scores in fp32 and costs the same in bf16 as in fp32; a bf16 matmul
 /// rounds its output to bf16, whose absolute error grows with the logits (at logits of std 6 that doubles the
 /// attention's error). Here each score product carries one extra column that subtracts a per-row shift inside the
@@ -18,6 +18,17 @@ public static class Bf16Attention
 {
     /// <summary>Score values per block (4 MiB in fp32).</summary>
     public static long BlockValues { get; set; } = 1L << 20;
+
+    /// <summary>
+    /// The fewest keys for which the model's attention uses this kernel rather than LibTorch's SDPA. Measured at 1024
+    /// queries, 8 heads of 64 (`Bf16Probe --attn-speed`): forward + backward 42-46 ms against SDPA's 45-49 at 1024 keys,
+    /// but 10-17 ms against 5-7 at 64 keys (the text) and 46 against 15 at 256: a fused kernel wins while the scores
+    /// are small, this one's many eager ops only on large ones.
+    /// </summary>
+    public static long MinKeys => MinKeysOnThread ?? 512;
+
+    /// <summary>Tests lower <see cref="MinKeys"/> on their own thread (other tests run in parallel).</summary>
+    [ThreadStatic] internal static long? MinKeysOnThread;
 
     /// <summary>o [B,H,S,dv] (bf16), the log-sum-exp of the scaled scores [B,H,S] (fp32) and the rows' shifts [B,H,S]
     /// (bf16: maxima of the unscaled scores, which backward subtracts again; the log-sum-exp would not do, as it lies up
@@ -33,7 +44,7 @@ public static class Bf16Attention
         var o3 = empty(g.Bh, g.S, g.Dv, dtype: q.dtype);
         var lse = empty(g.Bh, g.S, 1, dtype: f32);
         var shifts = empty(g.Bh, g.S, 1, dtype: q.dtype);
-        var ws = g.Heads == 1 ? Workspace.For(g.Rows, g.L, g.D, g.Dv, q.dtype) : null;
+        var ws = Workspace.For(g.Rows, g.L, g.D, g.Dv, q.dtype);
         foreach (var (i, h, start, n) in g.Blocks())
         {
             using var step = NewDisposeScope();
@@ -41,18 +52,18 @@ public static class Bf16Attention
             var kT = kaT.narrow(0, i, h);                                         // [h,W,L]
             var hidden = g.Hidden(i, h, start, n);
             // The shift: bf16 row maxima of the rounded scores.
-            var sf = Convert(Gemm(qc, kT.narrow(1, 0, g.D), ws?.Sb.narrow(1, 0, n)), f32, ws?.Sf.narrow(1, 0, n));
+            var sf = Convert(Gemm(qc, kT.narrow(1, 0, g.D), ws.Sb.narrow(1, 0, n)), ws.Sf.narrow(1, 0, n));
             if (hidden is not null) sf.masked_fill_(hidden, double.NegativeInfinity);
             var shift = sf.amax([-1], keepdim: true).to_type(q.dtype);            // [h,n,1]
             shifts.narrow(0, i, h).narrow(1, start, n).copy_(shift);
             // exp(scale·(q·kᵀ − shift)): at most 1 up to a rounding, so no further maximum is needed.
-            var scores = Gemm(Augment(qc, shift, ws?.Qa.narrow(1, 0, n)), kT, ws?.Sb.narrow(1, 0, n));
-            sf = Convert(scores, f32, ws?.Sf.narrow(1, 0, n)).mul_(g.Scale);
+            var scores = Gemm(Augment(qc, shift, ws.Qa.narrow(1, 0, n)), kT, ws.Sb.narrow(1, 0, n));
+            sf = Convert(scores, ws.Sf.narrow(1, 0, n)).mul_(g.Scale);
             if (hidden is not null) sf.masked_fill_(hidden, double.NegativeInfinity);
             sf.exp_();
             var l = sf.sum(-1, keepdim: true);
             // Normalised before the rounding (after the product, the bf16 output would be rounded twice).
-            var p = Convert(sf.div_(l), q.dtype, ws?.Sb.narrow(1, 0, n));
+            var p = Convert(sf.div_(l), ws.Sb.narrow(1, 0, n));
             o3.narrow(0, i, h).narrow(1, start, n).copy_(p.bmm(v3.narrow(0, i, h)));
             lse.narrow(0, i, h).narrow(1, start, n).copy_(l.log_().add_(shift.to_type(f32).mul_(g.Scale)));
         }
@@ -83,52 +94,49 @@ public static class Bf16Attention
         var dq3 = empty(g.Bh, g.S, g.D, dtype: q.dtype);
         var dk3 = zeros(g.Bh, g.L, g.D, dtype: f32);
         var dv3 = zeros(g.Bh, g.L, g.Dv, dtype: f32);
-        var ws = g.Heads == 1 ? Workspace.For(g.Rows, g.L, g.D, g.Dv, q.dtype) : null;
+        var ws = Workspace.For(g.Rows, g.L, g.D, g.Dv, q.dtype);
         foreach (var (i, h, start, n) in g.Blocks())
         {
             using var step = NewDisposeScope();
             Tensor Rows(Tensor t) => t.narrow(0, i, h).narrow(1, start, n);
             var (qc, gc, lc, sc) = (Rows(q3), Rows(g3), Rows(lse3), Rows(shift3));
             var hidden = g.Hidden(i, h, start, n);
-            var (sb, sf) = (ws?.Sb.narrow(1, 0, n), ws?.Sf.narrow(1, 0, n));
+            var (sb, sf) = (ws.Sb.narrow(1, 0, n), ws.Sf.narrow(1, 0, n));
             // P = exp(scale·(q·kᵀ − shift) − (lse − scale·shift))
-            var scores = Gemm(Augment(qc, sc, ws?.Qa.narrow(1, 0, n)), kaT.narrow(0, i, h), sb);
-            var p = Convert(scores, f32, sf).mul_(g.Scale).sub_(lc - sc.to_type(f32).mul_(g.Scale));
+            var scores = Gemm(Augment(qc, sc, ws.Qa.narrow(1, 0, n)), kaT.narrow(0, i, h), sb);
+            var p = Convert(scores, sf).mul_(g.Scale).sub_(lc - sc.to_type(f32).mul_(g.Scale));
             if (hidden is not null) p.masked_fill_(hidden, double.NegativeInfinity);
             p.exp_();
-            var pb = Convert(p, q.dtype, sb);
+            var pb = Convert(p, sb);
             // dV += Pᵀ dO (bf16 products converted before they are accumulated: a mixed-dtype add_ is many times slower)
-            dv3.narrow(0, i, h).add_(Convert(Gemm(pb.transpose(1, 2), gc, ws?.Vb), f32, ws?.Vf));
+            dv3.narrow(0, i, h).add_(Convert(Gemm(pb.transpose(1, 2), gc, ws.Vb), ws.Vf));
             // dP − D = [dO, −bf16(D)]·[v, 1]ᵀ − (D − bf16(D))
-            var dp = Gemm(Augment(gc, Rows(rowDotHi), ws?.Ga.narrow(1, 0, n)), vaT.narrow(0, i, h), sb);
-            var dpd = Convert(dp, f32, ws?.Sf2.narrow(1, 0, n)).sub_(Rows(rowDotLo));
-            var ds = Convert(p.mul_(dpd).mul_(g.Scale), q.dtype, sb);                // dS·scale = P∘(dP − D)·scale
+            var dp = Gemm(Augment(gc, Rows(rowDotHi), ws.Ga.narrow(1, 0, n)), vaT.narrow(0, i, h), sb);
+            var dpd = Convert(dp, ws.Sf2.narrow(1, 0, n)).sub_(Rows(rowDotLo));
+            var ds = Convert(p.mul_(dpd).mul_(g.Scale), sb);                // dS·scale = P∘(dP − D)·scale
             Rows(dq3).copy_(ds.bmm(k3.narrow(0, i, h)));                             // dQ = dS K · scale
-            dk3.narrow(0, i, h).add_(Convert(Gemm(ds.transpose(1, 2), qc, ws?.Kb), f32, ws?.Kf));   // dK += dSᵀ Q · scale
+            dk3.narrow(0, i, h).add_(Convert(Gemm(ds.transpose(1, 2), qc, ws.Kb), ws.Kf));   // dK += dSᵀ Q · scale
         }
         Tensor Out(Tensor like, Tensor t) => empty_like(like).copy_(t.view(like.shape)).MoveToOuterDisposeScope();
         return (Out(q, dq3), Out(k, dk3), Out(v, dv3));
     }
 
-    /// <summary>a·b for [h,n,K] a and [h,K,L] b; into a [1,n,L] buffer when given (one head: in place, no fresh
-    /// allocation), else a new tensor.</summary>
-    private static Tensor Gemm(Tensor a, Tensor b, Tensor? into)
+    /// <summary>a·b for [1,n,K] a and [1,K,L] b, in place into a [1,n,L] buffer (no fresh allocation: a multi-MiB
+    /// one would be mapped and faulted in on every call).</summary>
+    private static Tensor Gemm(Tensor a, Tensor b, Tensor into)
     {
-        if (into is null) return a.bmm(b);
         into[0].addmm_(a[0], b[0], beta: 0, alpha: 1);
         return into;
     }
 
-    /// <summary><paramref name="x"/> in <paramref name="dtype"/>, into <paramref name="into"/> when given.</summary>
-    private static Tensor Convert(Tensor x, ScalarType dtype, Tensor? into) => into is null ? x.to_type(dtype) : into.copy_(x);
+    /// <summary><paramref name="x"/> converted into <paramref name="into"/>'s dtype.</summary>
+    private static Tensor Convert(Tensor x, Tensor into) => into.copy_(x);
 
-    /// <summary>[a, −shift, 0...] ([h,n,d] a, [h,n,1] shift) to the width of <see cref="Augmented"/>; into a buffer
-    /// whose padding is zero when given.</summary>
-    private static Tensor Augment(Tensor a, Tensor shift, Tensor? into)
+    /// <summary>[a, −shift, 0...] ([1,n,d] a, [1,n,1] shift) to the width of <see cref="Augmented"/>, in a buffer whose
+    /// padding is zero.</summary>
+    private static Tensor Augment(Tensor a, Tensor shift, Tensor into)
     {
         long d = a.shape[2];
-        if (into is null)
-            return cat([a, shift.neg(), zeros(a.shape[0], a.shape[1], Width(d) - d - 1, dtype: a.dtype)], 2);
         into.narrow(2, 0, d).copy_(a);
         into.narrow(2, d, 1).copy_(shift).neg_();
         return into;
@@ -148,10 +156,9 @@ public static class Bf16Attention
     private static long Width(long d) => (d + 1 + 15) / 16 * 16;
 
     /// <summary>
-    /// Per-thread buffers of one block shape for one-head blocks, kept across calls: fresh multi-MiB buffers per call
-    /// would be mapped and faulted in again and again (glibc hands sizes above its mmap threshold to the kernel). The 4
-    /// most recent shapes are kept, about 10 MiB each for a block of 1M scores. (Blocks of several heads are small and
-    /// use fresh tensors.)
+    /// Per-thread buffers of one block shape, kept across calls: fresh multi-MiB buffers per call would be mapped and
+    /// faulted in again and again (glibc hands sizes above its mmap threshold to the kernel). The 4 most recent shapes
+    /// are kept, about 10 MiB each for a block of 1M scores.
     /// </summary>
     private sealed class Workspace : IDisposable
     {
@@ -206,8 +213,8 @@ public static class Bf16Attention
     }
 
     /// <summary>Shapes of one call: q [B,H,S,d], k [B,H,L,d], v [B,H,L,dv], a boolean mask broadcastable to [B,H,S,L];
-    /// blocks of <see cref="Heads"/> (batch·head) pairs and <see cref="Rows"/> query rows.</summary>
-    private sealed record Geometry(long B, long H, long S, long L, long D, long Dv, long Heads, long Rows, double Scale, Tensor? Hiding)
+    /// blocks of one (batch·head) pair and <see cref="Rows"/> query rows.</summary>
+    private sealed record Geometry(long B, long H, long S, long L, long D, long Dv, long Rows, double Scale, Tensor? Hiding)
     {
         public long Bh => B * H;
 
@@ -216,11 +223,7 @@ public static class Bf16Attention
             if (q.dim() != 4 || k.dim() != 4 || v.dim() != 4)
                 throw new ArgumentException("bf16 attention takes [B,H,S,d] q and [B,H,L,d] k, v");
             long b = q.shape[0], h = q.shape[1], s = q.shape[2], l = k.shape[2];
-            // Several heads per block while a head's scores are small (few ops: each op costs a thread-pool round),
-            // else one head and as many query rows as fit.
-            long perHead = s * Math.Max(1, l);
-            long heads = perHead <= BlockValues ? Math.Clamp(BlockValues / perHead, 1, b * h) : 1;
-            long rows = heads > 1 ? s : Math.Clamp(BlockValues / Math.Max(1, l), 1, s);
+            long rows = Math.Clamp(BlockValues / Math.Max(1, l), 1, s);
             Tensor? hiding = null;
             if (mask is not null)
             {
@@ -230,15 +233,15 @@ public static class Bf16Attention
                 long maskRows = m.shape[2] == 1 ? 1 : s;
                 hiding = m.expand(b, h, maskRows, l).reshape(b * h, maskRows, l).logical_not();
             }
-            return new Geometry(b, h, s, l, q.shape[3], v.shape[3], heads, rows, 1.0 / Math.Sqrt(q.shape[3]), hiding);
+            return new Geometry(b, h, s, l, q.shape[3], v.shape[3], rows, 1.0 / Math.Sqrt(q.shape[3]), hiding);
         }
 
-        /// <summary>The blocks: first (batch·head) index, head count, first query row, row count.</summary>
+        /// <summary>The blocks: (batch·head) index, head count (1), first query row, row count.</summary>
         public IEnumerable<(long I, long H, long Start, long N)> Blocks()
         {
-            for (long i = 0; i < Bh; i += Heads)
+            for (long i = 0; i < Bh; i++)
                 for (long start = 0; start < S; start += Rows)
-                    yield return (i, Math.Min(Heads, Bh - i), start, Math.Min(Rows, S - start));
+                    yield return (i, 1, start, Math.Min(Rows, S - start));
         }
 
         /// <summary>[B,H,N,d] -> contiguous [B·H,N,d] (the model passes transposed views of [B,N,H,d]).</summary>

@@ -12,8 +12,9 @@ namespace FastVideo.Train.Models.Hunyuan;
 /// <item>a modulation keeps its fp32 LayerNorm input and normalised value, a gate its fp32 branch output, a q/k
 /// RMSNorm its fp32 input; the modulated linear inputs, v, the joint q/k/v, the attention output and the MLP's hidden
 /// value and GELU output are kept in the compute dtype (a single-stream block also the [attention ; MLP] concat);</item>
-/// <item>attention is SDPA with a key mask, flash-style on the CPU: no (N + L)² matrix (under bf16 compute
-/// <see cref="FastVideo.Models.Layers.Bf16Attention"/>, which also keeps a bf16 shift per query and head);</item>
+/// <item>attention is SDPA with a key mask, flash-style on the CPU: no (N + L)² matrix (under bf16 compute over at
+/// least <see cref="Bf16Attention.MinKeys"/> keys <see cref="Bf16Attention"/>, which also keeps a bf16 shift per query
+/// and head);</item>
 /// <item>with bf16 compute over fp32 masters every linear keeps its bf16 weight copy;</item>
 /// <item>backward holds one block's gradients at a time (as <see cref="Wan.WanActivations"/> counts them).</item>
 /// </list>
@@ -32,7 +33,7 @@ public static class HunyuanActivations
         long text = s.Batch * Math.Max(0, s.TextTokens - 1);
         long n = image + text, d = c.InnerDim, f = c.MlpDim;
         bool casts = q.ComputeDtype != q.MasterDtype;
-        bool bf16Kernel = q.ComputeDtype == ScalarType.BFloat16;
+        bool bf16Kernel = q.ComputeDtype == ScalarType.BFloat16 && n / Math.Max(1, s.Batch) >= Bf16Attention.MinKeys;   // joint keys per sample
         long rowStats = (bf16Kernel ? 4 + 2 : 4) * n * c.NumAttentionHeads;   // log-sum-exp (fp32), the bf16 kernel's shift
 
         var dual = new Block();

@@ -16,9 +16,10 @@ namespace FastVideo.Train.Models.Wan;
 /// gradient on); a LoRA adapter keeps an fp32 copy of the input (the input itself in fp32 compute) and its rank-r
 /// hidden value; with bf16 compute over fp32 masters every linear keeps its bf16 weight copy;</item>
 /// <item>attention is SDPA, which on the CPU runs flash-attention style: it keeps q, k, v, the output and a
-/// log-sum-exp per query and head, never the N x N probability matrix; under bf16 compute it is
-/// <see cref="Bf16Attention"/>, which keeps the same plus a bf16 shift per query and head (the ops policy keeps its
-/// log-sum-exp and shifts with its output), and holds a block of scores at a time;</item>
+/// log-sum-exp per query and head, never the N x N probability matrix; under bf16 compute over at least
+/// <see cref="Bf16Attention.MinKeys"/> keys it is <see cref="Bf16Attention"/>, which keeps the same plus a bf16 shift
+/// per query and head (the ops policy keeps its log-sum-exp and shifts with its output) and holds a block of scores at
+/// a time;</item>
 /// <item>activation checkpointing keeps a checkpointed block's input (ops: also every other linear output and both
 /// attention outputs), and backward recomputes one block at a time.</item>
 /// </list>
@@ -39,9 +40,10 @@ public static class WanActivations
         var z = new Sizes(
             N: s.Batch * (s.Frames / p[0]) * frameTokens, Text: s.Batch * s.TextTokens, D: c.InnerDim, F: c.FfnDim,
             Heads: c.NumAttentionHeads, C: Bytes(q.ComputeDtype), M: Bytes(q.MasterDtype), Rank: q.Lora?.Rank ?? 0,
-            Bf16Kernel: q.ComputeDtype == ScalarType.BFloat16);
+            SelfKernel: UsesBf16Kernel(q, (s.Frames / p[0]) * frameTokens),
+            CrossKernel: UsesBf16Kernel(q, s.TextTokens));
         var adapted = AdaptedLayers(q, c);
-        string kernel = z.Bf16Kernel ? "bf16 attention kernel" : "SDPA";
+        string kernel = z.SelfKernel ? "bf16 attention kernel" : "SDPA";
         string attention = causal is null ? $"{kernel} (flash-style on CPU: no N x N matrix)" : $"block-causal {kernel} per block of frames (flash-style: no N x N matrix)";
         if (!q.Role.Options.Trainable)
             return new ActivationEstimate(0, ForwardWorkingSet(z), 0, $"forward without grad: one block's working set; {attention}");
@@ -69,7 +71,8 @@ public static class WanActivations
             // A checkpointed block keeps its input; ops also the outputs of to_q, to_v (self and cross), the FFN's
             // up-projection and both attentions. The context is an input of every node.
             long keptPerCheckpointed = policy.Selective ? z.C * (6 * z.N * z.D + z.N * z.F + z.Text * z.D) : z.C * z.N * z.D;
-            if (policy.Selective && z.Bf16Kernel) keptPerCheckpointed += 2 * z.RowStats;   // both attentions' row statistics
+            if (policy.Selective)   // the bf16 kernel's row statistics, kept with its output
+                keptPerCheckpointed += (z.SelfKernel ? z.RowStats(true) : 0) + (z.CrossKernel ? z.RowStats(true) : 0);
             long checkpointed = Enumerable.Range(0, c.NumLayers).Count(policy.Checkpoints);
             shared.Keep("ctx", z.C * z.Text * z.D);
             kept = checkpointed * keptPerCheckpointed + (layers - checkpointed) * blockBytes + shared.Total + outside;
@@ -80,12 +83,15 @@ public static class WanActivations
         return new ActivationEstimate(kept, peak, retained, $"{how}; {attention}");
     }
 
-    private sealed record Sizes(long N, long Text, long D, long F, long Heads, long C, long M, int Rank, bool Bf16Kernel)
+    private sealed record Sizes(long N, long Text, long D, long F, long Heads, long C, long M, int Rank, bool SelfKernel, bool CrossKernel)
     {
         /// <summary>What one attention keeps per query and head besides its output: the log-sum-exp (fp32), with the
         /// bf16 kernel also its shift (bf16).</summary>
-        public long RowStats => (Bf16Kernel ? 4 + 2 : 4) * N * Heads;
+        public long RowStats(bool kernel) => (kernel ? 4 + 2 : 4) * N * Heads;
     }
+
+    /// <summary>Whether attention over <paramref name="keys"/> keys runs the bf16 kernel (as ActivationCheckpoint picks it).</summary>
+    private static bool UsesBf16Kernel(ActivationQuery q, long keys) => q.ComputeDtype == ScalarType.BFloat16 && keys >= Bf16Attention.MinKeys;
 
     /// <summary>
     /// Tensors, each counted once by its name: <see cref="Total"/> bytes, of which <see cref="Heap"/> in tensors small
@@ -136,7 +142,7 @@ public static class WanActivations
         NormedProjection("k1", z.N);
         t.Keep("v1", z.C * nd);
         t.Keep("o1", z.C * nd);
-        t.Keep("lse1", z.RowStats);
+        t.Keep("lse1", z.RowStats(z.SelfKernel));
         Linear(t, "o1", z.N, z.D, "attn1.to_out.0");
         if (trainsBase) t.Keep("attn1.out", z.C * nd);   // kept by the gate's product for the gate's gradient
         // 3. norm2 (fp32, affine) on the residual, cross-attention to the text.
@@ -148,7 +154,7 @@ public static class WanActivations
         NormedProjection("k2", z.Text);
         t.Keep("v2", z.C * ld);
         t.Keep("o2", z.C * nd);
-        t.Keep("lse2", z.RowStats);
+        t.Keep("lse2", z.RowStats(z.CrossKernel));
         Linear(t, "o2", z.N, z.D, "attn2.to_out.0");
         // 4. norm3 and modulation, the feed-forward (GELU keeps its input), the gated residual.
         t.Keep(F32("x2"), 4 * nd);
