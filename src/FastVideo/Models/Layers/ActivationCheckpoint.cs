@@ -205,13 +205,13 @@ public static class ActivationCheckpoint
 
     // --- errors and returned gradients -------------------------------------------------------------------------------
 
-    private static readonly System.Collections.Concurrent.ConcurrentDictionary<int, Exception> Failures = new();
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<int, (string What, Exception Error)> Failures = new();
     [ThreadStatic] private static List<Tensor>? _returned;
 
     private static void ThrowIfFailed()
     {
-        if (Failures.TryRemove(Environment.CurrentManagedThreadId, out var e))
-            throw new InvalidOperationException($"activation checkpointing: recomputing a checkpointed block in backward failed: {e.Message}", e);
+        if (Failures.TryRemove(Environment.CurrentManagedThreadId, out var f))
+            throw new InvalidOperationException($"{f.What} failed in backward: {f.Error.Message}", f.Error);
     }
 
     private static void DisposeReturned()
@@ -234,7 +234,8 @@ public static class ActivationCheckpoint
     private static List<Tensor> Nulls(int n) => Enumerable.Repeat<Tensor>(null!, n).ToList();
 
     /// <summary>Runs a backward body; an exception becomes a recorded failure and undefined gradients.</summary>
-    private static List<Tensor> Guarded(int count, int ownerThread, Tensor? gradOutput, Func<List<Tensor>> body)
+    /// <param name="what">Names the node in the error that reaches the caller of backward.</param>
+    private static List<Tensor> Guarded(string what, int count, int ownerThread, Tensor? gradOutput, Func<List<Tensor>> body)
     {
         DisposeReturned();   // returned by earlier callbacks: the engine has copied them
         try
@@ -244,7 +245,7 @@ public static class ActivationCheckpoint
         }
         catch (Exception e)
         {
-            Failures.TryAdd(ownerThread, e);
+            Failures.TryAdd(ownerThread, (what, e));
             return Nulls(count);
         }
         finally { gradOutput?.Dispose(); }
@@ -301,7 +302,7 @@ public static class ActivationCheckpoint
         {
             var call = (Call)ctx.get_data("call");
             int count = 1 + call.InputCount + call.ParameterCount;
-            return Guarded(count, call.OwnerThread, gradOutput, () =>
+            return Guarded("activation checkpointing: recomputing a checkpointed block", count, call.OwnerThread, gradOutput, () =>
             {
                 using var scope = NewDisposeScope();
                 var saved = ctx.get_saved_variables();
@@ -411,7 +412,7 @@ public static class ActivationCheckpoint
         {
             var needs = (bool[])ctx.get_data("needs");
             double scale = (double)ctx.get_data("scale");
-            return Guarded(6, (int)ctx.get_data("thread"), g, () =>
+            return Guarded($"activation checkpointing ({Name})", 6, (int)ctx.get_data("thread"), g, () =>
             {
                 using var scope = NewDisposeScope();
                 var saved = ctx.get_saved_variables();
@@ -466,7 +467,7 @@ public static class ActivationCheckpoint
         {
             var needs = (bool[])ctx.get_data("needs");
             int inputs = (int)ctx.get_data("inputs");
-            return Guarded(inputs, (int)ctx.get_data("thread"), g, () =>
+            return Guarded("the bf16 attention kernel (Bf16Attention)", inputs, (int)ctx.get_data("thread"), g, () =>
             {
                 using var scope = NewDisposeScope();
                 var s = ctx.get_saved_variables();
@@ -506,7 +507,7 @@ public static class ActivationCheckpoint
         public override List<Tensor> backward(AutogradContext ctx, Tensor g)
         {
             var needs = (bool[])ctx.get_data("needs");
-            return Guarded((int)ctx.get_data("inputs"), (int)ctx.get_data("thread"), g, () =>
+            return Guarded($"activation checkpointing ({Name})", (int)ctx.get_data("inputs"), (int)ctx.get_data("thread"), g, () =>
             {
                 using var scope = NewDisposeScope();
                 var saved = ctx.get_saved_variables();
