@@ -164,8 +164,8 @@ public static class ActivationCheckpoint
     /// kind, slower on few keys (bench/results/bf16-speed-2026-12-04.md).
     /// </summary>
     private static bool UsesBf16Kernel(Tensor q, Tensor k, Tensor v, Tensor? mask) =>
-        q.dtype == ScalarType.BFloat16 && k.dtype == ScalarType.BFloat16 && v.dtype == ScalarType.BFloat16
-        && (mask is null || mask.dtype == ScalarType.Bool) && k.shape[2] >= Bf16Attention.MinKeys;
+        Bf16Attention.AppliesTo(q.dtype, k.shape[2]) && k.dtype == ScalarType.BFloat16 && v.dtype == ScalarType.BFloat16
+        && (mask is null || mask.dtype == ScalarType.Bool);
 
     /// <summary>The bf16 kernel: a plain forward without a graph, else its autograd node (<paramref name="kept"/>: the
     /// forward's results, kept by the selective policy; null: computed now).</summary>

@@ -30,6 +30,14 @@ public static class Bf16Attention
     /// <summary>Tests lower <see cref="MinKeys"/> on their own thread (other tests run in parallel).</summary>
     [ThreadStatic] internal static long? MinKeysOnThread;
 
+    /// <summary>Whether attention over <paramref name="keys"/> keys under <paramref name="computeDtype"/> runs this kernel
+    /// (the model's routing and the memory plan both ask here).</summary>
+    public static bool AppliesTo(ScalarType computeDtype, long keys) => computeDtype == ScalarType.BFloat16 && keys >= MinKeys;
+
+    /// <summary>Bytes an attention keeps per query and head besides its output: SDPA's fp32 log-sum-exp, and with this
+    /// kernel also its bf16 shift.</summary>
+    public static long RowStatBytes(bool kernel) => kernel ? 4 + 2 : 4;
+
     /// <summary>o [B,H,S,dv] (bf16), the log-sum-exp of the scaled scores [B,H,S] (fp32) and the rows' shifts [B,H,S]
     /// (bf16: maxima of the unscaled scores, which backward subtracts again; the log-sum-exp would not do, as it lies up
     /// to ln L above the maximum and the rounding error grows with the distance).</summary>
@@ -45,17 +53,17 @@ public static class Bf16Attention
         var lse = empty(g.Bh, g.S, 1, dtype: f32);
         var shifts = empty(g.Bh, g.S, 1, dtype: q.dtype);
         var ws = Workspace.For(g.Rows, g.L, g.D, g.Dv, q.dtype);
-        foreach (var (i, h, start, n) in g.Blocks())
+        foreach (var (i, start, n) in g.Blocks())
         {
             using var step = NewDisposeScope();
-            var qc = q3.narrow(0, i, h).narrow(1, start, n);                      // [h,n,d]
-            var kT = kaT.narrow(0, i, h);                                         // [h,W,L]
-            var hidden = g.Hidden(i, h, start, n);
+            var qc = q3.narrow(0, i, 1).narrow(1, start, n);                      // [1,n,d]
+            var kT = kaT.narrow(0, i, 1);                                         // [1,W,L]
+            var hidden = g.Hidden(i, start, n);
             // The shift: bf16 row maxima of the rounded scores.
             var sf = Convert(Gemm(qc, kT.narrow(1, 0, g.D), ws.Sb.narrow(1, 0, n)), ws.Sf.narrow(1, 0, n));
             if (hidden is not null) sf.masked_fill_(hidden, double.NegativeInfinity);
-            var shift = sf.amax([-1], keepdim: true).to_type(q.dtype);            // [h,n,1]
-            shifts.narrow(0, i, h).narrow(1, start, n).copy_(shift);
+            var shift = sf.amax([-1], keepdim: true).to_type(q.dtype);            // [1,n,1]
+            shifts.narrow(0, i, 1).narrow(1, start, n).copy_(shift);
             // exp(scale·(q·kᵀ − shift)): at most 1 up to a rounding, so no further maximum is needed.
             var scores = Gemm(Augment(qc, shift, ws.Qa.narrow(1, 0, n)), kT, ws.Sb.narrow(1, 0, n));
             sf = Convert(scores, ws.Sf.narrow(1, 0, n)).mul_(g.Scale);
@@ -64,8 +72,8 @@ public static class Bf16Attention
             var l = sf.sum(-1, keepdim: true);
             // Normalised before the rounding (after the product, the bf16 output would be rounded twice).
             var p = Convert(sf.div_(l), ws.Sb.narrow(1, 0, n));
-            o3.narrow(0, i, h).narrow(1, start, n).copy_(p.bmm(v3.narrow(0, i, h)));
-            lse.narrow(0, i, h).narrow(1, start, n).copy_(l.log_().add_(shift.to_type(f32).mul_(g.Scale)));
+            o3.narrow(0, i, 1).narrow(1, start, n).copy_(p.bmm(v3.narrow(0, i, 1)));
+            lse.narrow(0, i, 1).narrow(1, start, n).copy_(l.log_().add_(shift.to_type(f32).mul_(g.Scale)));
         }
         // The output in [B,S,H,dv] memory, as SDPA lays it out: the model's transpose(1, 2).flatten(2) is then a view.
         var o = empty(g.B, g.S, g.H, g.Dv, dtype: q.dtype).permute(0, 2, 1, 3);
@@ -95,27 +103,27 @@ public static class Bf16Attention
         var dk3 = zeros(g.Bh, g.L, g.D, dtype: f32);
         var dv3 = zeros(g.Bh, g.L, g.Dv, dtype: f32);
         var ws = Workspace.For(g.Rows, g.L, g.D, g.Dv, q.dtype);
-        foreach (var (i, h, start, n) in g.Blocks())
+        foreach (var (i, start, n) in g.Blocks())
         {
             using var step = NewDisposeScope();
-            Tensor Rows(Tensor t) => t.narrow(0, i, h).narrow(1, start, n);
+            Tensor Rows(Tensor t) => t.narrow(0, i, 1).narrow(1, start, n);
             var (qc, gc, lc, sc) = (Rows(q3), Rows(g3), Rows(lse3), Rows(shift3));
-            var hidden = g.Hidden(i, h, start, n);
+            var hidden = g.Hidden(i, start, n);
             var (sb, sf) = (ws.Sb.narrow(1, 0, n), ws.Sf.narrow(1, 0, n));
             // P = exp(scale·(q·kᵀ − shift) − (lse − scale·shift))
-            var scores = Gemm(Augment(qc, sc, ws.Qa.narrow(1, 0, n)), kaT.narrow(0, i, h), sb);
+            var scores = Gemm(Augment(qc, sc, ws.Qa.narrow(1, 0, n)), kaT.narrow(0, i, 1), sb);
             var p = Convert(scores, sf).mul_(g.Scale).sub_(lc - sc.to_type(f32).mul_(g.Scale));
             if (hidden is not null) p.masked_fill_(hidden, double.NegativeInfinity);
             p.exp_();
             var pb = Convert(p, sb);
             // dV += Pᵀ dO (bf16 products converted before they are accumulated: a mixed-dtype add_ is many times slower)
-            dv3.narrow(0, i, h).add_(Convert(Gemm(pb.transpose(1, 2), gc, ws.Vb), ws.Vf));
+            dv3.narrow(0, i, 1).add_(Convert(Gemm(pb.transpose(1, 2), gc, ws.Vb), ws.Vf));
             // dP − D = [dO, −bf16(D)]·[v, 1]ᵀ − (D − bf16(D))
-            var dp = Gemm(Augment(gc, Rows(rowDotHi), ws.Ga.narrow(1, 0, n)), vaT.narrow(0, i, h), sb);
+            var dp = Gemm(Augment(gc, Rows(rowDotHi), ws.Ga.narrow(1, 0, n)), vaT.narrow(0, i, 1), sb);
             var dpd = Convert(dp, ws.Sf2.narrow(1, 0, n)).sub_(Rows(rowDotLo));
             var ds = Convert(p.mul_(dpd).mul_(g.Scale), sb);                // dS·scale = P∘(dP − D)·scale
-            Rows(dq3).copy_(ds.bmm(k3.narrow(0, i, h)));                             // dQ = dS K · scale
-            dk3.narrow(0, i, h).add_(Convert(Gemm(ds.transpose(1, 2), qc, ws.Kb), ws.Kf));   // dK += dSᵀ Q · scale
+            Rows(dq3).copy_(ds.bmm(k3.narrow(0, i, 1)));                             // dQ = dS K · scale
+            dk3.narrow(0, i, 1).add_(Convert(Gemm(ds.transpose(1, 2), qc, ws.Kb), ws.Kf));   // dK += dSᵀ Q · scale
         }
         Tensor Out(Tensor like, Tensor t) => empty_like(like).copy_(t.view(like.shape)).MoveToOuterDisposeScope();
         return (Out(q, dq3), Out(k, dk3), Out(v, dv3));
@@ -236,22 +244,22 @@ public static class Bf16Attention
             return new Geometry(b, h, s, l, q.shape[3], v.shape[3], rows, 1.0 / Math.Sqrt(q.shape[3]), hiding);
         }
 
-        /// <summary>The blocks: (batch·head) index, head count (1), first query row, row count.</summary>
-        public IEnumerable<(long I, long H, long Start, long N)> Blocks()
+        /// <summary>The blocks, one (batch·head) pair each: its index, first query row, row count.</summary>
+        public IEnumerable<(long I, long Start, long N)> Blocks()
         {
             for (long i = 0; i < Bh; i++)
                 for (long start = 0; start < S; start += Rows)
-                    yield return (i, 1, start, Math.Min(Rows, S - start));
+                    yield return (i, start, Math.Min(Rows, S - start));
         }
 
         /// <summary>[B,H,N,d] -> contiguous [B·H,N,d] (the model passes transposed views of [B,N,H,d]).</summary>
         public Tensor Flat(Tensor t) => t.reshape(Bh, t.shape[2], t.shape[3]).contiguous();
 
-        /// <summary>The hidden entries of a block ([h, n or 1, L]), or null without a mask.</summary>
-        public Tensor? Hidden(long i, long h, long start, long n)
+        /// <summary>The hidden entries of a block ([1, n or 1, L]), or null without a mask.</summary>
+        public Tensor? Hidden(long i, long start, long n)
         {
             if (Hiding is null) return null;
-            var m = Hiding.narrow(0, i, h);
+            var m = Hiding.narrow(0, i, 1);
             return m.shape[1] == 1 ? m : m.narrow(1, start, n);
         }
     }

@@ -33,8 +33,8 @@ public static class HunyuanActivations
         long text = s.Batch * Math.Max(0, s.TextTokens - 1);
         long n = image + text, d = c.InnerDim, f = c.MlpDim;
         bool casts = q.ComputeDtype != q.MasterDtype;
-        bool bf16Kernel = q.ComputeDtype == ScalarType.BFloat16 && n / Math.Max(1, s.Batch) >= Bf16Attention.MinKeys;   // joint keys per sample
-        long rowStats = (bf16Kernel ? 4 + 2 : 4) * n * c.NumAttentionHeads;   // log-sum-exp (fp32), the bf16 kernel's shift
+        bool bf16Kernel = Bf16Attention.AppliesTo(q.ComputeDtype, n / Math.Max(1, s.Batch));   // joint keys per sample
+        long rowStats = Bf16Attention.RowStatBytes(bf16Kernel) * n * c.NumAttentionHeads;   // log-sum-exp, the kernel's shift
 
         var dual = new Block();
         foreach (long t in new[] { image, text })

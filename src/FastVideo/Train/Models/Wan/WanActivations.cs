@@ -40,8 +40,8 @@ public static class WanActivations
         var z = new Sizes(
             N: s.Batch * (s.Frames / p[0]) * frameTokens, Text: s.Batch * s.TextTokens, D: c.InnerDim, F: c.FfnDim,
             Heads: c.NumAttentionHeads, C: Bytes(q.ComputeDtype), M: Bytes(q.MasterDtype), Rank: q.Lora?.Rank ?? 0,
-            SelfKernel: UsesBf16Kernel(q, (s.Frames / p[0]) * frameTokens),
-            CrossKernel: UsesBf16Kernel(q, s.TextTokens));
+            SelfKernel: Bf16Attention.AppliesTo(q.ComputeDtype, (s.Frames / p[0]) * frameTokens),
+            CrossKernel: Bf16Attention.AppliesTo(q.ComputeDtype, s.TextTokens));
         var adapted = AdaptedLayers(q, c);
         string kernel = z.SelfKernel ? "bf16 attention kernel" : "SDPA";
         string attention = causal is null ? $"{kernel} (flash-style on CPU: no N x N matrix)" : $"block-causal {kernel} per block of frames (flash-style: no N x N matrix)";
@@ -87,11 +87,8 @@ public static class WanActivations
     {
         /// <summary>What one attention keeps per query and head besides its output: the log-sum-exp (fp32), with the
         /// bf16 kernel also its shift (bf16).</summary>
-        public long RowStats(bool kernel) => (kernel ? 4 + 2 : 4) * N * Heads;
+        public long RowStats(bool kernel) => Bf16Attention.RowStatBytes(kernel) * N * Heads;
     }
-
-    /// <summary>Whether attention over <paramref name="keys"/> keys runs the bf16 kernel (as ActivationCheckpoint picks it).</summary>
-    private static bool UsesBf16Kernel(ActivationQuery q, long keys) => q.ComputeDtype == ScalarType.BFloat16 && keys >= Bf16Attention.MinKeys;
 
     /// <summary>
     /// Tensors, each counted once by its name: <see cref="Total"/> bytes, of which <see cref="Heap"/> in tensors small
