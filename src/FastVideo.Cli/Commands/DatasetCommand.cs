@@ -27,7 +27,7 @@ public static class DatasetCommand
         var maxSpeed = CliOptions.Int("--max-speed", "caps the speed in pixels per frame (0 = as fast as the frame allows)", "V").WithDefault(d.MaxSpeed);
         var wrap = CliOptions.Flag("--wrap", "the frame is a torus: a shape leaving one edge re-enters at the opposite one (motion can go on past the clip; --max-speed then sets the speed)");
         var start = CliOptions.Choice<SyntheticStart>("--start",
-            $"where a clip starts: anywhere its path fits, at the edge it moves away from (centred), or anywhere along that edge [default: {SyntheticPalette.Word(d.Start)}]");
+            $"where a clip starts: anywhere its path fits, at the edge it moves away from (centred), anywhere along that edge (lane), or anywhere on the centre line of its motion (line) [default: {SyntheticPalette.Word(d.Start)}]");
         var captions = CliOptions.Choice<SyntheticCaptions>("--captions",
             $"whether captions name the direction (exact) or only its axis [default: {SyntheticPalette.Word(d.Captions)}]");
         var textLen = CliOptions.Int("--text-len", "text_len of the caption embeddings (every caption must fit)", "L").WithDefault(d.TextLen);

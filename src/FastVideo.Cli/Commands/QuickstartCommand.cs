@@ -30,6 +30,8 @@ public static class QuickstartCommand
             + "streamed, into DIR/causal [default: default]");
         var kdSteps = CliOptions.Int("--kd-steps", "causal scenario: kd_causal steps of the ODE init").WithDefault(d.KdSteps);
         var sfSteps = CliOptions.Int("--self-forcing-steps", "causal scenario: Self-Forcing steps").WithDefault(d.SelfForcingSteps);
+        var longSteps = CliOptions.Int("--long-tuning-steps", "causal scenario: streaming long tuning steps after Self-Forcing (0 = none)").WithDefault(d.LongTuningSteps);
+        var longSet = CliOptions.Set("--long-tuning-set", "causal scenario: override a key of the streaming long tuning recipe (repeatable)");
         var kdSet = CliOptions.Set("--kd-set", "causal scenario: override a key of the KD recipe (repeatable)");
         var sfSet = CliOptions.Set("--self-forcing-set", "causal scenario: override a key of the Self-Forcing recipe (repeatable)");
         var command = new Command("quickstart",
@@ -37,7 +39,7 @@ public static class QuickstartCommand
             + "with DMD2, and writes report.html and summary.json into DIR. The dataset options are those of 'dataset synth' "
             + "and apply when DIR has no dataset yet. --scenario causal distills a streaming causal student from DIR's teacher instead.")
         {
-            output, scenario, teacherSteps, distillSteps, reuseTeacher, teacherSet, distillSet, kdSteps, sfSteps, kdSet, sfSet, evalSeeds,
+            output, scenario, teacherSteps, distillSteps, reuseTeacher, teacherSet, distillSet, kdSteps, sfSteps, longSteps, kdSet, sfSet, longSet, evalSeeds,
             colors, directions, shapeSize, maxSpeed, wrap, start, captions, overwrite,
         };
         command.SetAction(r =>
@@ -46,7 +48,7 @@ public static class QuickstartCommand
             if (seeds < 1) throw new UserError($"--eval-seeds must be at least 1, got {seeds}");
             var which = r.GetValue(scenario) ?? QuickstartScenario.Default;
             // An option of the other scenario would be ignored: refuse it.
-            Option[] other = which == QuickstartScenario.Causal ? [distillSteps, reuseTeacher, distillSet, overwrite] : [kdSteps, sfSteps, kdSet, sfSet];
+            Option[] other = which == QuickstartScenario.Causal ? [distillSteps, reuseTeacher, distillSet, overwrite] : [kdSteps, sfSteps, longSteps, kdSet, sfSet, longSet];
             if (other.FirstOrDefault(x => r.GetResult(x) is { Implicit: false }) is { } foreign)
                 throw new UserError($"{foreign.Name} is an option of the {(which == QuickstartScenario.Causal ? "default" : "causal")} scenario, not of --scenario {SyntheticPalette.Word(which)}");
             var o = d with
@@ -56,6 +58,8 @@ public static class QuickstartCommand
                 SelfForcingSteps = r.GetValue(sfSteps),
                 KdOverrides = r.GetRequiredValue(kdSet),
                 SelfForcingOverrides = r.GetRequiredValue(sfSet),
+                LongTuningSteps = r.GetValue(longSteps),
+                LongTuningOverrides = r.GetRequiredValue(longSet),
                 OutDir = r.GetRequiredValue(output),
                 TeacherSteps = r.GetValue(teacherSteps),
                 DistillSteps = r.GetValue(distillSteps),

@@ -67,8 +67,20 @@ public static class StreamingSampling
     public static Tensor Generate(CausalStream stream, Tensor initialNoise, StreamingSchedule schedule, NoiseDraw drawNoise,
         BlockDone? onBlock = null)
     {
-        FewStepSampler.Validate(schedule.Timesteps);
         if (stream.Frames != 0) throw new ArgumentException($"the stream already holds {stream.Frames} frames; start a clip with a fresh stream");
+        return Continue(stream, initialNoise, schedule, drawNoise, onBlock);
+    }
+
+    /// <summary>
+    /// As <see cref="Generate"/>, but after the frames the stream already holds (a long stream produced chunk by
+    /// chunk). Block starts, and <see cref="StreamingSchedule.GradFromFrame"/>, count from the first new frame.
+    /// </summary>
+    /// <param name="onCommit">Called with each block's committed context (its x0, or the re-noised x0 with a context
+    /// timestep) before it is written to the stream: valid during the call, clone what you keep.</param>
+    public static Tensor Continue(CausalStream stream, Tensor initialNoise, StreamingSchedule schedule, NoiseDraw drawNoise,
+        BlockDone? onBlock = null, Action<StreamBlock, Tensor>? onCommit = null)
+    {
+        FewStepSampler.Validate(schedule.Timesteps);
         long frames = initialNoise.shape[1];
         var blocks = schedule.Blocks ?? Blocks(frames, stream.NumFramesPerBlock);
         long next = 0;
@@ -86,7 +98,7 @@ public static class StreamingSampling
             foreach (var block in blocks)
             {
                 var sw = Stopwatch.StartNew();
-                outputs.Add(Block(stream, initialNoise.narrow(1, block.Start, block.Frames), block, schedule, drawNoise));
+                outputs.Add(Block(stream, initialNoise.narrow(1, block.Start, block.Frames), block, schedule, drawNoise, onCommit));
                 // Outside the block's dispose scope: what the callback keeps is its own.
                 onBlock?.Invoke(block, outputs[^1], sw.Elapsed.TotalSeconds);
             }
@@ -99,7 +111,8 @@ public static class StreamingSampling
     }
 
     /// <summary>One block: its few-step schedule up to the exit step, then its commit; returns its x0.</summary>
-    private static Tensor Block(CausalStream stream, Tensor noise, StreamBlock block, StreamingSchedule schedule, NoiseDraw drawNoise)
+    private static Tensor Block(CausalStream stream, Tensor noise, StreamBlock block, StreamingSchedule schedule, NoiseDraw drawNoise,
+        Action<StreamBlock, Tensor>? onCommit)
     {
         using var scope = NewDisposeScope();
         int exit = schedule.ExitStep?.Invoke(block) ?? schedule.Timesteps.Count - 1;
@@ -113,6 +126,7 @@ public static class StreamingSampling
         var context = x0.detach();
         var t = full([noise.shape[0]], schedule.ContextTimestep, dtype: ScalarType.Float32);
         if (schedule.ContextTimestep > 0) context = stream.AddNoise(context, drawNoise(context), t.to(context.device));
+        onCommit?.Invoke(block, context);
         stream.Commit(context, t);
         return x0.MoveToOuterDisposeScope();
     }

@@ -75,7 +75,7 @@ public class DatasetCommandTests
     [InlineData(new[] { "synth", "--out", "x", "--frames", "many" }, "error: --frames expects an integer, got 'many'")]
     [InlineData(new[] { "synth", "--out", "x", "--colour", "3" }, "error: Unrecognized command or argument '--colour'.")]
     [InlineData(new[] { "synth", "--out", "x", "--shape", "circle" }, "error: --shape expects one of square, arrow, got 'circle'")]
-    [InlineData(new[] { "synth", "--out", "x", "--start", "1" }, "error: --start expects one of random, edge, lane, got '1'")]
+    [InlineData(new[] { "synth", "--out", "x", "--start", "1" }, "error: --start expects one of random, edge, lane, line, got '1'")]
     [InlineData(new[] { "inspect" }, "error: Required argument 'DIR' missing for command: 'inspect'.")]
     [InlineData(new[] { "inspect", "/nonexistent/dataset/folder" }, "error: data_path '/nonexistent/dataset/folder' does not exist")]
     public void UsageMistakes_AreBadInput(string[] args, string message)

@@ -208,6 +208,34 @@ public class SyntheticDatasetTests
     }
 
     [Fact]
+    public void LineStart_CentredAcrossTheMotion_AnywhereAlongIt()
+    {
+        foreach (bool wrap in new[] { false, true })
+        {
+            var o = Small with { Start = SyntheticStart.Line, ClipsPerClass = 40, Wrap = wrap, MaxSpeed = wrap ? 3 : 0 };
+            int roomX = o.Width - o.ShapeSize, roomY = o.Height - o.ShapeSize;
+            foreach (var cls in SyntheticVideoDataset.Classes(o))
+            {
+                var places = new HashSet<int>();
+                for (int k = 0; k < o.ClipsPerClass; k++)
+                {
+                    var clip = SyntheticVideoDataset.RenderClip(o, cls, k);
+                    int dx = cls.Direction.Dx, dy = cls.Direction.Dy, travel = clip.Speed * (o.Frames - 1);
+                    if (dx == 0) Assert.Equal(roomX / 2, clip.StartX);
+                    if (dy == 0) Assert.Equal(roomY / 2, clip.StartY);
+                    int along = dx != 0 ? clip.StartX : clip.StartY, room = dx != 0 ? roomX : roomY, size = dx != 0 ? o.Width : o.Height;
+                    places.Add(along);
+                    // Bounded: the whole path fits; on a torus: any place of the frame, past the bounded room too.
+                    if (wrap) Assert.InRange(along, 0, size - 1);
+                    else Assert.InRange((dx + dy) > 0 ? along + travel : along - travel, 0, room);
+                }
+                Assert.True(places.Count > (wrap ? 8 : 2), $"{cls.Prompt} (wrap {wrap}): places {string.Join(",", places.Order())}");
+                if (wrap) Assert.Contains(places, p => p > (cls.Direction.Dx != 0 ? roomX : roomY));
+            }
+        }
+    }
+
+    [Fact]
     public void AxisCaptions_OneClassPerColourAndAxis_ClipsDrawBothWays()
     {
         var o = Small with { Captions = SyntheticCaptions.Axis, ClipsPerClass = 12 };

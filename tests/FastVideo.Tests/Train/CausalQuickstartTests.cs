@@ -37,9 +37,15 @@ public class CausalQuickstartTests
         static byte[] Weights(string dir) => File.ReadAllBytes(Path.Combine(dir, "transformer", "diffusion_pytorch_model.safetensors"));
         var teacherBytes = Weights(Path.Combine(root, "teacher_model"));
 
-        // Again into the same folder: the teacher is the one already there, the causal stages run again.
+        Assert.Null(first["long_tuned"]);
+
+        // Again into the same folder: the teacher is the one already there, the causal stages run again, now with
+        // streaming long tuning (streams of 4 frames, 2 scored: 1 earlier + 1 new), whose student streams the long clips.
         log = new StringWriter();
+        o = o with { LongTuningSteps = 2, LongTuningOverrides = [.. Tiny.Select(x => x.Replace("num_latent_t=2", "num_latent_t=4")),
+            "method.streaming_chunk_size=2", "method.streaming_fixed_overlap_latents=1"] };
         var summary = CausalQuickstartRunner.Run(o, log);
+        Assert.Contains("[4b/5] streaming long tuning for 2 steps: streams of 4 frames", log.ToString());
         Assert.True((bool)summary["teacher_reused"]!);
         Assert.Contains($"[2/5] teacher: reusing {Path.Combine(root, "teacher_model")}", log.ToString());
         Assert.Equal(teacherBytes, Weights(Path.Combine(root, "teacher_model")));
@@ -49,7 +55,8 @@ public class CausalQuickstartTests
         Assert.Equal(summary.ToJsonString(), onDisk.ToJsonString());
         const int samples = 4 * 2;   // 2 colours x 2 axes, 2 seeds
         Assert.Equal(samples, (int)onDisk["samples_per_generator"]!);
-        foreach (var name in new[] { "teacher", "ode_init", "student" })
+        Assert.Equal("long_tuned", (string)onDisk["streaming"]!["generator"]!);
+        foreach (var name in new[] { "teacher", "ode_init", "student", "long_tuned" })
         {
             var g = onDisk[name]!;
             foreach (var k in new[] { "accuracy", "color_accuracy", "direction_accuracy", "object_accuracy" })
@@ -63,6 +70,7 @@ public class CausalQuickstartTests
         Assert.Equal(3, (int)onDisk["teacher"]!["steps"]!);
         Assert.Equal(4, (int)onDisk["ode_init"]!["steps"]!);
         Assert.Equal(4, (int)onDisk["student"]!["steps"]!);
+        Assert.Equal(4, (int)onDisk["long_tuned"]!["steps"]!);
 
         var streaming = onDisk["streaming"]!;
         Assert.Equal(4, (int)streaming["frames"]!);           // twice the training clips' 2 frames
@@ -90,12 +98,14 @@ public class CausalQuickstartTests
         Assert.Contains("CausalWanTransformer3DModel", File.ReadAllText(Path.Combine(dir, "student_model", "transformer", "config.json")));
         Assert.Equal(2, File.ReadLines(Path.Combine(dir, "ode_init", "metrics.jsonl")).Count());
         Assert.Equal(2, File.ReadLines(Path.Combine(dir, "student", "metrics.jsonl")).Count());
+        Assert.NotEqual(student, Weights(Path.Combine(dir, "long_tuned_model")));
+        Assert.Equal(2, File.ReadLines(Path.Combine(dir, "long_tuning", "metrics.jsonl")).Count());
 
         var html = File.ReadAllText(Path.Combine(dir, "report.html"));
-        Assert.Equal(4, html.Split("<svg").Length - 1);   // teacher, KD, Self-Forcing generator and critic losses
+        Assert.Equal(6, html.Split("<svg").Length - 1);   // teacher, KD, Self-Forcing and long tuning generator and critic losses
         Assert.Contains("Streaming a clip twice as long", html);
         var media = Path.Combine(dir, "media");
-        foreach (var gif in new[] { "teacher_00.gif", "ode_init_03.gif", "student_03.gif", "long_timed.gif", "long_03.gif" })
+        foreach (var gif in new[] { "teacher_00.gif", "ode_init_03.gif", "student_03.gif", "long_tuned_03.gif", "long_timed.gif", "long_03.gif" })
             Assert.True(File.Exists(Path.Combine(media, gif)), gif);
         Assert.True(File.Exists(Path.Combine(root, "teacher", "metrics.jsonl")));
         Assert.False(File.Exists(Path.Combine(root, "summary.json")));   // the default scenario's files are its own
@@ -111,5 +121,7 @@ public class CausalQuickstartTests
         Assert.StartsWith("error: --distill-steps is an option of the default scenario, not of --scenario causal\n", stderr.ToString());
         Assert.Equal(ExitCodes.BadInput, Cli.Cli.Run(["quickstart", "--out", root, "--kd-steps", "3"], stdout, stderr = new StringWriter()));
         Assert.StartsWith("error: --kd-steps is an option of the causal scenario, not of --scenario default\n", stderr.ToString());
+        Assert.Equal(ExitCodes.BadInput, Cli.Cli.Run(["quickstart", "--out", root, "--long-tuning-steps", "3"], stdout, stderr = new StringWriter()));
+        Assert.StartsWith("error: --long-tuning-steps is an option of the causal scenario, not of --scenario default\n", stderr.ToString());
     }
 }

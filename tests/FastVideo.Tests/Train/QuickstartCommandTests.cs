@@ -6,7 +6,7 @@ public class QuickstartCommandTests
 {
     [Theory]
     [InlineData("--eval-seeds", "0", "--eval-seeds must be at least 1, got 0")]
-    [InlineData("--start", "middle", "--start expects one of random, edge, lane, got 'middle'")]
+    [InlineData("--start", "middle", "--start expects one of random, edge, lane, line, got 'middle'")]
     [InlineData("--colors", "9", "--colors must be 1..8, got 9")]
     [InlineData("--shape-size", "16", "--shape-size must be at least 1 and smaller than the frame (16x16), got 16")]
     public void BadOptions_AreBadInput_BeforeAnythingRuns(string flag, string value, string message)

@@ -107,6 +107,10 @@ public enum SyntheticStart
     /// <summary>At the edge it moves away from, anywhere along that edge: the track along the motion is fixed per
     /// speed, the lane across it is random, so a class has many equally likely clips.</summary>
     Lane,
+    /// <summary>On the frame's centre line along its motion (centred across it), anywhere on that line: with --wrap
+    /// at any position, else where its path fits. The line gives the axis; the place along it is random, so every
+    /// window of a longer motion is itself a clip of the data.</summary>
+    Line,
 }
 
 /// <summary>A class: a colour and a direction, or with axis captions a colour and the directions of one axis
@@ -175,8 +179,8 @@ public static class SyntheticVideoDataset
         // On a torus --max-speed sets the speed (the frame's room no longer bounds it); otherwise it only caps it.
         if (o.MaxSpeed > 0) maxSpeed = o.Wrap ? o.MaxSpeed : Math.Min(maxSpeed, o.MaxSpeed);
         int speed = rng.NextInt((maxSpeed + 1) / 2, maxSpeed); // at least half the fastest, so motion is clear
-        int x0 = StartOn(o.Start, ref rng, d.Dx, roomX, o.Wrap ? 0 : speed * steps);
-        int y0 = StartOn(o.Start, ref rng, d.Dy, roomY, o.Wrap ? 0 : speed * steps);
+        int x0 = StartOn(o.Start, ref rng, d.Dx, roomX, o.Wrap ? 0 : speed * steps, o.Wrap ? o.Width : 0);
+        int y0 = StartOn(o.Start, ref rng, d.Dy, roomY, o.Wrap ? 0 : speed * steps, o.Wrap ? o.Height : 0);
 
         int c = o.Channels, t = o.Frames, h = o.Height, w = o.Width;
         var px = new float[(long)c * t * h * w];
@@ -200,10 +204,12 @@ public static class SyntheticVideoDataset
         return new SyntheticClip(cls, clipIndex, id, px, [c, t, h, w], x0, y0, speed, d);
     }
 
-    private static int StartOn(SyntheticStart mode, ref SplitMix64 rng, int step, int room, int travel) => mode switch
+    /// <param name="torus">The frame's size along this axis on a torus (any position is then a start), else 0.</param>
+    private static int StartOn(SyntheticStart mode, ref SplitMix64 rng, int step, int room, int travel, int torus) => mode switch
     {
         SyntheticStart.Edge => EdgeStart(step, room),
         SyntheticStart.Lane => step != 0 ? EdgeStart(step, room) : rng.NextInt(0, room),
+        SyntheticStart.Line => step == 0 ? room / 2 : torus > 0 ? rng.NextInt(0, torus - 1) : StartOnAxis(ref rng, step, room, travel),
         _ => StartOnAxis(ref rng, step, room, travel),
     };
 

@@ -20,6 +20,7 @@ public sealed class MethodRegistry : IMethodCatalog
         r.Register(FineTuning.TeacherForcingSFTMethod.Descriptor);
         r.Register(DistributionMatching.DMD2Method.Descriptor);
         r.Register(DistributionMatching.SelfForcingMethod.Descriptor);
+        r.Register(DistributionMatching.StreamingLongTuningMethod.Descriptor);
         r.Register(KnowledgeDistillation.KDMethod.Descriptor);
         r.Register(KnowledgeDistillation.KDCausalMethod.Descriptor);
         return r;

@@ -82,6 +82,21 @@ public static class CausalQuickstartRunner
         });
         timings["self_forcing_seconds"] = Math.Round(stage.Elapsed.TotalSeconds, 1);
 
+        // 4b. Streaming long tuning of the Self-Forcing student (optional): its stream runs past the teacher's horizon.
+        string longRun = Path.Combine(dir, "long_tuning"), longModel = Path.Combine(dir, "long_tuned_model");
+        if (o.LongTuningSteps > 0)
+        {
+            stage.Restart();
+            ResetDir(longRun);
+            var lcfg = LoadStage("quickstart_causal_long_tuning.yaml", root, families, [$"training.loop.max_train_steps={o.LongTuningSteps}", .. o.LongTuningOverrides]);
+            var lo = lcfg.MethodOptions<StreamingLongTuningOptions>();
+            console.WriteLine($"[4b/5] streaming long tuning for {o.LongTuningSteps} steps: streams of {lo.StreamingMaxLength ?? lcfg.Training.Data.NumLatentT} frames, " +
+                              $"each step's new frames scored with the last frames of the previous chunk ({lo.StreamingChunkSize} frames scored)");
+            TrainStage(lcfg, families, console, 25, (method, _) => ExportModel(method.Student, teacherModel, longModel));
+            timings["long_tuning_seconds"] = Math.Round(stage.Elapsed.TotalSeconds, 1);
+        }
+        else if (Directory.Exists(longModel)) Directory.Delete(longModel, true);
+
         // 5. Evaluation: the default scenario's prompts, seeds, teacher setting and evaluator.
         stage.Restart();
         console.WriteLine("[5/5] evaluation: same prompts and seeds as the default scenario");
@@ -103,27 +118,33 @@ public static class CausalQuickstartRunner
         Add(eval.Euler("teacher", $"teacher, {o.TeacherSamplingSteps} Euler steps, CFG {o.GuidanceScale}", teacher, o.TeacherSamplingSteps, o.GuidanceScale, shift, latent));
         Add(eval.Streaming("ode_init", $"KD-only causal student, {kdSteps.Length} steps per frame", odeInit, kdSteps, grid, latent, 5));
         Add(eval.Streaming("student", $"Self-Forcing causal student, {sfSteps.Length} steps per frame", student, sfSteps, grid, latent, 5));
+        using var longTuned = o.LongTuningSteps > 0 ? families.CreateForInference(Causal(longModel, "long_tuned")) : null;
+        if (longTuned is not null)
+            Add(eval.Streaming("long_tuned", $"Self-Forcing + streaming long tuning, {sfSteps.Length} steps per frame", longTuned, sfSteps, grid, latent, 5));
+        // The streamed generator: the long-tuned student when there is one.
+        var streamer = longTuned ?? student;
+        string streamerModel = longTuned is null ? studentModel : longModel;
 
         // The long clips: twice the training length, streamed by the Self-Forcing student for every prompt and seed
         // (the second half checked by the evaluator), and one of them alone (B = 1) for the speed.
         long[] longLatent = QuickstartEvaluation.LatentShape(d, 2 * d.Frames);
-        var longRun = eval.Streaming("student_long", $"Self-Forcing student, {2 * d.Frames} frames streamed", student, sfSteps, grid, longLatent, 5);
-        var continuation = ContinuationCheck.Of(eval.Evaluator, longRun.Clips, longRun.Prompts, d.Frames);
+        var longClips = eval.Streaming("student_long", $"{(longTuned is null ? "Self-Forcing" : "long-tuned")} student, {2 * d.Frames} frames streamed", streamer, sfSteps, grid, longLatent, 5);
+        var continuation = ContinuationCheck.Of(eval.Evaluator, longClips.Clips, longClips.Prompts, d.Frames);
         // The same with a local window of the training clips' length: every frame then attends over frame distances it
         // saw in training (RoPE scores depend on the distance only), where global attention reaches back further.
         var windowed = scfg.Pipeline with { DitConfig = scfg.Pipeline.DitConfig with { LocalAttnSize = d.Frames } };
         ContinuationCheck local;
-        using (var studentLocal = families.CreateForInference(Causal(studentModel, "student", windowed)))
+        using (var studentLocal = families.CreateForInference(Causal(streamerModel, "student", windowed)))
         {
             var localRun = eval.Streaming("student_long_local", "", studentLocal, sfSteps, grid, longLatent, 5);
             local = ContinuationCheck.Of(eval.Evaluator, localRun.Clips, localRun.Prompts, d.Frames);
             localRun.Clips.Dispose();
         }
         var one = new QuickstartEvaluation(DataDir(root), d.EmbedDim, d.Seed, d.TextLen, [classes[0]], [o.EvalSeeds[0]]);
-        one.Streaming("warm-up", "", student, sfSteps, grid, latent, 5).Clips.Dispose();   // first-call set-up is not streaming speed
+        one.Streaming("warm-up", "", streamer, sfSteps, grid, latent, 5).Clips.Dispose();   // first-call set-up is not streaming speed
         double seconds = 0;
         var blockSeconds = new JsonArray();
-        var clip = one.Streaming("streamed", "", student, sfSteps, grid, longLatent, 5, (_, _, s) => { seconds += s; blockSeconds.Add(Math.Round(s, 4)); });
+        var clip = one.Streaming("streamed", "", streamer, sfSteps, grid, longLatent, 5, (_, _, s) => { seconds += s; blockSeconds.Add(Math.Round(s, 4)); });
         long frames = 2 * d.Frames;
         console.WriteLine($"  long clip: {frames} frames in {seconds:F2} s ({frames / seconds:F1} frames/s, B = 1)");
         foreach (var (what, c) in new[] { ("global attention", continuation), ($"local window {d.Frames}", local) })
@@ -136,11 +157,11 @@ public static class CausalQuickstartRunner
         summary["streaming"] = new JsonObject
         {
             ["frames"] = frames, ["training_frames"] = d.Frames, ["frames_per_second"] = Math.Round(frames / seconds, 2),
-            ["seconds"] = Math.Round(seconds, 3), ["block_seconds"] = blockSeconds, ["frames_per_block"] = ((ICausalModel)student).NumFramesPerBlock,
+            ["seconds"] = Math.Round(seconds, 3), ["block_seconds"] = blockSeconds, ["frames_per_block"] = ((ICausalModel)streamer).NumFramesPerBlock, ["generator"] = longTuned is null ? "student" : "long_tuned",
             ["steps_per_block"] = sfSteps.Length, ["batch"] = 1, ["prompt"] = classes[0], ["seed"] = o.EvalSeeds[0],
             ["second_half"] = continuation.ToJson(),
             ["second_half_local_window"] = local.ToJson(d.Frames),
-            ["whole_clip"] = ResultJson(longRun),
+            ["whole_clip"] = ResultJson(longClips),
         };
         // The acceptance lines, computed from the numbers above.
         var (t, k, s2) = (results[0], results[1], results[2]);
@@ -160,24 +181,26 @@ public static class CausalQuickstartRunner
         var curves = new List<(string, string)>();
         if (!reused || File.Exists(Path.Combine(TeacherRunDir(root), "metrics.jsonl"))) curves.Add((TeacherRunDir(root), "finetune_loss"));
         curves.AddRange([(kdRun, "kd_loss"), (sfRun, "generator_loss"), (sfRun, "fake_score_loss")]);
+        if (longTuned is not null) curves.AddRange([(longRun, "generator_loss"), (longRun, "fake_score_loss")]);
         Reports.QuickstartReport.Write(dir, summary, results, curves, "a causal student (KD, then Self-Forcing), streamed",
-            LongClipHtml(dir, clip, longRun, continuation, summary["streaming"]!.AsObject()));
+            LongClipHtml(dir, longTuned is null ? "The Self-Forcing student" : "The long-tuned student (Self-Forcing, then streaming long tuning)",
+                clip, longClips, continuation, summary["streaming"]!.AsObject()));
         WriteJson(Path.Combine(dir, "summary.json"), summary);
         foreach (var r in results) r.Clips.Dispose();
-        longRun.Clips.Dispose();
+        longClips.Clips.Dispose();
         clip.Clips.Dispose();
         console.WriteLine($"done in {wall.Elapsed.TotalSeconds:F0} s: {Path.Combine(dir, "report.html")}, {Path.Combine(dir, "summary.json")}");
         return summary;
     }
 
     /// <summary>The report's long-clip section: the timed clip, each prompt's long clip (first seed) and the second-half check.</summary>
-    private static string LongClipHtml(string dir, GeneratorResult timed, GeneratorResult all, ContinuationCheck c, JsonObject streaming)
+    private static string LongClipHtml(string dir, string who, GeneratorResult timed, GeneratorResult all, ContinuationCheck c, JsonObject streaming)
     {
         var media = Path.Combine(dir, "media");
         Directory.CreateDirectory(media);
         var html = new StringBuilder();
         var inv = CultureInfo.InvariantCulture;
-        html.Append(inv, $"<h2>Streaming a clip twice as long as the training clips</h2><p>The Self-Forcing student, frame by frame through its KV cache, ")
+        html.Append(inv, $"<h2>Streaming a clip twice as long as the training clips</h2><p>{Reports.QuickstartReport.Esc(who)}, frame by frame through its KV cache, ")
             .Append(inv, $"{streaming["frames"]} frames ({streaming["training_frames"]} in training): {streaming["frames_per_second"]} frames/s for one clip (B = 1, {streaming["steps_per_block"]} steps per block). ")
             .Append(inv, $"Over {c.Samples} long clips (every prompt and seed), the evaluator on frames {c.SplitFrame}.. alone: ")
             .Append(inv, $"colour {c.ColorAccuracy:P1}, direction {c.DirectionAccuracy:P1}, same colour as the first half {c.SameColor:P1}, same direction {c.SameDirection:P1}, ")

@@ -39,8 +39,11 @@ public sealed record QuickstartOptions
     public int KdSteps { get; init; } = 300;
     /// <summary>Causal scenario: Self-Forcing steps (examples/recipes/quickstart_causal_self_forcing.yaml).</summary>
     public int SelfForcingSteps { get; init; } = 600;
+    /// <summary>Causal scenario: streaming long tuning steps after Self-Forcing (examples/recipes/quickstart_causal_long_tuning.yaml); 0 = none.</summary>
+    public int LongTuningSteps { get; init; }
     public IReadOnlyList<string> KdOverrides { get; init; } = [];
     public IReadOnlyList<string> SelfForcingOverrides { get; init; } = [];
+    public IReadOnlyList<string> LongTuningOverrides { get; init; } = [];
     /// <summary>Dataset and teacher architecture (tests shrink them).</summary>
     public SyntheticOptions Data { get; init; } = QuickstartRunner.Data;
     /// <summary>The teacher's transformer config.json (Diffusers keys) for the quickstart's family.</summary>

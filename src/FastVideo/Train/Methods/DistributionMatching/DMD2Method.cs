@@ -290,11 +290,11 @@ public class DMD2Method : TrainingMethod
     }
 
     /// <summary>The forward process of the losses: the student's, or <see cref="ScoreScheduler"/>'s.</summary>
-    private Tensor AddScoreNoise(Tensor x0, Tensor eps, Tensor t) =>
+    protected Tensor AddScoreNoise(Tensor x0, Tensor eps, Tensor t) =>
         ScoreScheduler is null ? Student.AddNoise(x0, eps, t) : ModelBase.AddNoise(x0, eps, t, ScoreScheduler);
 
     /// <summary>A role's x0 (dense attention): its own conversion, or through <see cref="ScoreScheduler"/>.</summary>
-    private Tensor ScoreX0(ModelBase model, Tensor xt, Tensor t, TrainingBatch tb, bool conditional)
+    protected Tensor ScoreX0(ModelBase model, Tensor xt, Tensor t, TrainingBatch tb, bool conditional)
     {
         if (ScoreScheduler is null) return model.PredictX0(xt, t, tb, conditional, CfgUncond, AttnKind.Dense);
         using var scope = NewDisposeScope();

@@ -19,7 +19,7 @@ public enum StudentSampleType
 }
 
 /// <summary>The <c>method:</c> options of self_forcing: DMD2's and the streaming rollout's (spec 6.4).</summary>
-public sealed record SelfForcingOptions : DMD2Options
+public record SelfForcingOptions : DMD2Options
 {
     [Description("latent frames per rollout block (the first block also takes the T mod chunk_size left-over frames)")]
     public int ChunkSize { get; init; } = 3;
@@ -66,7 +66,7 @@ public sealed record SelfForcingOptions : DMD2Options
 /// process and x0 conversion on the Self-Forcing scheduler (spec 3.2). Every draw (initial noise, exit steps, SDE and
 /// context noise) comes from the method's generator, where upstream takes some from the global one.
 /// </summary>
-public sealed class SelfForcingMethod : DMD2Method
+public class SelfForcingMethod : DMD2Method
 {
     public static new MethodDescriptor Descriptor { get; } = MethodDescriptor.Of<SelfForcingOptions>("self_forcing",
         "Self-Forcing: DMD2 on a causal student that generates its samples block by block through its KV cache, as at inference (roles: causal student, frozen teacher, trainable critic)",
@@ -79,12 +79,16 @@ public sealed class SelfForcingMethod : DMD2Method
     public const string CacheTag = "pos";
 
     public SelfForcingMethod(RunConfig config, SelfForcingOptions options, IReadOnlyDictionary<string, ModelBase> roles)
-        : base(config, options, roles, "self_forcing", Scheduler(config, roles))
+        : this(config, options, roles, "self_forcing") { }
+
+    /// <param name="name">The method's name, for errors (methods built on Self-Forcing's rollout).</param>
+    protected SelfForcingMethod(RunConfig config, SelfForcingOptions options, IReadOnlyDictionary<string, ModelBase> roles, string name)
+        : base(config, options, roles, name, Scheduler(config, roles))
     {
         Options = options;
         Sf = (SelfForcingFlowMatchScheduler)ScoreScheduler!;
         Causal = Student as ICausalModel ?? throw new UserError(
-            $"roles.student: self_forcing needs a causal student (a streaming forward with a KV cache), got the {Student.Context.Family.Name} family (use wan_causal)");
+            $"roles.student: {name} needs a causal student (a streaming forward with a KV cache), got the {Student.Context.Family.Name} family (use wan_causal)");
         int frames = Training.Data.NumLatentT;
         if (frames > 0 && Blocks(frames, options.ChunkSize) is var blocks && blocks[^1].Start < options.StartGradientFrame)
             throw new UserError($"method.start_gradient_frame: ({options.StartGradientFrame}) is after the start of the last block (frame {blocks[^1].Start} of " +
@@ -158,5 +162,5 @@ public sealed class SelfForcingMethod : DMD2Method
         return StreamingSampling.Generate(stream, noise, schedule, Draw);
     }
 
-    private Tensor Draw(Tensor like) => randn(like.shape, dtype: like.dtype, device: Student.Device, generator: Generator);
+    protected Tensor Draw(Tensor like) => randn(like.shape, dtype: like.dtype, device: Student.Device, generator: Generator);
 }
