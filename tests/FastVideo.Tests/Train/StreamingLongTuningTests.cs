@@ -58,10 +58,11 @@ public class StreamingLongTuningTests
     {
         m.Causal.ClearCaches("hand");
         int frame = 0;
+        long b = tb.Latents.shape[0];
         using (no_grad())
             foreach (var c in context)
-                m.Causal.PredictNoiseStreaming(c, zeros([1, 1]), tb, true, "hand", storeKv: true, curStartFrame: frame++, cfgUncond: m.CfgUncond);
-        var noise = randn([1, newFrames, 4, 8, 8], generator: g);
+                m.Causal.PredictNoiseStreaming(c, zeros([b, 1]), tb, true, "hand", storeKv: true, curStartFrame: frame++, cfgUncond: m.CfgUncond);
+        var noise = randn([b, newFrames, 4, 8, 8], generator: g);
         var exits = randint(0, 4, [newFrames], dtype: ScalarType.Int64, generator: g).data<long>().Select(e => (int)e).ToArray();
         var outputs = new List<Tensor>();
         for (int j = 0; j < newFrames; j++)
@@ -71,35 +72,36 @@ public class StreamingLongTuningTests
             for (int i = 0; i <= exits[j]; i++)
             {
                 using (i == exits[j] ? enable_grad() : no_grad())
-                    x0 = x - Sigma(Steps[i]) * m.Causal.PredictNoiseStreaming(x, full([1, 1], Steps[i]), tb, true, "hand", curStartFrame: frame, cfgUncond: m.CfgUncond)!;
+                    x0 = x - Sigma(Steps[i]) * m.Causal.PredictNoiseStreaming(x, full([b, 1], Steps[i]), tb, true, "hand", curStartFrame: frame, cfgUncond: m.CfgUncond)!;
                 if (i == exits[j]) break;
                 x = (1 - Sigma(Steps[i + 1])) * x0 + Sigma(Steps[i + 1]) * randn(x0.shape, generator: g);
             }
-            using (no_grad()) m.Causal.PredictNoiseStreaming(x0.detach(), zeros([1, 1]), tb, true, "hand", storeKv: true, curStartFrame: frame++, cfgUncond: m.CfgUncond);
+            using (no_grad()) m.Causal.PredictNoiseStreaming(x0.detach(), zeros([b, 1]), tb, true, "hand", storeKv: true, curStartFrame: frame++, cfgUncond: m.CfgUncond);
             outputs.Add(x0);
             context.Add(x0.detach());
         }
         return outputs;
     }
 
-    /// <summary>The scored window's losses by hand: DMD (CFG 2 real score, per-sample normaliser) and the critic's flow matching, both over the new frames only.</summary>
+    /// <summary>The scored window's losses by hand: DMD (CFG 2 real score; a timestep and a normaliser per sample) and
+    /// the critic's flow matching (a timestep per sample), both over the new frames only.</summary>
     private static (Tensor Generator, double Critic) HandLosses(StreamingLongTuningMethod m, TrainingBatch tb, Tensor window, int overlap, Generator g)
     {
-        long n = window.shape[1] - overlap;
-        var t = m.Student.ShiftAndClampTimestep(randint(0, 1000, [1], ScalarType.Int64, generator: g).to_type(ScalarType.Float32));
-        double sigma = m.Sf.SigmasForTimesteps(t).item<double>();
+        long n = window.shape[1] - overlap, b = window.shape[0];
+        var t = m.Student.ShiftAndClampTimestep(randint(0, 1000, [b], ScalarType.Int64, generator: g).to_type(ScalarType.Float32));
+        var sigma = m.Sf.SigmasForTimesteps(t).to_type(ScalarType.Float32).reshape(b, 1, 1, 1, 1);
         Tensor grad;
         using (no_grad())
         {
             var xt = (1 - sigma) * window.detach() + sigma * randn(window.shape, generator: g);
             Tensor X0(ModelBase model, bool conditional) => xt - sigma * model.PredictNoise(xt, t, tb, conditional, m.CfgUncond);
             var real = X0(m.Teacher, false) + 2.0 * (X0(m.Teacher, true) - X0(m.Teacher, false));
-            grad = (X0(m.Critic, true) - real) / (window.detach() - real).abs().mean();
+            grad = (X0(m.Critic, true) - real) / (window.detach() - real).abs().mean([1, 2, 3, 4], keepdim: true);
         }
         var generatorLoss = 0.5 * (window.narrow(1, overlap, n) - (window.narrow(1, overlap, n).detach() - grad.narrow(1, overlap, n))).pow(2).mean();
 
-        var tc = m.Student.ShiftAndClampTimestep(randint(0, 1000, [1], ScalarType.Int64, generator: g).to_type(ScalarType.Float32));
-        double sc = m.Sf.SigmasForTimesteps(tc).item<double>();
+        var tc = m.Student.ShiftAndClampTimestep(randint(0, 1000, [b], ScalarType.Int64, generator: g).to_type(ScalarType.Float32));
+        var sc = m.Sf.SigmasForTimesteps(tc).to_type(ScalarType.Float32).reshape(b, 1, 1, 1, 1);
         using var noGrad = no_grad();
         var x = window.detach();
         var eps = randn(x.shape, generator: g);
@@ -108,14 +110,27 @@ public class StreamingLongTuningTests
         return (generatorLoss, critic);
     }
 
+    private static RawBatch TwoSamples(RandomBatchSource source)
+    {
+        using var a = source.Next();
+        using var b = source.Next();
+        var (ta, tb) = (a.Conditioning[Conditioning.Text], b.Conditioning[Conditioning.Text]);
+        return new RawBatch
+        {
+            VaeLatent = cat([a.VaeLatent!, b.VaeLatent!], 0),
+            Conditioning = Conditioning.FromText(cat([ta.Values, tb.Values], 0), cat([ta.Mask!, tb.Mask!], 0)),
+        };
+    }
+
     [Fact]
     public void TwoStreamingStepsMatchTheHandComputation()
     {
         using var scope = NewDisposeScope();
         using var m = Build(Options());
+        // Two samples per batch, so the per-sample timesteps and normalisers differ from batch-wide ones.
         var source = new RandomBatchSource(frames: 4);
-        using var batch1 = source.Next();
-        using var batch2 = source.Next();
+        using var batch1 = TwoSamples(source);
+        using var batch2 = TwoSamples(source);
         using var start = m.Generator.get_state();
         var r1 = m.SingleTrainStep(batch1, 1);
         var r2 = m.SingleTrainStep(batch2, 2);
