@@ -182,7 +182,8 @@ public static class CausalQuickstartRunner
         if (!reused || File.Exists(Path.Combine(TeacherRunDir(root), "metrics.jsonl"))) curves.Add((TeacherRunDir(root), "finetune_loss"));
         curves.AddRange([(kdRun, "kd_loss"), (sfRun, "generator_loss"), (sfRun, "fake_score_loss")]);
         if (longTuned is not null) curves.AddRange([(longRun, "generator_loss"), (longRun, "fake_score_loss")]);
-        Reports.QuickstartReport.Write(dir, summary, results, curves, "a causal student (KD, then Self-Forcing), streamed",
+        var title = longTuned is null ? "a causal student (KD, then Self-Forcing), streamed" : "a causal student (KD, Self-Forcing, then streaming long tuning), streamed";
+        Reports.QuickstartReport.Write(dir, summary, results, curves, title,
             LongClipHtml(dir, longTuned is null ? "The Self-Forcing student" : "The long-tuned student (Self-Forcing, then streaming long tuning)",
                 clip, longClips, continuation, summary["streaming"]!.AsObject()));
         WriteJson(Path.Combine(dir, "summary.json"), summary);
