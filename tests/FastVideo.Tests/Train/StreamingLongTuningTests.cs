@@ -202,6 +202,9 @@ public class StreamingLongTuningTests
         o = Options(); o["streaming_fixed_overlap_latents"] = 2L;
         Assert.Contains("method.streaming_fixed_overlap_latents: (2) must be in [0, streaming_chunk_size = 2)",
             Assert.Throws<UserError>(() => TrainingBuilder.Build(Config(dir, o))).Message);
+        o = Options(); o["start_gradient_frame"] = 1L;
+        Assert.Contains("method.start_gradient_frame: (1) applies to short Self-Forcing stages only",
+            Assert.Throws<UserError>(() => TrainingBuilder.Build(Config(dir, o))).Message);
         o = Options(); o["streaming_max_length"] = 6L;
         Assert.Contains("training.data.num_latent_t: (4) must be at least the longest stage horizon",
             Assert.Throws<UserError>(() => TrainingBuilder.Build(Config(dir, o))).Message);

@@ -151,6 +151,10 @@ public sealed class StreamingLongTuningMethod : SelfForcingMethod
     {
         Options = options;
         Stages = ResolveStages(options, Training.Data.NumLatentT);
+        // FastVideo reads start_gradient_frame only in short stages; a stream's chunks all take their gradient.
+        if (options.StartGradientFrame > 0 && Stages.Any(s => s.Streaming))
+            throw new UserError($"method.start_gradient_frame: ({options.StartGradientFrame}) applies to short Self-Forcing stages only; the streaming stages' " +
+                                "new frames always take the gradient. Set it to 0, or use a schedule without streaming stages");
         int longest = Stages.Max(s => Math.Max(s.NumLatentT, s.Streaming ? s.StreamLength : 0));
         if (longest > Training.Data.NumLatentT)
             throw new UserError($"training.data.num_latent_t: ({Training.Data.NumLatentT}) must be at least the longest stage horizon of " +
