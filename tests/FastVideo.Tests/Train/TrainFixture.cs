@@ -47,6 +47,7 @@ internal static class TrainFixture
         File.WriteAllText(Path.Combine(model, "model_index.json"), "{\"_class_name\": \"WanPipeline\"}");
         Directory.CreateDirectory(Path.Combine(model, "vae"));
         File.Copy(Path.Combine(data, "vae", "config.json"), Path.Combine(model, "vae", "config.json"));
+        File.Copy(Path.Combine(data, "negative_prompt_embeds.safetensors"), Path.Combine(model, "negative_prompt_embeds.safetensors"));   // as the quickstart's folders
         return (data, model);
     }
 

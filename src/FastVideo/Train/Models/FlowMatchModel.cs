@@ -109,7 +109,9 @@ public abstract class FlowMatchModel<TTransformer> : ModelBase where TTransforme
             if (path is null) return null;
         }
         using var scope = NewDisposeScope();
-        _negative = LoadNegative(path, what).Map(t => t.to(DiT.ParamDtype).to(Device)).DetachFromDisposeScope();
+        // The loaded tensors are outside any scope (the loader detaches them): disposed here, after the copy is made.
+        using var loaded = LoadNegative(path, what);
+        _negative = loaded.Map(t => t.to(DiT.ParamDtype).to(Device).clone()).DetachFromDisposeScope();
         return _negative;
     }
 
