@@ -58,6 +58,14 @@ public sealed class CommaSeparatedAttribute : Attribute;
 [AttributeUsage(AttributeTargets.Property)]
 public sealed class SingleStringAsListAttribute : Attribute;
 
+/// <summary>On a property: its recipe key when FastVideo does not spell it as the property's snake_case name
+/// (<c>discrete_cd_N</c>).</summary>
+[AttributeUsage(AttributeTargets.Property)]
+public sealed class RecipeKeyAttribute(string key) : Attribute
+{
+    public string Key { get; } = key;
+}
+
 /// <summary>On an enum member: other spellings the recipe may use for it (its snake_case name is always accepted).</summary>
 [AttributeUsage(AttributeTargets.Field)]
 public sealed class AliasesAttribute(params string[] names) : Attribute

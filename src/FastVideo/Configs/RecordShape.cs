@@ -29,7 +29,7 @@ internal static class RecordShape
             .SelectMany(c => c.GetProperties(BindingFlags.Public | BindingFlags.Instance | BindingFlags.DeclaredOnly)
                 .Where(p => p.SetMethod is { IsPublic: true } && p.GetIndexParameters().Length == 0)
                 .OrderBy(p => p.MetadataToken))
-            .Select(p => (Names.ToSnakeCase(p.Name), p))
+            .Select(p => (p.GetCustomAttribute<RecipeKeyAttribute>()?.Key ?? Names.ToSnakeCase(p.Name), p))
             .DistinctBy(x => x.Item1) // an override of a base property is the same key
             .ToList();
     });

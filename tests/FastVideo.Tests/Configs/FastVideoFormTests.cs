@@ -183,8 +183,8 @@ public class FastVideoFormTests
         "fastvideo.train.models.ltx2.LTX2Model", "model", "fastvideo.train.models.wan.WanModel")]
     [InlineData("models:\n  student: {_target_: fastvideo.train.models.wan.WanModel, init_from: m}\n  critic:\n    _target_: fastvideo.train.models.kandinsky5.Kandinsky5Model\n",
         "models.critic._target_", "fastvideo.train.models.kandinsky5.Kandinsky5Model", "model", null)]
-    [InlineData("models:\n  student: {_target_: fastvideo.train.models.wan.WanModel, init_from: m}\nmethod:\n  _target_: fastvideo.train.methods.consistency_model.causal_cd.CausalConsistencyDistillationMethod\n",
-        "method._target_", "fastvideo.train.methods.consistency_model.causal_cd.CausalConsistencyDistillationMethod", "method", null)]
+    [InlineData("models:\n  student: {_target_: fastvideo.train.models.wan.WanModel, init_from: m}\nmethod:\n  _target_: fastvideo.train.methods.distribution_matching.anyflow.AnyFlowMethod\n",
+        "method._target_", "fastvideo.train.methods.distribution_matching.anyflow.AnyFlowMethod", "method", null)]
     [InlineData("models:\n  student: {_target_: fastvideo.train.models.wan.WanModel, init_from: m}\nmethod:\n  _target_: fastvideo.train.methods.rl.diffusion_nft.DiffusionNFTMethod\n",
         "method._target_", "fastvideo.train.methods.rl.diffusion_nft.DiffusionNFTMethod", "method", null)]
     [InlineData("models:\n  student: {_target_: fastvideo.train.models.wan.WanModel, init_from: m}\nmethod:\n  _target_: fastvideo.train.methods.fine_tuning.finetune.FineTuneMethod\ncallbacks:\n  metrics:\n    _target_: fastvideo.train.callbacks.vbench.VBenchCallback\n",

@@ -27,7 +27,10 @@ public class MethodsCommandTests
             l => l.TrimStart().StartsWith(start + " ", StringComparison.Ordinal));
         string Line(string start, string section = "dmd2") => Assert.Single(Section(section), l => l.TrimStart().StartsWith(start + " ", StringComparison.Ordinal));
 
-        Assert.StartsWith("dfsft: diffusion-forcing SFT of a causal student", text);
+        Assert.StartsWith("causal_cd: causal consistency distillation", text);
+        Assert.Contains("\ndfsft: diffusion-forcing SFT of a causal student", text);
+        // FastVideo's spelling of a key that is not snake_case.
+        Assert.Matches(@"^    discrete_cd_N +int +default 48 ", Line("discrete_cd_N", "causal_cd"));
         Assert.Contains("\ndmd2: DMD2 distribution-matching distillation", text);
         Assert.Contains("\nfinetune: flow-matching supervised finetuning", text);
         Assert.Contains("\n  FastVideo class path (method._target_): fastvideo.train.methods.distribution_matching.dmd2.DMD2Method, ", text);

@@ -23,6 +23,7 @@ public sealed class MethodRegistry : IMethodCatalog
         r.Register(DistributionMatching.StreamingLongTuningMethod.Descriptor);
         r.Register(KnowledgeDistillation.KDMethod.Descriptor);
         r.Register(KnowledgeDistillation.KDCausalMethod.Descriptor);
+        r.Register(ConsistencyModel.CausalConsistencyDistillationMethod.Descriptor);
         return r;
     }
 

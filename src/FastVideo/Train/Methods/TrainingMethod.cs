@@ -76,7 +76,7 @@ public abstract class TrainingMethod : IDisposable
     public virtual void Backward(StepResult result, int gradAccumRounds) =>
         Student.Backward(result.Losses["total_loss"], result.Outputs.GetValueOrDefault(BackwardContextKey), gradAccumRounds);
 
-    public void OptimizersSchedulersStep(int iteration)
+    public virtual void OptimizersSchedulersStep(int iteration)
     {
         var active = GetOptimizers(iteration).ToList();
         foreach (var o in active) o.Optimizer.Step();
