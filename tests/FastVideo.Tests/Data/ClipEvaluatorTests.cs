@@ -80,6 +80,30 @@ public class ClipEvaluatorTests
             string.Join("; ", results.Where(r => !r.Correct).Take(5).Select(r => $"{r.ExpectedColor}/{r.ExpectedDirection} -> {r.Color}/{r.Direction}")));
         Assert.All(results, r => Assert.InRange(r.Sharpness, 0.9, 1.5)); // crisp edges score about 1
         Assert.All(results, r => Assert.True(r.OneObject));
+        Assert.All(results, r => Assert.True(r.Steady));
+    }
+
+    [Fact]
+    public void AClipThatStallsOrStepsBack_IsNotSteady_ThoughItsNetDirectionIsRight()
+    {
+        var o = new SyntheticOptions { Colors = 1, Directions = 2, ClipsPerClass = 1, Frames = 5, Height = 16, Width = 24, ShapeSize = 4, Start = SyntheticStart.Edge, TextLen = 8, EmbedDim = 8 };
+        var evaluator = new ClipEvaluator(o.PaletteColors, o.PaletteDirections);
+        var cls = SyntheticVideoDataset.Classes(o)[1];   // moving right
+        var clip = SyntheticVideoDataset.RenderClip(o, cls, 0);
+        int plane = o.Height * o.Width, volume = o.Frames * plane;
+        float[] WithFrame(int target, int source)
+        {
+            var px = (float[])clip.Pixels.Clone();
+            for (int ch = 0; ch < 3; ch++) Array.Copy(clip.Pixels, ch * volume + source * plane, px, ch * volume + target * plane, plane);
+            return px;
+        }
+        Assert.True(evaluator.Evaluate(clip.Pixels, o.Channels, o.Frames, o.Height, o.Width, cls.Prompt).Steady);
+        var stall = evaluator.Evaluate(WithFrame(2, 1), o.Channels, o.Frames, o.Height, o.Width, cls.Prompt);   // frame 2 = frame 1
+        Assert.Equal("right", stall.Direction);
+        Assert.False(stall.Steady);
+        var back = evaluator.Evaluate(WithFrame(3, 1), o.Channels, o.Frames, o.Height, o.Width, cls.Prompt);    // frame 3 back at frame 1's place
+        Assert.Equal("right", back.Direction);
+        Assert.False(back.Steady);
     }
 
     [Fact]

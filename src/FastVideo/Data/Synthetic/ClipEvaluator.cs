@@ -7,7 +7,7 @@ namespace FastVideo.Data.Synthetic;
 public sealed record ClipAssessment(
     string? Color, string? Direction, double VelocityX, double VelocityY, double Sharpness, double ForegroundFraction,
     string? ExpectedColor, string? ExpectedDirection, IReadOnlyList<string>? AcceptedDirections = null,
-    bool? OneObject = null)
+    bool? OneObject = null, bool Steady = false)
 {
     public bool ColorCorrect => ExpectedColor is not null && Color == ExpectedColor;
     /// <summary>The seen direction is one the caption allows: its direction, or either way along its axis
@@ -22,6 +22,9 @@ public sealed record ClipAssessment(
 public sealed record EvaluationReport(int Count, double Accuracy, double ColorAccuracy, double DirectionAccuracy,
     double MeanSharpness, IReadOnlyList<ClipAssessment> Clips)
 {
+    /// <summary>Share of clips whose shape advances along the seen direction at every frame (<see cref="ClipAssessment.Steady"/>).</summary>
+    public double SteadyAccuracy => Clips.Count == 0 ? 0 : Clips.Average(c => c.Steady ? 1.0 : 0.0);
+
     /// <summary>Share of clips with one object of the shape's area in every frame (null when not checked).</summary>
     public double? ObjectAccuracy => Clips.Count == 0 || Clips.Any(c => c.OneObject is null) ? null : Clips.Average(c => c.OneObject == true ? 1.0 : 0.0);
 }
@@ -36,6 +39,9 @@ public sealed record EvaluationReport(int Count, double Accuracy, double ColorAc
 /// over frames; below 0.25 px/frame there is no direction. On a wrap-around (torus) dataset the centroid is the
 /// circular mean on each axis, and each frame's centroid is taken as the copy nearest the previous frame's, so a
 /// shape crossing an edge keeps moving the same way.</item>
+/// <item>Steady: there is a direction, every frame has a centroid, and each frame-to-frame step of the centroid
+/// advances at least 0.25 px along that direction (no stalls or steps back, which the least-squares velocity of a
+/// whole clip averages away).</item>
 /// <item>One object (when the shape's area A in pixels is known, e.g. from a dataset's classes.json): every frame
 /// has between 0.5 A and 1.75 A foreground pixels. Two copies of the object, or one smeared over its neighbours,
 /// fail; a sampler that averages two possible motions draws exactly that.</item>
@@ -170,10 +176,18 @@ public sealed class ClipEvaluator
         if (ct.Count >= 2 && speed >= MinSpeed)
             direction = _directions.MaxBy(d => (d.Dx * vx + d.Dy * vy) / Math.Sqrt(d.Dx * d.Dx + d.Dy * d.Dy))!.Name;
 
+        bool steady = false;
+        if (direction is not null && ct.Count == frames)
+        {
+            var d = _directions.First(x => x.Name == direction);
+            double norm = Math.Sqrt(d.Dx * d.Dx + d.Dy * d.Dy);
+            steady = Enumerable.Range(1, frames - 1).All(f => ((cx[f] - cx[f - 1]) * d.Dx + (cy[f] - cy[f - 1]) * d.Dy) / norm >= MinSpeed);
+        }
+
         var caption = prompt is null ? null : SyntheticPalette.ParseCaption(prompt);
         return new ClipAssessment(color, direction, vx, vy, Sharpness(pixels, channels, frames, height, width, _background),
             fgPixels / (double)volume, caption?.Color?.Name, caption?.MotionWord, caption?.AcceptedDirections,
-            _objectArea is null ? null : oneObject);
+            _objectArea is null ? null : oneObject, steady);
     }
 
     /// <summary>Scores many clips against their prompts.</summary>

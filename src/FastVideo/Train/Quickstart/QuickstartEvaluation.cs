@@ -9,7 +9,8 @@ namespace FastVideo.Train.Quickstart;
 
 /// <summary>Samples of one generator setting for a fixed prompt x seed grid, and the evaluator's verdict on them.</summary>
 public sealed record GeneratorResult(string Name, string Description, int Steps, double Accuracy, double Sharpness,
-    double ColorAccuracy, double DirectionAccuracy, Tensor Clips, IReadOnlyList<string> Prompts, double? ObjectAccuracy = null);
+    double ColorAccuracy, double DirectionAccuracy, Tensor Clips, IReadOnlyList<string> Prompts, double? ObjectAccuracy = null,
+    double SteadyAccuracy = 0);
 
 /// <summary>
 /// Generates clips for every class prompt and seed with a model plugin, decodes them with the (identity) VAE and
@@ -129,7 +130,7 @@ public sealed class QuickstartEvaluation
         var prompts = Prompts.SelectMany(p => Seeds.Select(_ => p)).ToList();
         var report = _evaluator.EvaluateMany(Enumerable.Range(0, prompts.Count).Select(i => (clips[i], prompts[i])));
         return new GeneratorResult(name, description, steps, report.Accuracy, report.MeanSharpness, report.ColorAccuracy,
-            report.DirectionAccuracy, clips.clamp(-1, 1), prompts, report.ObjectAccuracy);
+            report.DirectionAccuracy, clips.clamp(-1, 1), prompts, report.ObjectAccuracy, report.SteadyAccuracy);
     }
 }
 
@@ -145,7 +146,7 @@ internal static class GeneratorResultExtensions
 /// <param name="Kept">Share of clips whose second part has the prompt's colour and an allowed direction, both the
 /// same as in the first part.</param>
 public sealed record ContinuationCheck(int Samples, long SplitFrame, double ColorAccuracy, double DirectionAccuracy,
-    double SameColor, double SameDirection, double Kept, double Sharpness, double? ObjectAccuracy)
+    double SameColor, double SameDirection, double Kept, double Sharpness, double? ObjectAccuracy, double Steady = 0)
 {
     public System.Text.Json.Nodes.JsonObject ToJson(int? localAttnSize = null) => new()
     {
@@ -154,6 +155,7 @@ public sealed record ContinuationCheck(int Samples, long SplitFrame, double Colo
         ["same_color_as_first_half"] = Math.Round(SameColor, 4), ["same_direction_as_first_half"] = Math.Round(SameDirection, 4),
         ["kept"] = Math.Round(Kept, 4), ["sharpness"] = Math.Round(Sharpness, 4),
         ["object_accuracy"] = ObjectAccuracy is { } oa ? Math.Round(oa, 4) : null,
+        ["steady"] = Math.Round(Steady, 4),
     };
 
     public static ContinuationCheck Of(ClipEvaluator evaluator, Tensor clips, IReadOnlyList<string> prompts, long split)
@@ -174,6 +176,6 @@ public sealed record ContinuationCheck(int Samples, long SplitFrame, double Colo
             Share((_, b) => b.ColorCorrect), Share((_, b) => b.DirectionCorrect), Share(SameColor), Share(SameDirection),
             Share((a, b) => b.ColorCorrect && b.DirectionCorrect && SameColor(a, b) && SameDirection(a, b)),
             pairs.Average(p => p.Second.Sharpness),
-            pairs.Any(p => p.Second.OneObject is null) ? null : Share((_, b) => b.OneObject == true));
+            pairs.Any(p => p.Second.OneObject is null) ? null : Share((_, b) => b.OneObject == true), Share((_, b) => b.Steady));
     }
 }

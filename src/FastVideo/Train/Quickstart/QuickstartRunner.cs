@@ -233,6 +233,7 @@ public static class QuickstartRunner
         ["steps"] = r.Steps, ["accuracy"] = Math.Round(r.Accuracy, 4), ["sharpness"] = Math.Round(r.Sharpness, 4),
         ["color_accuracy"] = Math.Round(r.ColorAccuracy, 4), ["direction_accuracy"] = Math.Round(r.DirectionAccuracy, 4),
         ["object_accuracy"] = r.ObjectAccuracy is { } oa ? Math.Round(oa, 4) : null,
+        ["steady_accuracy"] = Math.Round(r.SteadyAccuracy, 4),
         ["description"] = r.Description,
     };
 
