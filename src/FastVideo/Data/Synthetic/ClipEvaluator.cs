@@ -171,18 +171,12 @@ public sealed class ClipEvaluator
 
         string? color = votes.Max() > 0 ? _colors[Array.IndexOf(votes, votes.Max())].Name : null;
         double vx = Slope(ct, cx), vy = Slope(ct, cy);
-        string? direction = null;
         double speed = Math.Sqrt(vx * vx + vy * vy);
-        if (ct.Count >= 2 && speed >= MinSpeed)
-            direction = _directions.MaxBy(d => (d.Dx * vx + d.Dy * vy) / Math.Sqrt(d.Dx * d.Dx + d.Dy * d.Dy))!.Name;
-
-        bool steady = false;
-        if (direction is not null && ct.Count == frames)
-        {
-            var d = _directions.First(x => x.Name == direction);
-            double norm = Math.Sqrt(d.Dx * d.Dx + d.Dy * d.Dy);
-            steady = Enumerable.Range(1, frames - 1).All(f => ((cx[f] - cx[f - 1]) * d.Dx + (cy[f] - cy[f - 1]) * d.Dy) / norm >= MinSpeed);
-        }
+        static double Along(SyntheticDirection d, double dx, double dy) => (d.Dx * dx + d.Dy * dy) / Math.Sqrt(d.Dx * d.Dx + d.Dy * d.Dy);
+        var seen = ct.Count >= 2 && speed >= MinSpeed ? _directions.MaxBy(d => Along(d, vx, vy)) : null;
+        string? direction = seen?.Name;
+        bool steady = seen is not null && ct.Count == frames
+            && Enumerable.Range(1, frames - 1).All(f => Along(seen, cx[f] - cx[f - 1], cy[f] - cy[f - 1]) >= MinSpeed);
 
         var caption = prompt is null ? null : SyntheticPalette.ParseCaption(prompt);
         return new ClipAssessment(color, direction, vx, vy, Sharpness(pixels, channels, frames, height, width, _background),

@@ -204,14 +204,19 @@ public class DMD2Method : TrainingMethod
             generatorLoss = DmdLoss(xGen, tb, metrics);
         }
         var criticLoss = CriticLoss(tb);
+        return StepOf(update, tb, generatorLoss, criticLoss, metrics);
+    }
+
+    /// <summary>A step's result: both losses and their total, and what <see cref="Backward"/> needs.</summary>
+    protected static StepResult StepOf(bool update, TrainingBatch tb, Tensor generatorLoss, Tensor criticLoss, Dictionary<string, Tensor> metrics)
+    {
         var losses = new Dictionary<string, Tensor>
         {
             ["total_loss"] = generatorLoss.detach() + criticLoss.detach(),
             ["generator_loss"] = generatorLoss,
             ["fake_score_loss"] = criticLoss,
         };
-        var outputs = new Dictionary<string, object?> { [BackwardContextKey] = (update, tb.Timesteps) };
-        return new StepResult(losses, outputs, metrics);
+        return new StepResult(losses, new Dictionary<string, object?> { [BackwardContextKey] = (update, tb.Timesteps) }, metrics);
     }
 
     public override void Backward(StepResult result, int gradAccumRounds)
@@ -254,16 +259,20 @@ public class DMD2Method : TrainingMethod
         return ModelSampling.FewStep(Student, tb, x, timesteps, draw, cfgUncond: CfgUncond, gradOnLastStep: withGrad, attnKind: AttnKind.Vsa);
     }
 
-    /// <summary>Random score timestep: the student's shift_and_clamp of an integer in [0, 1000), clamped to
-    /// [min, max]_timestep_ratio x 1000 (upstream truncates the bounds to integers).</summary>
-    internal Tensor ScoreTimestep()
+    /// <summary>
+    /// Random score timesteps [<paramref name="count"/>]: the student's shift_and_clamp of integers in [0, 1000),
+    /// clamped to [min, max]_timestep_ratio x 1000. DMD2 draws one and truncates the bounds to integers, as upstream;
+    /// streaming long tuning draws one per sample and rounds them, as FastVideo's method does.
+    /// </summary>
+    internal Tensor ScoreTimestep(long count = 1, bool roundBounds = false)
     {
-        using var raw = randint(0, Student.NumTrainTimesteps, [1], dtype: ScalarType.Int64, device: Student.Device, generator: Generator);
+        using var raw = randint(0, Student.NumTrainTimesteps, [count], dtype: ScalarType.Int64, device: Student.Device, generator: Generator);
         using var f = raw.to_type(ScalarType.Float32);
         var t = Student.ShiftAndClampTimestep(f);
         if (Options.MinTimestepRatio == 0 && Options.MaxTimestepRatio == 1) return t;
+        double Bound(double ratio) => roundBounds ? Math.Round(ratio * Student.NumTrainTimesteps) : (int)(ratio * Student.NumTrainTimesteps);
         using (t)
-            return t.clamp((int)(Options.MinTimestepRatio * Student.NumTrainTimesteps), (int)(Options.MaxTimestepRatio * Student.NumTrainTimesteps));
+            return t.clamp(Bound(Options.MinTimestepRatio), Bound(Options.MaxTimestepRatio));
     }
 
     /// <summary>0.5 MSE(x_gen, x_gen - g) with g = (fake - real) / mean|x_gen - real|, so d loss / d x_gen = g / numel.

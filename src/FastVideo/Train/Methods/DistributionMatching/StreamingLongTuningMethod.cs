@@ -230,12 +230,7 @@ public sealed class StreamingLongTuningMethod : SelfForcingMethod
     private StepResult ShortStep(RawBatch batch, int iteration, DistillStage stage)
     {
         var tb = Student.PrepareBatch(batch, Generator, LatentsSource.Zeros);
-        if (tb.Latents.shape[1] > stage.NumLatentT)
-        {
-            var cut = tb.Latents.narrow(1, 0, stage.NumLatentT);
-            tb.Latents.Dispose();
-            tb.Latents = cut;
-        }
+        KeepFrames(tb, stage.NumLatentT);
         bool update = UpdatesStudent(iteration);
         var metrics = Metrics(update, stage, stage.NumLatentT);
         var generatorLoss = zeros([], dtype: ScalarType.Float32, device: Student.Device);
@@ -248,7 +243,7 @@ public sealed class StreamingLongTuningMethod : SelfForcingMethod
         Tensor xCritic;
         using (no_grad()) xCritic = StudentRollout(tb, withGrad: false, out _);
         var criticLoss = MaskedCriticLoss(xCritic, tb, null);
-        return Result(update, tb, generatorLoss, criticLoss, metrics);
+        return StepOf(update, tb, generatorLoss, criticLoss, metrics);
     }
 
     /// <summary>A streaming stage: one chunk of the stream, its new frames scored with the previous chunk's last frames.</summary>
@@ -266,7 +261,7 @@ public sealed class StreamingLongTuningMethod : SelfForcingMethod
         var metrics = Metrics(update, stage, s.Length);
         var generatorLoss = update ? MaskedDmdLoss(chunk, tb, mask, metrics) : zeros([], dtype: ScalarType.Float32, device: Student.Device);
         var criticLoss = MaskedCriticLoss(chunk.detach(), tb, mask);
-        return Result(update, tb, generatorLoss, criticLoss, metrics);
+        return StepOf(update, tb, generatorLoss, criticLoss, metrics);
     }
 
     private static Dictionary<string, Tensor> Metrics(bool update, DistillStage stage, int length) => new()
@@ -276,27 +271,23 @@ public sealed class StreamingLongTuningMethod : SelfForcingMethod
         ["streaming_current_length"] = tensor((float)length),
     };
 
-    private StepResult Result(bool update, TrainingBatch tb, Tensor generatorLoss, Tensor criticLoss, Dictionary<string, Tensor> metrics)
-    {
-        var losses = new Dictionary<string, Tensor>
-        {
-            ["total_loss"] = generatorLoss.detach() + criticLoss.detach(),
-            ["generator_loss"] = generatorLoss,
-            ["fake_score_loss"] = criticLoss,
-        };
-        return new StepResult(losses, new Dictionary<string, object?> { [BackwardContextKey] = (update, tb.Timesteps) }, metrics);
-    }
-
     /// <summary>The stream's conditioning for this step, from its stored prompts (no draws from the method's generator).</summary>
     private TrainingBatch StreamBatch(Stream s)
     {
         using var raw = new RawBatch { Conditioning = s.Prompts.Map(t => t.alias()) };
         using var unused = new Generator(0, Student.Device);   // PrepareBatch's noise and timestep draws are not used
         var tb = Student.PrepareBatch(raw, unused, LatentsSource.Zeros);
-        var cut = tb.Latents.narrow(1, 0, Math.Min(tb.Latents.shape[1], s.Stage.StreamLength));
+        KeepFrames(tb, s.Stage.StreamLength);
+        return tb;
+    }
+
+    /// <summary>Cuts the batch's (zero) latents to their first <paramref name="frames"/> frames: the rollout's length.</summary>
+    private static void KeepFrames(TrainingBatch tb, long frames)
+    {
+        if (tb.Latents.shape[1] <= frames) return;
+        var cut = tb.Latents.narrow(1, 0, frames);
         tb.Latents.Dispose();
         tb.Latents = cut;
-        return tb;
     }
 
     /// <summary>
@@ -321,8 +312,7 @@ public sealed class StreamingLongTuningMethod : SelfForcingMethod
 
         var shape = tb.Latents.shape;
         using var noise = randn([shape[0], newFrames, shape[2], shape[3], shape[4]], dtype: tb.Latents.dtype, device: Student.Device, generator: Generator);
-        var blocks = new List<StreamBlock>();
-        for (int start = 0; start < newFrames; start += block) blocks.Add(new(blocks.Count, start, Math.Min(block, newFrames - start)));
+        var blocks = StreamingSampling.Blocks(newFrames, block);
         var exits = ExitSteps(blocks.Count);
         var schedule = new StreamingSchedule(DenoisingSteps.Select(t => (double)t).ToArray())
         {
@@ -342,19 +332,14 @@ public sealed class StreamingLongTuningMethod : SelfForcingMethod
         var x0 = StreamingSampling.Continue(stream, noise, schedule, Draw, onCommit: (_, c) => committed.Add(c.detach().clone().DetachFromDisposeScope()));
         s.Context.AddRange(committed);
 
-        long b0 = shape[0];
-        Tensor chunk, mask;
+        var chunk = x0;
         if (overlap > 0)
         {
             using var kept = s.Previous!.narrow(1, s.Previous.shape[1] - overlap, overlap).to(x0.device).to_type(x0.dtype);
             chunk = cat([kept, x0], 1);
-            mask = cat([zeros([b0, overlap, 1, 1, 1], dtype: ScalarType.Bool, device: x0.device), ones([b0, newFrames, 1, 1, 1], dtype: ScalarType.Bool, device: x0.device)], 1);
         }
-        else
-        {
-            chunk = x0;
-            mask = ones([b0, newFrames, 1, 1, 1], dtype: ScalarType.Bool, device: x0.device);
-        }
+        var mask = ones([shape[0], chunk.shape[1], 1, 1, 1], dtype: ScalarType.Bool, device: x0.device);
+        mask.narrow(1, 0, overlap).fill_(false);   // the kept frames carry no loss
         var previous = chunk.detach().narrow(1, Math.Max(0, chunk.shape[1] - chunkFrames), Math.Min(chunkFrames, chunk.shape[1])).clone().DetachFromDisposeScope();
         s.Previous?.Dispose();
         s.Previous = previous;
@@ -378,17 +363,6 @@ public sealed class StreamingLongTuningMethod : SelfForcingMethod
         return choices[(int)draw.item<long>()];
     }
 
-    /// <summary>Per-sample score timesteps [B]: shift_and_clamp of integers in [0, 1000), then clamped to the ratios x 1000 (rounded).</summary>
-    private Tensor ScoreTimesteps(long batch)
-    {
-        using var raw = randint(0, Student.NumTrainTimesteps, [batch], dtype: ScalarType.Int64, device: Student.Device, generator: Generator);
-        using var f = raw.to_type(ScalarType.Float32);
-        var t = Student.ShiftAndClampTimestep(f);
-        if (Options.MinTimestepRatio == 0 && Options.MaxTimestepRatio == 1) return t;
-        using (t)
-            return t.clamp(Math.Round(Options.MinTimestepRatio * Student.NumTrainTimesteps), Math.Round(Options.MaxTimestepRatio * Student.NumTrainTimesteps));
-    }
-
     /// <summary>Mean of <paramref name="values"/> over the elements of the masked frames (all when <paramref name="mask"/> is null).</summary>
     private static Tensor MaskedMean(Tensor values, Tensor? mask)
     {
@@ -408,7 +382,7 @@ public sealed class StreamingLongTuningMethod : SelfForcingMethod
         using (no_grad())
         using (var scope = NewDisposeScope())
         {
-            var t = ScoreTimesteps(x.shape[0]);
+            var t = ScoreTimestep(x.shape[0], roundBounds: true);
             var xt = AddScoreNoise(x.detach(), Draw(x), t);
             var fake = ScoreX0(Critic, xt, t, tb, conditional: true);
             var real = Options.RealScoreCfg
@@ -430,7 +404,7 @@ public sealed class StreamingLongTuningMethod : SelfForcingMethod
     {
         using var scope = NewDisposeScope();
         var x0 = x.detach();
-        var t = ScoreTimesteps(x0.shape[0]);
+        var t = ScoreTimestep(x0.shape[0], roundBounds: true);
         var eps = Draw(x0);
         var v = Critic.PredictNoise(AddScoreNoise(x0, eps, t), t, tb, conditional: true, CfgUncond, AttnKind.Dense);
         var err = (v.to_type(ScalarType.Float32) - (eps - x0).to_type(ScalarType.Float32)).pow(2);
