@@ -25,7 +25,9 @@ public static class DatasetCommand
         var shape = CliOptions.Choice<SyntheticShape>("--shape", $"the moving shape [default: {SyntheticPalette.Word(d.Shape)}]");
         var shapeSize = CliOptions.Int("--shape-size", "side of the shape's box in pixels", "S").WithDefault(d.ShapeSize);
         var maxSpeed = CliOptions.Int("--max-speed", "caps the speed in pixels per frame (0 = as fast as the frame allows)", "V").WithDefault(d.MaxSpeed);
+        var minSpeed = CliOptions.Int("--min-speed", "the slowest speed in pixels per frame (0 = half the top speed; = --max-speed fixes it)", "V").WithDefault(d.MinSpeed);
         var wrap = CliOptions.Flag("--wrap", "the frame is a torus: a shape leaving one edge re-enters at the opposite one (motion can go on past the clip; --max-speed then sets the speed)");
+        var grid = CliOptions.Int("--grid", "with --start line on a torus, starts snap to multiples of G pixels (the patch size makes every frame whole tokens)", "G").WithDefault(d.Grid);
         var start = CliOptions.Choice<SyntheticStart>("--start",
             $"where a clip starts: anywhere its path fits, at the edge it moves away from (centred), anywhere along that edge (lane), or anywhere on the centre line of its motion (line) [default: {SyntheticPalette.Word(d.Start)}]");
         var captions = CliOptions.Choice<SyntheticCaptions>("--captions",
@@ -42,7 +44,7 @@ public static class DatasetCommand
             "Write the synthetic moving-shapes dataset (shapes moving over a plain background; classes = colour x direction) "
             + "in FastVideo's parquet layout, with vae/config.json, negative_prompt_embeds.safetensors and classes.json.")
         {
-            output, colors, directions, clips, frames, height, width, channels, shape, shapeSize, maxSpeed, wrap, start, captions,
+            output, colors, directions, clips, frames, height, width, channels, shape, shapeSize, maxSpeed, minSpeed, wrap, grid, start, captions,
             textLen, embedDim, textLayout, pooledDim, seed, rowsPerFile, fps,
         };
         command.SetAction(r => Synth(r.GetRequiredValue(output), (r.GetValue(pooledDim), r.GetValue(textLayout)) is (not null, not SyntheticTextLayout.Hunyuan)
@@ -51,7 +53,7 @@ public static class DatasetCommand
         {
             Colors = r.GetValue(colors), Directions = r.GetValue(directions), ClipsPerClass = r.GetValue(clips),
             Frames = r.GetValue(frames), Height = r.GetValue(height), Width = r.GetValue(width), Channels = r.GetValue(channels),
-            Shape = r.GetValue(shape) ?? d.Shape, ShapeSize = r.GetValue(shapeSize), MaxSpeed = r.GetValue(maxSpeed), Wrap = r.GetValue(wrap),
+            Shape = r.GetValue(shape) ?? d.Shape, ShapeSize = r.GetValue(shapeSize), MaxSpeed = r.GetValue(maxSpeed), MinSpeed = r.GetValue(minSpeed), Wrap = r.GetValue(wrap), Grid = r.GetValue(grid),
             Start = r.GetValue(start) ?? d.Start, Captions = r.GetValue(captions) ?? d.Captions,
             TextLen = r.GetValue(textLen), EmbedDim = r.GetValue(embedDim), Seed = r.GetValue(seed),
             TextLayout = r.GetValue(textLayout) ?? d.TextLayout, PooledDim = r.GetValue(pooledDim) ?? d.PooledDim,

@@ -236,6 +236,73 @@ public class SyntheticDatasetTests
     }
 
     [Fact]
+    public void MinSpeed_SetsTheSlowestSpeed_EqualToMaxItFixesIt_AndIsCheckedAgainstTheFrame()
+    {
+        var o = Small with { ClipsPerClass = 20 };
+        static HashSet<int> Speeds(SyntheticOptions o) => SyntheticVideoDataset.Classes(o)
+            .SelectMany(c => Enumerable.Range(0, o.ClipsPerClass).Select(k => SyntheticVideoDataset.RenderClip(o, c, k).Speed)).ToHashSet();
+        // Bounded 16x20 frame, 4-pixel square, 6 frames: the top speed is 2 vertically (12 / 5), 3 horizontally (16 / 5).
+        Assert.Equal([1, 2, 3], Speeds(o).Order());
+        Assert.Equal([2, 3], Speeds(o with { MinSpeed = 2 }).Order());
+        var torus = o with { Wrap = true, Start = SyntheticStart.Line, MaxSpeed = 4 };
+        Assert.Equal([2, 3, 4], Speeds(torus).Order());
+        Assert.Equal([4], Speeds(torus with { MinSpeed = 4 }).Order());
+        // Every frame of a fixed-speed clip on the torus is the first one shifted by speed x frame pixels.
+        var fixedSpeed = torus with { MinSpeed = 4 };
+        foreach (var cls in SyntheticVideoDataset.Classes(fixedSpeed))
+        {
+            var clip = SyntheticVideoDataset.RenderClip(fixedSpeed, cls, 3);
+            int h = o.Height, w = o.Width, dx = clip.Direction.Dx * 4, dy = clip.Direction.Dy * 4;
+            for (int f = 1; f < o.Frames; f++)
+                for (int y = 0; y < h; y++)
+                    for (int x = 0; x < w; x++)
+                        Assert.Equal(clip.Pixels[((y - dy * f) % h + h) % h * w + ((x - dx * f) % w + w) % w], clip.Pixels[f * h * w + y * w + x]);
+        }
+
+        var tooSlow = Assert.Throws<UserError>(() => (torus with { MinSpeed = 5 }).Validate());
+        Assert.Contains("--min-speed (5) must not exceed --max-speed (4)", tooSlow.Message);
+        var noRoom = Assert.Throws<UserError>(() => (o with { MinSpeed = 3 }).Validate());
+        Assert.Contains("--min-speed 3", noRoom.Message);
+        Assert.Contains("at most 2 pixels per frame", noRoom.Message);
+    }
+
+    [Fact]
+    public void Grid_SnapsLineStartsOnATorus_SoEveryFrameIsWholeCells()
+    {
+        var o = Small with { Height = 16, Width = 16, ShapeSize = 4, Start = SyntheticStart.Line, Wrap = true, MaxSpeed = 4, MinSpeed = 4, Grid = 4, ClipsPerClass = 30 };
+        foreach (var cls in SyntheticVideoDataset.Classes(o))
+        {
+            var places = new HashSet<int>();
+            for (int k = 0; k < o.ClipsPerClass; k++)
+            {
+                var clip = SyntheticVideoDataset.RenderClip(o, cls, k);
+                Assert.Equal(0, clip.StartX % 4);
+                Assert.Equal(0, clip.StartY % 4);
+                places.Add(clip.Direction.Dx != 0 ? clip.StartX : clip.StartY);
+                // Each 4x4 cell of each frame is all shape or all background.
+                for (int f = 0; f < o.Frames; f++)
+                    for (int cy = 0; cy < 4; cy++)
+                        for (int cx = 0; cx < 4; cx++)
+                        {
+                            float first = clip.Pixels[f * 256 + cy * 64 + cx * 4];
+                            for (int y = 0; y < 4; y++)
+                                for (int x = 0; x < 4; x++)
+                                    Assert.Equal(first, clip.Pixels[f * 256 + (cy * 4 + y) * 16 + cx * 4 + x]);
+                        }
+            }
+            Assert.Equal([0, 4, 8, 12], places.Order());
+        }
+        // Without --grid the same options start anywhere.
+        var free = o with { Grid = 1 };
+        Assert.Contains(SyntheticVideoDataset.Classes(free).SelectMany(c => Enumerable.Range(0, 30).Select(k => SyntheticVideoDataset.RenderClip(free, c, k))),
+            c => (c.StartX | c.StartY) % 4 != 0);
+
+        Assert.Contains("needs --wrap and --start line", Assert.Throws<UserError>(() => (o with { Wrap = false }).Validate()).Message);
+        Assert.Contains("needs --wrap and --start line", Assert.Throws<UserError>(() => (o with { Start = SyntheticStart.Edge }).Validate()).Message);
+        Assert.Contains("--grid 3 must divide the frame (16x16)", Assert.Throws<UserError>(() => (o with { Grid = 3 }).Validate()).Message);
+    }
+
+    [Fact]
     public void AxisCaptions_OneClassPerColourAndAxis_ClipsDrawBothWays()
     {
         var o = Small with { Captions = SyntheticCaptions.Axis, ClipsPerClass = 12 };

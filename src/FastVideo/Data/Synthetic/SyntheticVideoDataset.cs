@@ -23,6 +23,10 @@ public sealed record SyntheticOptions
     /// <summary>Caps the speed in pixels per frame (0 = as fast as the frame allows). Slow motion is decided late in
     /// denoising, after the position, so a text-conditioned model must take the direction from the caption.</summary>
     public int MaxSpeed { get; init; }
+    /// <summary>The slowest speed a clip may draw, in pixels per frame (0 = half the top speed, rounded up). Equal to
+    /// <see cref="MaxSpeed"/> it fixes the speed: with --wrap, a speed of a whole patch per frame makes the motion a
+    /// shift by whole tokens.</summary>
+    public int MinSpeed { get; init; }
     /// <summary>Where a clip starts: anywhere its path fits (Random); at the edge it moves away from, centred on the
     /// other axis (Edge), so each class has one track per speed; or at that edge, anywhere along it (Lane).</summary>
     public SyntheticStart Start { get; init; } = SyntheticStart.Random;
@@ -30,6 +34,10 @@ public sealed record SyntheticOptions
     /// for any number of frames (what a clip streamed past the training length needs). Speeds may then exceed what
     /// the frame leaves room for, up to just under half the frame (so the direction stays unambiguous).</summary>
     public bool Wrap { get; init; }
+    /// <summary>With --start line on a torus: start positions snap to multiples of this many pixels (1 = any pixel).
+    /// Set to the DiT's patch size, with a shape of that size and a speed of that many pixels per frame, every frame
+    /// is whole tokens and the motion a shift by one token per frame.</summary>
+    public int Grid { get; init; } = 1;
     /// <summary>Whether captions name the direction (Exact) or only its axis (Axis: one class per colour and axis,
     /// each clip moving one of the axis's two ways).</summary>
     public SyntheticCaptions Captions { get; init; } = SyntheticCaptions.Exact;
@@ -60,6 +68,11 @@ public sealed record SyntheticOptions
         Check(Channels >= 1, $"--channels must be at least 1, got {Channels}");
         Check(EmbedDim >= 2, $"--embed-dim must be at least 2, got {EmbedDim}");
         Check(MaxSpeed >= 0, $"--max-speed must be 0 (no cap) or a positive number of pixels per frame, got {MaxSpeed}");
+        Check(MinSpeed >= 0, $"--min-speed must be 0 (half the top speed) or a positive number of pixels per frame, got {MinSpeed}");
+        Check(MinSpeed == 0 || MaxSpeed == 0 || MinSpeed <= MaxSpeed, $"--min-speed ({MinSpeed}) must not exceed --max-speed ({MaxSpeed})");
+        Check(Grid >= 1, $"--grid must be at least 1 pixel, got {Grid}");
+        Check(Grid == 1 || (Wrap && Start == SyntheticStart.Line), $"--grid {Grid} snaps the starts of --start line on a torus: it needs --wrap and --start line");
+        Check(Height % Grid == 0 && Width % Grid == 0, $"--grid {Grid} must divide the frame ({Height}x{Width})");
         Check(RowsPerFile >= 1, $"rows per file must be at least 1, got {RowsPerFile}");
         Check(Fps > 0, $"fps must be positive, got {Fps}");
         Check(ShapeSize >= 1 && ShapeSize < Math.Min(Height, Width),
@@ -76,6 +89,12 @@ public sealed record SyntheticOptions
             int limit = (Math.Min(Height, Width) - 1) / 2;
             Check(MaxSpeed <= limit, $"with --wrap a speed must stay under half the frame ({Height}x{Width}) so the direction is unambiguous: --max-speed at most {limit}, got {MaxSpeed}");
         }
+        if (MinSpeed > 0 && Frames >= 2 && ShapeSize < Math.Min(Height, Width))
+            foreach (var d in PaletteDirections)
+            {
+                int top = SyntheticVideoDataset.TopSpeed(this, d);
+                Check(MinSpeed <= top, $"--min-speed {MinSpeed}: a {ShapeSize}-pixel shape moving {d.Name} in the {Height}x{Width} frame can move at most {top} pixels per frame for {Frames} frames");
+            }
         Check(Captions == SyntheticCaptions.Exact || Directions <= 4,
             $"--captions axis names horizontal and vertical motion only, so it takes --directions 1..4, got {Directions}");
         int longest = SyntheticVideoDataset.Classes(this).Max(c => SyntheticTextEncoder.Tokenize(c.Prompt).Count);
@@ -175,12 +194,11 @@ public static class SyntheticVideoDataset
         var rng = SplitMix64.Keyed(o.Seed, colorId, dirId, clipIndex);
         var d = cls.AxisDirections is { } axis ? axis[rng.NextInt(0, axis.Count - 1)] : cls.Direction;
         int roomX = o.Width - o.ShapeSize, roomY = o.Height - o.ShapeSize, steps = o.Frames - 1;
-        int maxSpeed = Math.Max(1, Math.Min(d.Dx != 0 ? roomX / steps : int.MaxValue, d.Dy != 0 ? roomY / steps : int.MaxValue));
-        // On a torus --max-speed sets the speed (the frame's room no longer bounds it); otherwise it only caps it.
-        if (o.MaxSpeed > 0) maxSpeed = o.Wrap ? o.MaxSpeed : Math.Min(maxSpeed, o.MaxSpeed);
-        int speed = rng.NextInt((maxSpeed + 1) / 2, maxSpeed); // at least half the fastest, so motion is clear
-        int x0 = StartOn(o.Start, ref rng, d.Dx, roomX, o.Wrap ? 0 : speed * steps, o.Wrap ? o.Width : 0);
-        int y0 = StartOn(o.Start, ref rng, d.Dy, roomY, o.Wrap ? 0 : speed * steps, o.Wrap ? o.Height : 0);
+        int maxSpeed = TopSpeed(o, d);
+        // At least half the fastest by default, so motion is clear (Validate checks --min-speed against the top speed).
+        int speed = rng.NextInt(o.MinSpeed > 0 ? o.MinSpeed : (maxSpeed + 1) / 2, maxSpeed);
+        int x0 = StartOn(o.Start, ref rng, d.Dx, roomX, o.Wrap ? 0 : speed * steps, o.Wrap ? o.Width : 0, o.Grid);
+        int y0 = StartOn(o.Start, ref rng, d.Dy, roomY, o.Wrap ? 0 : speed * steps, o.Wrap ? o.Height : 0, o.Grid);
 
         int c = o.Channels, t = o.Frames, h = o.Height, w = o.Width;
         var px = new float[(long)c * t * h * w];
@@ -204,12 +222,23 @@ public static class SyntheticVideoDataset
         return new SyntheticClip(cls, clipIndex, id, px, [c, t, h, w], x0, y0, speed, d);
     }
 
+    /// <summary>The fastest a shape moving <paramref name="d"/> may go: what the frame leaves room for in a clip, capped
+    /// by --max-speed; on a torus --max-speed sets it (the frame's room no longer bounds it).</summary>
+    internal static int TopSpeed(SyntheticOptions o, SyntheticDirection d)
+    {
+        int roomX = o.Width - o.ShapeSize, roomY = o.Height - o.ShapeSize, steps = o.Frames - 1;
+        int top = Math.Max(1, Math.Min(d.Dx != 0 ? roomX / steps : int.MaxValue, d.Dy != 0 ? roomY / steps : int.MaxValue));
+        return o.MaxSpeed <= 0 ? top : o.Wrap ? o.MaxSpeed : Math.Min(top, o.MaxSpeed);
+    }
+
     /// <param name="torus">The frame's size along this axis on a torus (any position is then a start), else 0.</param>
-    private static int StartOn(SyntheticStart mode, ref SplitMix64 rng, int step, int room, int travel, int torus) => mode switch
+    /// <param name="grid">Line starts snap to multiples of it (1 unless on a torus).</param>
+    private static int StartOn(SyntheticStart mode, ref SplitMix64 rng, int step, int room, int travel, int torus, int grid) => mode switch
     {
         SyntheticStart.Edge => EdgeStart(step, room),
         SyntheticStart.Lane => step != 0 ? EdgeStart(step, room) : rng.NextInt(0, room),
-        SyntheticStart.Line => step == 0 ? room / 2 : torus > 0 ? rng.NextInt(0, torus - 1) : StartOnAxis(ref rng, step, room, travel),
+        SyntheticStart.Line => step == 0 ? room / 2 / grid * grid
+            : torus > 0 ? rng.NextInt(0, torus / grid - 1) * grid : StartOnAxis(ref rng, step, room, travel),
         _ => StartOnAxis(ref rng, step, room, travel),
     };
 
@@ -387,7 +416,7 @@ public static class SyntheticVideoDataset
         ["options"] = new
         {
             colors = o.Colors, directions = o.Directions, clips_per_class = o.ClipsPerClass, frames = o.Frames,
-            height = o.Height, width = o.Width, channels = o.Channels, shape = SyntheticPalette.Word(o.Shape), shape_size = o.ShapeSize, max_speed = o.MaxSpeed, wrap = o.Wrap, start = SyntheticPalette.Word(o.Start), captions = SyntheticPalette.Word(o.Captions), text_len = o.TextLen,
+            height = o.Height, width = o.Width, channels = o.Channels, shape = SyntheticPalette.Word(o.Shape), shape_size = o.ShapeSize, max_speed = o.MaxSpeed, min_speed = o.MinSpeed, wrap = o.Wrap, grid = o.Grid, start = SyntheticPalette.Word(o.Start), captions = SyntheticPalette.Word(o.Captions), text_len = o.TextLen,
             embed_dim = o.EmbedDim, seed = o.Seed, rows_per_file = o.RowsPerFile, fps = o.Fps, text_layout = SyntheticPalette.Word(o.TextLayout), pooled_dim = o.PooledDim,
         },
     });
