@@ -1,3 +1,5 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
 using System.CommandLine;
 using FastVideo.Data.Synthetic;
 using FastVideo.Train.Quickstart;
@@ -16,12 +18,16 @@ public static class QuickstartCommand
         var reuseTeacher = CliOptions.Flag("--reuse-teacher", "reuse a finished teacher in DIR instead of training it again");
         var teacherSet = CliOptions.Set("--teacher-set", "override a key of the teacher's recipe (repeatable)");
         var distillSet = CliOptions.Set("--distill-set", "override a key of the DMD2 recipe (repeatable)");
+        var modelSet = CliOptions.Set("--teacher-model-set",
+            "a key of the teacher's transformer config.json (Diffusers keys, JSON values), e.g. num_layers=6 or patch_size=[1,2,2] (repeatable)");
         var evalSeeds = CliOptions.Int("--eval-seeds", "noise seeds per prompt in the comparison").WithDefault(d.EvalSeeds.Count);
         var colors = CliOptions.Int("--colors", "dataset: colours").WithDefault(d.Data.Colors);
         var directions = CliOptions.Int("--directions", "dataset: directions").WithDefault(d.Data.Directions);
         var shapeSize = CliOptions.Int("--shape-size", "dataset: side of the shape in pixels", "S").WithDefault(d.Data.ShapeSize);
         var maxSpeed = CliOptions.Int("--max-speed", "dataset: caps the speed in pixels per frame (0 = as fast as the frame allows; with --wrap it sets the speed)", "V").WithDefault(d.Data.MaxSpeed);
+        var minSpeed = CliOptions.Int("--min-speed", "dataset: the slowest speed in pixels per frame (0 = half the top speed; = --max-speed fixes it)", "V").WithDefault(d.Data.MinSpeed);
         var wrap = CliOptions.Flag("--wrap", "dataset: the frame is a torus, a shape leaving one edge re-enters at the opposite one (--wrap false: a bounded frame)").WithDefault(d.Data.Wrap);
+        var grid = CliOptions.Int("--grid", "dataset: with --start line on a torus, starts snap to multiples of G pixels (the patch size makes every frame whole tokens)", "G").WithDefault(d.Data.Grid);
         var start = CliOptions.Choice<SyntheticStart>("--start", $"dataset: where clips start [default: {SyntheticPalette.Word(d.Data.Start)}]");
         var captions = CliOptions.Choice<SyntheticCaptions>("--captions", $"dataset: whether captions name the direction or only its axis [default: {SyntheticPalette.Word(d.Data.Captions)}]");
         var overwrite = CliOptions.Flag("--overwrite", "DIR holds an earlier quickstart: move it aside (kept) instead of re-running into it");
@@ -39,8 +45,8 @@ public static class QuickstartCommand
             + "with DMD2, and writes report.html and summary.json into DIR. The dataset options are those of 'dataset synth' "
             + "and apply when DIR has no dataset yet. --scenario causal distills a streaming causal student from DIR's teacher instead.")
         {
-            output, scenario, teacherSteps, distillSteps, reuseTeacher, teacherSet, distillSet, kdSteps, sfSteps, longSteps, kdSet, sfSet, longSet, evalSeeds,
-            colors, directions, shapeSize, maxSpeed, wrap, start, captions, overwrite,
+            output, scenario, teacherSteps, distillSteps, reuseTeacher, teacherSet, distillSet, modelSet, kdSteps, sfSteps, longSteps, kdSet, sfSet, longSet, evalSeeds,
+            colors, directions, shapeSize, maxSpeed, minSpeed, wrap, grid, start, captions, overwrite,
         };
         command.SetAction(r =>
         {
@@ -66,6 +72,7 @@ public static class QuickstartCommand
                 ReuseTeacher = r.GetValue(reuseTeacher),
                 TeacherOverrides = r.GetRequiredValue(teacherSet),
                 DistillOverrides = r.GetRequiredValue(distillSet),
+                Model = ModelWith(d.Model, r.GetRequiredValue(modelSet)),
                 EvalSeeds = Enumerable.Range(0, seeds).Select(i => d.EvalSeeds[0] + i).ToList(),
                 Data = d.Data with
                 {
@@ -73,14 +80,38 @@ public static class QuickstartCommand
                     Directions = r.GetValue(directions),
                     ShapeSize = r.GetValue(shapeSize),
                     MaxSpeed = r.GetValue(maxSpeed),
+                    MinSpeed = r.GetValue(minSpeed),
                     Wrap = r.GetValue(wrap),
+                    Grid = r.GetValue(grid),
                     Start = r.GetValue(start) ?? d.Data.Start,
                     Captions = r.GetValue(captions) ?? d.Data.Captions,
                 },
             };
+            // A reused teacher is not trained again: an option that shapes its training would be ignored, so refuse it.
+            if ((which == QuickstartScenario.Causal || o.ReuseTeacher) && QuickstartRunner.HasTeacher(Path.GetFullPath(o.OutDir))
+                && new Option[] { teacherSteps, teacherSet, modelSet }.FirstOrDefault(x => r.GetResult(x) is { Implicit: false }) is { } unused)
+                throw new UserError($"{unused.Name}: {o.OutDir} has a finished teacher, which this run reuses without training it; "
+                    + "give --out a new folder (or run the default scenario without --reuse-teacher) to train one with it");
             return Run(o, r.GetValue(overwrite), r.InvocationConfiguration.Output);
         });
         return command;
+    }
+
+    /// <summary>The teacher's config.json with each KEY=VALUE of --teacher-model-set applied (VALUE is JSON).</summary>
+    internal static JsonObject ModelWith(JsonObject defaults, IEnumerable<string> sets)
+    {
+        var model = (JsonObject)defaults.DeepClone();
+        foreach (var set in sets)
+        {
+            int eq = set.IndexOf('=');
+            if (eq <= 0) throw new UserError($"--teacher-model-set '{set}': expected KEY=VALUE, e.g. num_layers=6");
+            string key = set[..eq].Trim(), text = set[(eq + 1)..].Trim();
+            JsonNode? value;
+            try { value = JsonNode.Parse(text); }
+            catch (JsonException) { throw new UserError($"--teacher-model-set {key}: '{text}' is not a JSON value (a number, true/false, null, \"text\" or [1, 2, 2])"); }
+            model[key] = value;
+        }
+        return model;
     }
 
     /// <summary>

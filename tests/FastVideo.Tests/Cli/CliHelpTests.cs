@@ -26,7 +26,7 @@ public class CliHelpTests
     [InlineData("quickstart", "--out <DIR>", "[default: runs/quickstart]", "--teacher-steps <N>", "[default: 4000]", "--distill-steps <N>",
         "[default: 600]", "--reuse-teacher", "--teacher-set <KEY=VALUE>", "--distill-set <KEY=VALUE>", "--eval-seeds <N>", "[default: 24]",
         "--colors <N>", "--directions <N>", "--shape-size <S>", "[default: 5]", "--start <random|edge|lane|line>", "[default: edge]",
-        "--captions <exact|axis>", "[default: axis]", "--overwrite", "--long-tuning-steps <N>", "--long-tuning-set <KEY=VALUE>")]
+        "--captions <exact|axis>", "[default: axis]", "--min-speed <V>", "--grid <G>", "--overwrite", "--long-tuning-steps <N>", "--long-tuning-set <KEY=VALUE>")]
     [InlineData("config", "fastvideo config [command] [options]", "show <RECIPE>", "convert <RECIPE>")]
     [InlineData("config convert", "fastvideo config convert <RECIPE> [options]", "--set <KEY=VALUE>", "--out <FILE>")]
     [InlineData("config show", "fastvideo config show <RECIPE> [options]", "--set <KEY=VALUE>")]
@@ -35,7 +35,7 @@ public class CliHelpTests
     [InlineData("dataset", "fastvideo dataset [command] [options]", "synth", "inspect <DIR>")]
     [InlineData("dataset synth", "--out <DIR> (REQUIRED)", "--colors <N>", "--directions <N>", "--clips-per-class <N>", "--frames <F>",
         "--height <H>", "--width <W>", "--channels <C>", "--shape <square|arrow>", "--shape-size <S>", "--max-speed <V>",
-        "--start <random|edge|lane|line>", "--captions <exact|axis>", "--text-len <L>", "--embed-dim <D>", "--seed <S>", "--rows-per-file <N>",
+        "--min-speed <V>", "--grid <G>", "--start <random|edge|lane|line>", "--captions <exact|axis>", "--text-len <L>", "--embed-dim <D>", "--seed <S>", "--rows-per-file <N>",
         "[default: 512]", "--fps <F>")]
     [InlineData("dataset inspect", "fastvideo dataset inspect <DIR> [options]", "exit code 1 if any is bad")]
     [InlineData("demo", "--out <DIR>", "--steps <N>", "[default: 8]", "--guidance-scale <G>", "[default: 5]")]

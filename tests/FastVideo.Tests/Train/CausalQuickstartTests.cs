@@ -124,4 +124,31 @@ public class CausalQuickstartTests
         Assert.Equal(ExitCodes.BadInput, Cli.Cli.Run(["quickstart", "--out", root, "--long-tuning-steps", "3"], stdout, stderr = new StringWriter()));
         Assert.StartsWith("error: --long-tuning-steps is an option of the causal scenario, not of --scenario default\n", stderr.ToString());
     }
+
+    [Fact]
+    public void TeacherOptions_AreRefusedWhenTheFolderHasATeacherToReuse_AndModelSetsMustBeJson()
+    {
+        var root = TestPaths.TempDir("qs-teacher-opts");
+        StringWriter stdout = new(), stderr = new();
+        Assert.Equal(ExitCodes.BadInput, Cli.Cli.Run(["quickstart", "--out", root, "--teacher-model-set", "num_layers"], stdout, stderr));
+        Assert.StartsWith("error: --teacher-model-set 'num_layers': expected KEY=VALUE", stderr.ToString());
+        Assert.Equal(ExitCodes.BadInput, Cli.Cli.Run(["quickstart", "--out", root, "--teacher-model-set", "num_layers=six"], stdout, stderr = new StringWriter()));
+        Assert.StartsWith("error: --teacher-model-set num_layers: 'six' is not a JSON value", stderr.ToString());
+
+        // A finished teacher (its exported weights) makes the causal scenario, and the default one with --reuse-teacher, reuse it.
+        var weights = Path.Combine(root, "teacher_model", "transformer", "diffusion_pytorch_model.safetensors");
+        Directory.CreateDirectory(Path.GetDirectoryName(weights)!);
+        File.WriteAllText(weights, "");
+        foreach (var args in new[]
+        {
+            new[] { "quickstart", "--scenario", "causal", "--out", root, "--teacher-steps", "10" },
+            ["quickstart", "--scenario", "causal", "--out", root, "--teacher-model-set", "num_layers=6"],
+            ["quickstart", "--reuse-teacher", "--out", root, "--teacher-set", "training.data.seed=1"],
+        })
+        {
+            Assert.Equal(ExitCodes.BadInput, Cli.Cli.Run(args, stdout, stderr = new StringWriter()));
+            Assert.StartsWith($"error: {args[^2]}: {root} has a finished teacher, which this run reuses without training it", stderr.ToString());
+        }
+        Assert.Equal([weights], Directory.GetFiles(root, "*", SearchOption.AllDirectories));   // nothing written
+    }
 }

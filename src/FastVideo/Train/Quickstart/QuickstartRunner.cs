@@ -178,7 +178,7 @@ public static class QuickstartRunner
     private static string TeacherInitDir(string root) => Path.Combine(root, "teacher_init");
 
     /// <summary>A finished teacher: its weights are exported only after its last step.</summary>
-    internal static bool HasTeacher(string root) =>
+    public static bool HasTeacher(string root) =>
         File.Exists(Path.Combine(TeacherModelDir(root), "transformer", "diffusion_pytorch_model.safetensors"));
 
     /// <summary>Creates the folder and holds it: one quickstart per folder at a time; its stages re-run into their sub-folders.</summary>
