@@ -89,7 +89,7 @@ public sealed record SyntheticOptions
             int limit = (Math.Min(Height, Width) - 1) / 2;
             Check(MaxSpeed <= limit, $"with --wrap a speed must stay under half the frame ({Height}x{Width}) so the direction is unambiguous: --max-speed at most {limit}, got {MaxSpeed}");
         }
-        if (MinSpeed > 0 && Frames >= 2 && ShapeSize < Math.Min(Height, Width))
+        if (MinSpeed > 0)   // the checks above already hold: at least 2 frames, and room for the shape
             foreach (var d in PaletteDirections)
             {
                 int top = SyntheticVideoDataset.TopSpeed(this, d);
