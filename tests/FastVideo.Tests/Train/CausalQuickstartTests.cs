@@ -89,6 +89,8 @@ public class CausalQuickstartTests
         Assert.Equal(samples, (int)streaming["second_half_local_window"]!["samples"]!);
         var checks = onDisk["checks"]!;
         Assert.Equal((double)onDisk["student"]!["accuracy"]! >= 0.85 * (double)onDisk["teacher"]!["accuracy"]!, (bool)checks["student_reaches_85_percent_of_teacher"]!);
+        Assert.Equal((double)half["kept"]!, (double)checks["long_clip_second_half_kept"]!);
+        Assert.Equal((double)streaming["second_half_local_window"]!["kept"]!, (double)checks["long_clip_second_half_kept_local_window"]!);
 
         // Each stage trained and exported its own weights: KD moved the student off the teacher, Self-Forcing off KD.
         var ode = Weights(Path.Combine(dir, "ode_init_model"));

@@ -173,6 +173,11 @@ public static class CausalQuickstartRunner
             // The evaluator's colour and direction (one the caption allows) on the long clips' second half, in most of them.
             ["long_clip_second_half_color"] = Math.Round(continuation.ColorAccuracy, 4),
             ["long_clip_second_half_direction"] = Math.Round(continuation.DirectionAccuracy, 4),
+            // What "keeps" asks: the caption allows either sign on its axis, so a square that turns back still passes the
+            // direction above. Kept = the colour and the first half's direction (global attention; a window of the
+            // training length).
+            ["long_clip_second_half_kept"] = Math.Round(continuation.Kept, 4),
+            ["long_clip_second_half_kept_local_window"] = Math.Round(local.Kept, 4),
         };
         summary["wall_seconds"] = Math.Round(wall.Elapsed.TotalSeconds, 1);
         summary["timings"] = timings;
